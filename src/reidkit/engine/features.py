@@ -1,0 +1,46 @@
+"""Feature files: the features of a list of samples, saved as `.safetensors` with their labels and paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reidkit.data.datasets import Sample
+from reidkit.data.loading import build_test_loader
+from reidkit.data.transforms import build_test_transform
+from reidkit.engine.evaluator import extract_features
+
+
+def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
+                  progress: bool = True) -> torch.Tensor:
+    """Extract features of `samples` as `config.eval` says and write them to `out`; returns [N, D].
+
+    The file holds tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64, and the image
+    paths as JSON in the metadata key `paths`.
+    """
+    from safetensors.torch import save_file
+
+    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
+                               batch_size=config.eval.batch_size, workers=config.data.workers)
+    features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
+                                device=device, amp=config.train.amp, progress=progress)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"features": features.contiguous(),
+               "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
+               "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)},
+              str(out), metadata={"paths": json.dumps([s[0] for s in samples]),
+                                  "feature": config.eval.feature, "flip": str(config.eval.flip)})
+    return features
+
+
+def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Read `(features [N,D], pids [N], camids [N], paths)` written by `extract_split`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        paths = json.loads(handle.metadata()["paths"])
+        return handle.get_tensor("features"), handle.get_tensor("pids"), handle.get_tensor("camids"), paths

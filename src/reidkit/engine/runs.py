@@ -1,0 +1,32 @@
+"""Reopen a finished run folder: its config (plus overrides) and its trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from reidkit.config import Config, apply_overrides, config_from_dict
+from reidkit.engine.checkpoint import load_into, load_weights
+from reidkit.errors import ReidkitError
+from reidkit.models.reid import ReidModel, build_model, model_kwargs
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The `config.yaml` of `run_dir` with ``key=value`` overrides applied (e.g. eval.flip=true)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ReidkitError(f"{run_dir} is not a run folder (no config.yaml); pass the --out of `reidkit train`")
+    return config_from_dict(apply_overrides(yaml.safe_load(path.read_text()), overrides or []))
+
+
+def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | None = None) -> ReidModel:
+    """Rebuild the model of a run and load `weights` (default: the run's final `model.safetensors`)."""
+    path = Path(weights) if weights else Path(run_dir) / "model.safetensors"
+    state, metadata = load_weights(path)
+    if "num_classes" not in metadata:
+        raise ReidkitError(f"{path} has no num_classes metadata; it was not written by reidkit")
+    kwargs = model_kwargs(config.model) | {"weights": None}  # trained weights replace any ImageNet init
+    model = build_model(num_classes=int(metadata["num_classes"]), **kwargs)
+    load_into(model, state, path)
+    return model.eval()

@@ -1,0 +1,97 @@
+"""Convolutional trunks from torchvision (He et al., "Deep Residual Learning", CVPR 2016).
+
+The classifier of the ImageNet model is removed; `last_stride=1` keeps the last stage at the resolution of
+the one before (Sun et al., PCB, ECCV 2018; the BoT "last stride" trick). Weights come only from a local
+file the user names: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from reidkit.errors import ConfigError
+
+BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+}
+
+
+class ResNetTrunk(nn.Module):
+    """A torchvision ResNet without its pooling and classifier: images [N,3,H,W] -> maps [N,C,h,w]."""
+
+    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1) -> None:
+        super().__init__()
+        if last_stride not in (1, 2):
+            raise ConfigError(f"model.last_stride must be 1 or 2, got {last_stride}")
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        first_block = self.layer4[0]
+        strided_conv = first_block.conv2 if hasattr(first_block, "conv3") else first_block.conv1
+        strided_conv.stride = (last_stride, last_stride)
+        first_block.downsample[0].stride = (last_stride, last_stride)
+        self.out_channels = resnet.fc.in_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from `.safetensors` or a torch file, never executing pickled code.
+
+    Raises:
+        ConfigError: the file is missing or cannot be read as weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist; give a local .safetensors or .pth path")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors, zipfile and unpickler errors all mean "not weights"
+        raise ConfigError(f"{path} is not a readable weights file ({error})") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None) -> ResNetTrunk:
+    """Build a ResNet trunk by name, optionally loading ImageNet weights from a local file.
+
+    Args:
+        name: one of BACKBONES.
+        last_stride: stride of the last stage (1 or 2).
+        weights: a torchvision ResNet state dict (`fc.*` ignored); None or "" keeps random init.
+
+    Raises:
+        KeyError: unknown name (lists the choices).
+        ConfigError: unreadable weights, or keys/shapes that do not match the architecture.
+    """
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    resnet = BACKBONES[name]()
+    if weights:
+        state = {k: v for k, v in read_state_dict(weights).items() if not k.startswith("fc.")}
+        expected = {k: v.shape for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
+        if missing or unexpected or wrong_shape:
+            raise ConfigError(
+                f"{weights} does not match {name}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"wrong shape {wrong_shape[:5]} (first 5 of each)")
+        resnet.load_state_dict(state, strict=False)
+    return ResNetTrunk(resnet, last_stride)

@@ -1,0 +1,51 @@
+"""The ReID network: backbone trunk → pooling → BNNeck → classifier.
+
+The model does not know which losses train it: `forward` returns the same dict of tensors in training
+and evaluation, and each loss term picks the key it needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reidkit.models.backbones import build_backbone
+from reidkit.models.heads import POOLINGS, BNNeckHead
+
+
+class ReidModel(nn.Module):
+    """images [N,3,H,W] -> {"features" [N,D], "bn_features" [N,D], "logits" [N,C], "attr_logits" {}}."""
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
+        self.backbone = backbone
+        self.pool = POOLINGS[pooling]()
+        self.head = BNNeckHead(feat_dim, num_classes)
+        self.feat_dim = feat_dim
+        self.num_classes = num_classes
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding before the BNNeck, [N, D]."""
+        return self.pool(self.backbone(images))
+
+    def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+        bn_features, logits = self.head(features)
+        return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": {}}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+        return self.forward_head(self.forward_features(images))
+
+
+def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
+                weights: str | None = None) -> ReidModel:
+    """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
+    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights)
+    return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling)
+
+
+def model_kwargs(model_config) -> dict:
+    """Map a `reidkit.config.ModelConfig` to `build_model` keyword arguments."""
+    return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
+            "pooling": model_config.pooling, "weights": model_config.weights or None}
