@@ -1,0 +1,131 @@
+"""Curves of a run: the CMC curve of an evaluation and the training curves of ``metrics.jsonl``.
+
+Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot, no global
+backend change, nothing left open); matplotlib is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_EVAL_KEYS = ("rank1", "mAP", "mINP")
+
+
+def plot_cmc(cmc: Any, path: str | Path, label: str | None = None) -> Path:
+    """Save the CMC curve as a PNG, with rank-1/5/10 annotated.
+
+    Args:
+        cmc: ``[max_rank]`` matching rates in [0, 1]; ``cmc[k]`` is the rate at rank k + 1.
+        path: PNG file to write (parent folders are created).
+        label: legend entry, e.g. the model name; no legend when None.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    cmc = np.asarray(cmc, dtype=np.float64).reshape(-1)
+    if cmc.size == 0:
+        raise ValueError("cmc is empty")
+    figure, axes = _figure(1, 1, (6.0, 4.5))
+    ranks = np.arange(1, cmc.size + 1)
+    axes.plot(ranks, 100 * cmc, marker="." if cmc.size <= 50 else None, label=label)
+    for rank in (1, 5, 10):
+        if rank <= cmc.size:
+            rate = 100 * cmc[rank - 1]
+            axes.scatter([rank], [rate], color="black", zorder=3)
+            axes.annotate(f"R{rank} {rate:.1f}%", (rank, rate), textcoords="offset points", xytext=(8, -4))
+    bottom = max(0.0, 100 * cmc.min() - 5)
+    axes.set(xlabel="rank", ylabel="matching rate (%)", title="CMC", xlim=(0.5, cmc.size + 0.5),
+             ylim=(bottom, 101))
+    axes.grid(alpha=0.3)
+    if label is not None:
+        axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def plot_training_curves(records: list[dict], path: str | Path) -> Path:
+    """Save the training curves of a run as one PNG.
+
+    Panels: each loss term (``loss`` and every ``loss/<name>``) against the training step, the
+    learning rate against the step, and rank-1 / mAP / mINP (%) against the epoch when eval records
+    exist. Steps that restart at each epoch are made cumulative over epochs.
+
+    Args:
+        records: parsed lines of ``metrics.jsonl``: ``{"kind": "train", "epoch", "step", "lr",
+            "loss", "loss/<name>", ...}`` and ``{"kind": "eval", "epoch", "rank1", "mAP", "mINP"}``.
+        path: PNG file to write (parent folders are created).
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        ValueError: nothing to plot (no loss, lr or eval values).
+    """
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    steps = _global_steps([r.get("step", i) for i, r in enumerate(train)])
+    loss_keys = sorted({k for r in train for k in r if k == "loss" or k.startswith("loss/")},
+                       key=lambda k: (k != "loss", k))
+    panels = [(key, "step") for key in loss_keys]
+    if any("lr" in r for r in train):
+        panels.append(("lr", "step"))
+    if evals:
+        panels.append(("eval", "epoch"))
+    if not panels:
+        raise ValueError("no 'train' record with a loss or lr, and no 'eval' record: nothing to plot")
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = _figure(rows, columns, (4.5 * columns, 3.2 * rows))
+    axes = np.atleast_1d(axes).reshape(-1)
+    for ax, (key, x_label) in zip(axes, panels):
+        if key == "eval":
+            for name in _EVAL_KEYS:
+                points = [(r["epoch"], 100 * r[name]) for r in evals if name in r]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=name)
+            ax.set(title="evaluation (%)", ylim=(0, 100))
+            ax.legend(loc="best")
+        else:
+            points = [(s, r[key]) for s, r in zip(steps, train) if key in r]
+            ax.plot(*zip(*points), linewidth=1)
+            ax.set(title=key)
+            if key == "lr":
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.set_xlabel(x_label)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _global_steps(steps: list[int]) -> list[int]:
+    """Steps made cumulative where they restart (a step not above the previous one)."""
+    offset, previous, result = 0, None, []
+    for step in steps:
+        if previous is not None and step + offset <= previous:
+            offset = previous
+        result.append(step + offset)
+        previous = result[-1]
+    return result
+
+
+def _figure(rows: int, columns: int, size: tuple[float, float]):
+    """A matplotlib Figure on an Agg canvas, and its axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns, squeeze=True)
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    """Write ``figure`` to ``path`` as a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
