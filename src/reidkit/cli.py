@@ -36,16 +36,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _open_run(args: argparse.Namespace):
+    """(config, device, model, dataset) of the run folder `args.run` with `args.overrides` applied."""
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import evaluate_model, write_pictures
     from reidkit.engine.runs import load_run_config, load_run_model
     from reidkit.engine.trainer import resolve_device
 
     config = load_run_config(args.run, args.overrides)
     device = resolve_device(config.train.device)
     model = load_run_model(args.run, config, args.weights).to(device)
-    dataset = build_dataset(config.data, progress=not args.quiet)
+    return config, device, model, build_dataset(config.data, progress=not args.quiet)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reidkit.engine.evaluator import evaluate_model, write_pictures
+
+    config, device, model, dataset = _open_run(args)
     metrics, distmat = evaluate_model(model, dataset, config.eval, config.data.height, config.data.width, device,
                                       workers=config.data.workers, amp=config.train.amp, progress=not args.quiet)
     out = Path(args.out or Path(args.run) / "eval")
@@ -58,15 +64,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from reidkit.data.build import build_dataset
     from reidkit.engine.features import extract_split
-    from reidkit.engine.runs import load_run_config, load_run_model
-    from reidkit.engine.trainer import resolve_device
 
-    config = load_run_config(args.run, args.overrides)
-    device = resolve_device(config.train.device)
-    model = load_run_model(args.run, config, args.weights).to(device)
-    samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
+    config, device, model, dataset = _open_run(args)
+    samples = getattr(dataset, args.split)
     features = extract_split(model, samples, config, device, args.out, progress=not args.quiet)
     print(f"wrote {features.shape[0]} × {features.shape[1]} {args.split} features to {args.out}")
     return 0
