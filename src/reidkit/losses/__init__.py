@@ -1,6 +1,16 @@
 """Losses: distances, metric-learning losses of the lecture, identity (representation) losses."""
 
+from reidkit.losses.center import CenterLoss, center_loss
 from reidkit.losses.distances import pairwise_distance
+from reidkit.losses.margin_softmax import (
+    ArcFaceLoss,
+    CircleClassLoss,
+    CirclePairLoss,
+    CosFaceLoss,
+    CosineMarginLoss,
+    NormSoftmaxLoss,
+    circle_pair_loss,
+)
 from reidkit.losses.metric import (
     AdaptiveWeightedTripletLoss,
     TriHardLoss,
@@ -14,16 +24,62 @@ from reidkit.losses.metric import (
     triplet_loss,
 )
 from reidkit.losses.representation import CrossEntropyLabelSmooth, cross_entropy_label_smooth
+from reidkit.losses.set_losses import HAP2SLoss, LiftedStructuredLoss, hap2s_loss, lifted_structured_loss
+from reidkit.losses.tuple_losses import (
+    BatchContrastiveLoss,
+    BatchImprovedTripletLoss,
+    BatchQuadrupletLoss,
+    BatchTripletLoss,
+    batch_contrastive_loss,
+    batch_improved_triplet_loss,
+    batch_quadruplet_loss,
+    batch_triplet_loss,
+)
+from reidkit.losses.tuples import (
+    PAIR_STRATEGIES,
+    QUADRUPLET_STRATEGIES,
+    TRIPLET_STRATEGIES,
+    build_pairs,
+    build_quadruplets,
+    build_triplets,
+)
 
 __all__ = [
+    "PAIR_STRATEGIES",
+    "QUADRUPLET_STRATEGIES",
+    "TRIPLET_STRATEGIES",
     "AdaptiveWeightedTripletLoss",
+    "ArcFaceLoss",
+    "BatchContrastiveLoss",
+    "BatchImprovedTripletLoss",
+    "BatchQuadrupletLoss",
+    "BatchTripletLoss",
+    "CenterLoss",
+    "CircleClassLoss",
+    "CirclePairLoss",
+    "CosFaceLoss",
+    "CosineMarginLoss",
     "CrossEntropyLabelSmooth",
+    "HAP2SLoss",
+    "LiftedStructuredLoss",
+    "NormSoftmaxLoss",
     "TriHardLoss",
     "adaptive_weighted_triplet_loss",
+    "batch_contrastive_loss",
+    "batch_improved_triplet_loss",
+    "batch_quadruplet_loss",
+    "batch_triplet_loss",
+    "build_pairs",
+    "build_quadruplets",
+    "build_triplets",
+    "center_loss",
+    "circle_pair_loss",
     "contrastive_loss",
     "cross_entropy_label_smooth",
+    "hap2s_loss",
     "hardest_pairs",
     "improved_triplet_loss",
+    "lifted_structured_loss",
     "pairwise_distance",
     "quadruplet_loss",
     "softmax_weighted_pairs",

@@ -163,27 +163,33 @@ def hardest_pairs(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return d_ap[valid], d_an[valid]
 
 
-def softmax_weighted_pairs(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def softmax_weighted_pairs(dist: Tensor, labels: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Adaptive-weight selection (Ristani & Tomasi 2018; AGW, Ye et al. 2021): softmax-weighted averages.
 
-    d_ap[a] = Σ_p w_p·d(a, p) with w = softmax over the positives of d(a, p) (far positives weigh more);
-    d_an[a] = Σ_n w_n·d(a, n) with w = softmax over the negatives of −d(a, n) (near negatives weigh more).
-    The weights are part of the formula and are NOT detached: gradients flow through them.
+    d_ap[a] = Σ_p w_p·d(a, p) with w = softmax over the positives of d(a, p)/T (far positives weigh more);
+    d_an[a] = Σ_n w_n·d(a, n) with w = softmax over the negatives of −d(a, n)/T (near negatives weigh more).
+    T = 1 is the lecture's L3; T → 0 tends to the hardest pair, T → ∞ to the plain mean (the hard-aware
+    point-to-set weights of Yu et al. 2018 with σ = T). The weights are part of the formula and are NOT
+    detached: gradients flow through them.
 
     Args:
         dist: Distance matrix `[N, N]`.
         labels: Identity labels `[N]`.
+        temperature: Softmax temperature T > 0, in units of the distance.
 
     Returns:
         `(d_ap, d_an)`, each `[N']`, for the N' anchors having a positive and a negative (in batch order).
 
     Raises:
-        ValueError: If `dist` is not `[N, N]` or `labels` not `[N]`.
+        ValueError: If `dist` is not `[N, N]`, `labels` not `[N]`, or `temperature` is not > 0.
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
     positive, negative, valid = _anchor_masks(dist, labels)
     lowest = torch.finfo(dist.dtype).min  # exp(lowest − row max) is exactly 0: masked pairs get no weight
-    weights_ap = dist.masked_fill(~positive, lowest).softmax(dim=1)
-    weights_an = (-dist).masked_fill(~negative, lowest).softmax(dim=1)
+    scaled = dist / temperature
+    weights_ap = scaled.masked_fill(~positive, lowest).softmax(dim=1)
+    weights_an = (-scaled).masked_fill(~negative, lowest).softmax(dim=1)
     d_ap = (weights_ap * dist).sum(dim=1)
     d_an = (weights_an * dist).sum(dim=1)
     return d_ap[valid], d_an[valid]
@@ -259,6 +265,18 @@ def adaptive_weighted_triplet_loss(
 def _check_margin(margin: float | None) -> None:
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, Real) or not margin >= 0):
         raise ValueError(f"margin must be None (soft margin) or a number >= 0, got {margin!r}")
+
+
+def _check_real(name: str, value: float, allowed: str, accept: Callable[[float], bool]) -> None:
+    """Raise ValueError naming `allowed` unless `value` is a real number (not bool, not NaN) `accept`s."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not accept(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    """Raise ValueError unless `value` is an int (not bool) >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class TriHardLoss(nn.Module):
