@@ -50,24 +50,127 @@ class ModelConfig:
     weights: str = ""  # local .safetensors/.pth of an ImageNet backbone; empty = random init (no downloads)
 
 
+FeatureKey = Literal["features", "bn_features"]  # before or after the BNNeck
+PairStrategy = Literal["all", "random", "hard"]
+TripletStrategy = Literal["all", "random", "hard", "adaptive"]
+
+
 @dataclass
 class IdLossConfig:
-    weight: float = 1.0  # 0 disables the term
-    label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy
+    weight: float = 1.0  # every term: 0 disables it
+    label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy on the classifier logits
 
 
 @dataclass
-class TriHardLossConfig:
-    weight: float = 1.0  # 0 disables the term
-    margin: float | None = 0.3  # null = soft margin log(1 + exp(d_ap - d_an))
+class EmbeddingTermConfig:
+    weight: float = 0.0
+    feature: FeatureKey = "features"  # BoT: metric losses on the feature before the BNNeck
+
+
+@dataclass
+class MetricTermConfig(EmbeddingTermConfig):
     metric: Metric = "euclidean"
-    feature: Literal["features", "bn_features"] = "features"  # BoT: the feature before the BNNeck
+
+
+@dataclass
+class TriHardLossConfig(MetricTermConfig):
+    weight: float = 1.0
+    margin: float | None = 0.3  # null = soft margin log(1 + exp(d_ap - d_an))
+
+
+@dataclass
+class AdaptiveTripletLossConfig(MetricTermConfig):
+    margin: float | None = None  # softmax(d)-weighted positives, softmax(-d)-weighted negatives
+
+
+@dataclass
+class ContrastiveLossConfig(MetricTermConfig):
+    margin: float = 1.0
+    strategy: PairStrategy = "hard"  # which pairs of the PK batch count
+
+
+@dataclass
+class TripletLossConfig(MetricTermConfig):
+    margin: float | None = 0.3
+    strategy: TripletStrategy = "random"  # "hard" is TriHard; "adaptive" = adaptive hard sample mining
+
+
+@dataclass
+class ImprovedTripletLossConfig(MetricTermConfig):
+    margin: float = 0.3
+    strategy: TripletStrategy = "random"
+
+
+@dataclass
+class QuadrupletLossConfig(MetricTermConfig):
+    alpha: float = 0.3  # margin of the triplet term
+    beta: float = 0.15  # margin of the weaker term against a pair of two other identities
+    strategy: PairStrategy = "hard"
+
+
+@dataclass
+class LiftedLossConfig(MetricTermConfig):
+    margin: float = 1.0
+
+
+@dataclass
+class HAP2SLossConfig(MetricTermConfig):
+    margin: float = 0.5
+    sigma: float = 0.5  # temperature of the hard-aware point-to-set weights
+
+
+@dataclass
+class CirclePairLossConfig(EmbeddingTermConfig):
+    margin: float = 0.25
+    gamma: float = 128.0
+
+
+@dataclass
+class NormSoftmaxLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    temperature: float = 0.05
+
+
+@dataclass
+class CosFaceLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 30.0
+    margin: float = 0.35  # subtracted from the target cosine
+
+
+@dataclass
+class ArcFaceLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 30.0
+    margin_rad: float = 0.5  # added to the target angle, in radians
+
+
+@dataclass
+class CircleClassLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 64.0
+    margin: float = 0.25
 
 
 @dataclass
 class LossConfig:
+    """One entry per loss term; the objective is the sum of weight × term over terms with weight > 0."""
+
     id: IdLossConfig = field(default_factory=IdLossConfig)
     trihard: TriHardLossConfig = field(default_factory=TriHardLossConfig)
+    adaptive_triplet: AdaptiveTripletLossConfig = field(default_factory=AdaptiveTripletLossConfig)
+    contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    triplet: TripletLossConfig = field(default_factory=TripletLossConfig)
+    improved_triplet: ImprovedTripletLossConfig = field(default_factory=ImprovedTripletLossConfig)
+    quadruplet: QuadrupletLossConfig = field(default_factory=QuadrupletLossConfig)
+    lifted: LiftedLossConfig = field(default_factory=LiftedLossConfig)
+    hap2s: HAP2SLossConfig = field(default_factory=HAP2SLossConfig)
+    circle_pair: CirclePairLossConfig = field(default_factory=CirclePairLossConfig)
+    norm_softmax: NormSoftmaxLossConfig = field(default_factory=NormSoftmaxLossConfig)
+    cosface: CosFaceLossConfig = field(default_factory=CosFaceLossConfig)
+    arcface: ArcFaceLossConfig = field(default_factory=ArcFaceLossConfig)
+    circle: CircleClassLossConfig = field(default_factory=CircleClassLossConfig)
+    center: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # BoT: weight 0.001 here
 
 
 @dataclass

@@ -27,8 +27,8 @@ from reidkit.data.transforms import build_train_transform
 from reidkit.engine.checkpoint import save_weights
 from reidkit.engine.evaluator import autocast_context, evaluate_model, write_pictures
 from reidkit.engine.optim import build_optimizer, build_scheduler
-from reidkit.errors import ReidkitError
-from reidkit.losses.objective import Objective, build_objective
+from reidkit.errors import ConfigError, ReidkitError
+from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
 from reidkit.models.reid import build_model, model_kwargs
 
 
@@ -47,6 +47,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReidkitError(f"train.device={name} but CUDA is not available; use train.device=cpu")
     return device
+
+
+def check_batch_config(config: Config) -> None:
+    """Refuse a batch layout that silently breaks the configured loss terms.
+
+    Raises:
+        ConfigError: a metric-learning term with fewer than 2 images per identity (no positive pair).
+    """
+    metric_terms = [name for name in METRIC_TERMS if getattr(config.loss, name).weight > 0]
+    if metric_terms and config.data.k < 2:
+        raise ConfigError(f"loss terms {', '.join(metric_terms)} compare images of the same identity, but "
+                          f"data.k={config.data.k} gives each identity one image per batch; set data.k >= 2 "
+                          "or give those terms weight 0")
 
 
 class MetricsLog:
@@ -114,6 +127,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print)
 
     dataset = build_dataset(config.data, progress=progress)
     log(dataset.summary())
+    check_batch_config(config)
     data, train_cfg = config.data, config.train
     loader = build_train_loader(
         dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
@@ -122,8 +136,8 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print)
     model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(config.loss)
-    optimizer = build_optimizer(model, train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay,
+    objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim).to(device)
+    optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay,
                                 train_cfg.momentum)
     scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
                                 train_cfg.scheduler, train_cfg.milestones, train_cfg.gamma)

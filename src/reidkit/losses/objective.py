@@ -1,58 +1,98 @@
 """The training objective: a weighted sum of named loss terms, built once from the config.
 
-Each term reads one key of the model's output dict and the batch labels; every term is returned for
-logging, so a run shows what each loss contributed. Terms with weight 0 are left out.
+Each term is a loss module reading one key of the model's output dict plus the batch labels; every term
+is returned for logging, so a run shows what each loss contributed. Terms with weight 0 are left out.
+The objective is an `nn.Module` because some terms own parameters (class weights of CosFace/ArcFace/
+circle/normalised softmax, centers of center loss): the optimiser trains them beside the model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
-from reidkit.losses.metric import trihard_loss
-from reidkit.losses.representation import cross_entropy_label_smooth
+from reidkit.losses.center import CenterLoss
+from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
+from reidkit.losses.metric import AdaptiveWeightedTripletLoss, TriHardLoss
+from reidkit.losses.representation import CrossEntropyLabelSmooth
+from reidkit.losses.set_losses import HAP2SLoss, LiftedStructuredLoss
+from reidkit.losses.tuple_losses import (BatchContrastiveLoss, BatchImprovedTripletLoss, BatchQuadrupletLoss,
+                                         BatchTripletLoss)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Terms that compare samples of the batch with each other: they need K ≥ 2 images per identity.
+METRIC_TERMS = ("trihard", "adaptive_triplet", "contrastive", "triplet", "improved_triplet", "quadruplet",
+                "lifted", "hap2s", "circle_pair")
 
 
 @dataclass(frozen=True)
 class LossTerm:
-    """One weighted term: `weight * fn(outputs[input_key], labels)`."""
+    """One weighted term: `weight * module(outputs[input_key], labels)`."""
 
     name: str
     weight: float
-    fn: LossFn
+    module: nn.Module
     input_key: str
 
 
-class Objective:
+class Objective(nn.Module):
     """L = Σ_t w_t · L_t(outputs[key_t], labels); returns the total and each unweighted term."""
 
     def __init__(self, terms: list[LossTerm]) -> None:
+        super().__init__()
         if not terms:
             raise ValueError("the objective has no loss term: give at least one term a weight > 0")
         names = [term.name for term in terms]
         if len(set(names)) != len(names):
             raise ValueError(f"loss term names must be unique, got {names}")
-        self.terms = terms
+        self.terms = nn.ModuleDict({term.name: term.module for term in terms})
+        self.weights = {term.name: term.weight for term in terms}
+        self.input_keys = {term.name: term.input_key for term in terms}
 
-    def __call__(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        values = {term.name: term.fn(outputs[term.input_key], labels) for term in self.terms}
-        total = sum(term.weight * values[term.name] for term in self.terms)
+    def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {name: module(outputs[self.input_keys[name]], labels) for name, module in self.terms.items()}
+        total = sum(self.weights[name] * value for name, value in values.items())
         return total, values
 
 
-def build_objective(loss_config) -> Objective:
-    """Build the Objective from a `reidkit.config.LossConfig`; terms with weight 0 are skipped."""
-    candidates = [
-        LossTerm("id", loss_config.id.weight,
-                 lambda logits, labels: cross_entropy_label_smooth(
-                     logits, labels, epsilon=loss_config.id.label_smoothing), "logits"),
-        LossTerm("trihard", loss_config.trihard.weight,
-                 lambda embeddings, labels: trihard_loss(
-                     embeddings, labels, margin=loss_config.trihard.margin,
-                     metric=loss_config.trihard.metric), loss_config.trihard.feature),
-    ]
-    return Objective([term for term in candidates if term.weight > 0])
+def _term_builders(num_classes: int, embedding_dim: int) -> dict[str, Callable]:
+    """Loss-config field name → function(term config) → loss module."""
+    c, d = num_classes, embedding_dim
+    return {
+        "id": lambda t: CrossEntropyLabelSmooth(t.label_smoothing),
+        "trihard": lambda t: TriHardLoss(t.margin, t.metric),
+        "adaptive_triplet": lambda t: AdaptiveWeightedTripletLoss(t.margin, t.metric),
+        "contrastive": lambda t: BatchContrastiveLoss(t.margin, t.metric, t.strategy),
+        "triplet": lambda t: BatchTripletLoss(t.margin, t.metric, t.strategy),
+        "improved_triplet": lambda t: BatchImprovedTripletLoss(t.margin, t.metric, t.strategy),
+        "quadruplet": lambda t: BatchQuadrupletLoss(t.alpha, t.beta, t.metric, t.strategy),
+        "lifted": lambda t: LiftedStructuredLoss(t.margin, t.metric),
+        "hap2s": lambda t: HAP2SLoss(t.margin, t.sigma, t.metric),
+        "circle_pair": lambda t: CirclePairLoss(t.margin, t.gamma),
+        "norm_softmax": lambda t: NormSoftmaxLoss(c, d, t.temperature),
+        "cosface": lambda t: CosFaceLoss(c, d, t.scale, t.margin),
+        "arcface": lambda t: ArcFaceLoss(c, d, t.scale, t.margin_rad),
+        "circle": lambda t: CircleClassLoss(c, d, t.scale, t.margin),
+        "center": lambda t: CenterLoss(c, d),
+    }
+
+
+def build_objective(loss_config, num_classes: int, embedding_dim: int) -> Objective:
+    """Build the Objective from a `reidkit.config.LossConfig`; terms with weight 0 are skipped.
+
+    Args:
+        loss_config: one sub-config per term, each with a `weight` and (except `id`) a `feature` key.
+        num_classes: training identities (for terms that own class weights or centers).
+        embedding_dim: dimension of the model's features.
+    """
+    builders = _term_builders(num_classes, embedding_dim)
+    terms = []
+    for field in dataclasses.fields(loss_config):
+        term_config = getattr(loss_config, field.name)
+        if term_config.weight > 0:
+            input_key = getattr(term_config, "feature", "logits")
+            terms.append(LossTerm(field.name, term_config.weight, builders[field.name](term_config), input_key))
+    return Objective(terms)
