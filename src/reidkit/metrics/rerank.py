@@ -1,0 +1,393 @@
+"""k-reciprocal re-ranking and query expansion for re-identification retrieval.
+
+References:
+    Zhong et al., "Re-ranking Person Re-identification with k-reciprocal Encoding", CVPR 2017.
+    Chum et al., "Total Recall: Automatic Query Expansion with a Generative Feature Model for Object
+    Retrieval", ICCV 2007 (average query expansion).
+    Radenović et al., "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018 (αQE).
+
+``re_ranking`` follows the definition of the reference implementations used by the ReID community:
+the inputs are plain Euclidean distances and are squared inside; the (Q+G)×(Q+G) matrix assembled from
+the three blocks is cast to float32, each item's distances are divided by their maximum; initial ranks
+are the ascending order of a row; R(i, k) is the set of the k+1 nearest of i that have i among their
+own k+1 nearest; R(i, k1) is expanded by R(j, round(k1/2)) of each member j when more than 2/3 of that
+set lies in R(i, k1); V[i, x] = exp(−d(i, x)) over the expanded set, normalised to sum 1; V[i] is
+replaced by the mean of V over the k2 nearest rows of i when k2 ≠ 1; the Jaccard distance of a query
+q and a gallery item g is 1 − s / (2 − s) with s = Σ_x min(V[q, x], V[g, x]); the result is
+(1 − λ)·Jaccard + λ·(normalised squared distance).
+
+Ties. Initial ranks order equal distances by item index, i.e. the first entries of a *stable* argsort.
+The original numpy code uses ``np.argsort``'s default (unstable) sort, so on inputs with tied
+distances its neighbour sets may differ from these; without ties the results agree.
+
+Algorithm. Nothing of size (Q+G)² is held. Rows of the normalised matrix are built in chunks from the
+blocks into reused buffers, and of each row only its maximum and its nearest neighbours are kept: the
+columns are split into interleaved groups, the k-th smallest group minimum bounds the k-th smallest
+distance from above, and the few entries under the bound are sorted by (distance, index) — the first
+entries of a stable argsort, at the cost of one pass over the row. The k-reciprocal sets and their
+expansions are computed by vectorised membership tests on the neighbour table; the distances they need
+are read from the blocks one entry at a time. V and its query expansion are scipy CSR matrices
+(≈1.5·k1 non-zeros per row before expansion), and Σ min is accumulated per chunk of queries through an
+inverted index (the gallery rows of V in CSC form). Memory beyond the inputs and the ``[Q, G]``
+result is O((Q+G)·k1·k2 + chunk_size·(Q+G)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+_TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|
+_GROUP_SIZE = 32  # columns per group when bounding a row's nearest neighbours (see _smallest)
+_TILE_ROWS = 1024  # rows per tile of a transposing copy
+
+
+def re_ranking(
+    q_g_dist: Any,
+    q_q_dist: Any,
+    g_g_dist: Any,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """k-reciprocal re-ranking of a query-gallery distance matrix (Zhong et al., CVPR 2017).
+
+    Args:
+        q_g_dist: ``[Q, G]`` plain (not squared) Euclidean query-gallery distances.
+        q_q_dist: ``[Q, Q]`` query-query distances.
+        g_g_dist: ``[G, G]`` gallery-gallery distances. All three accept numpy or torch; float32 and
+            float64 are squared in their own precision (in the wider one when they differ), other
+            dtypes as float64; everything after the square is float32, as in the reference. Not
+            modified. As in the reference, the assembled matrix is used transposed: item i's row is
+            column i of ``[[q_q, q_g], [q_gᵀ, g_g]]``; for symmetric blocks the two agree.
+        k1: size of the k-reciprocal neighbourhood (≥ 1). ``k1 + 1``, ``round(k1 / 2) + 1`` and
+            ``k2`` are clamped to Q+G, as numpy slicing does in the reference; with ``k1 + 1 ≥ Q+G``
+            every item is a forward neighbour of every other.
+        k2: number of nearest rows averaged by local query expansion (≥ 1); 1 turns it off.
+        lambda_value: weight λ ∈ [0, 1] of the original distance; 0 gives the Jaccard distance alone,
+            1 the row-normalised squared distance.
+        chunk_size: rows processed at once (≥ 1); memory of a chunk is O(chunk_size · (Q+G)).
+        progress: show a tqdm bar over chunks.
+
+    Returns:
+        ``[Q, G]`` float32 re-ranked distances (smaller is closer).
+
+    Raises:
+        ValueError: bad shapes or sizes, NaN or infinite distances, distances too large to square
+            in float32, an item at distance 0 from every item, or out-of-range parameters.
+    """
+    if k1 < 1 or k2 < 1 or chunk_size < 1:
+        raise ValueError(f"k1, k2 and chunk_size must be >= 1, got {k1}, {k2}, {chunk_size}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value}")
+    blocks = _Blocks(_as_distances(q_g_dist, "q_g_dist"), _as_distances(q_q_dist, "q_q_dist"),
+                     _as_distances(g_g_dist, "g_g_dist"))
+    size = blocks.size
+    num_forward, num_half, num_expand = min(k1 + 1, size), min(round(k1 / 2) + 1, size), min(k2, size)
+    row_chunks = blocks.row_chunks(chunk_size)
+    query_chunks = [(start, min(start + chunk_size, blocks.num_q)) for start in range(0, blocks.num_q, chunk_size)]
+    with tqdm(total=2 * len(row_chunks) + len(query_chunks), desc="re-ranking", disable=not progress) as bar:
+        neighbours, row_max = _nearest(blocks, row_chunks, max(num_forward, num_expand), bar)
+        weights = _reciprocal_weights(blocks, neighbours, row_max, num_forward, num_half, row_chunks, bar)
+        if k2 != 1:
+            weights = _local_query_expansion(weights, neighbours[:, :num_expand])
+        return _combine(blocks, weights, row_max, lambda_value, query_chunks, bar)
+
+
+class _Blocks:
+    """The transposed assembled matrix ``[[q_q, q_g], [q_gᵀ, g_g]]ᵀ``, read by rows or entries."""
+
+    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
+        self.num_q, self.num_g = q_g.shape
+        if self.num_q == 0 or self.num_g == 0:
+            raise ValueError(f"need at least one query and one gallery item, got q_g_dist of shape {q_g.shape}")
+        for name, block, n in (("q_q_dist", q_q, self.num_q), ("g_g_dist", g_g, self.num_g)):
+            if block.shape != (n, n):
+                raise ValueError(f"{name} must have shape {(n, n)} to match q_g_dist {q_g.shape}, got {block.shape}")
+        self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
+        self.size = self.num_q + self.num_g
+        self.dtype = np.result_type(q_g, q_q, g_g)
+
+    def row_chunks(self, chunk_size: int) -> list[tuple[int, int]]:
+        """``(start, stop)`` row ranges of at most ``chunk_size`` rows, none straddling Q."""
+        return [(start, min(start + chunk_size, end)) for begin, end in ((0, self.num_q), (self.num_q, self.size))
+                for start in range(begin, end, chunk_size)]
+
+    def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """float32 squares of rows ``[start, stop)`` (columns of the assembled matrix), written into
+        ``out[:stop − start, :Q+G]``; ``scratch`` (input dtype, may be ``out``) receives the raw rows."""
+        q, count = self.num_q, stop - start
+        raw = scratch[:count, :self.size]
+        if stop <= q:
+            _copy_transposed(self.q_q[:, start:stop], raw[:, :q])
+            raw[:, q:] = self.q_g[start:stop]
+        else:
+            _copy_transposed(self.q_g[:, start - q:stop - q], raw[:, :q])
+            _copy_transposed(self.g_g[:, start - q:stop - q], raw[:, q:])
+        return np.square(raw, out=out[:count, :self.size])
+
+    def squared_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 squares of the entries ``(rows[i], cols[i])``, i.e. of assembled entries ``(cols[i], rows[i])``."""
+        q, out = self.num_q, np.empty(len(rows), self.dtype)
+        a, b = cols, rows
+        a_query, b_query = a < q, b < q
+        m = a_query & b_query
+        out[m] = self.q_q[a[m], b[m]]
+        m = a_query & ~b_query
+        out[m] = self.q_g[a[m], b[m] - q]
+        m = ~a_query & b_query
+        out[m] = self.q_g[b[m], a[m] - q]
+        m = ~a_query & ~b_query
+        out[m] = self.g_g[a[m] - q, b[m] - q]
+        return np.square(out, out=out).astype(np.float32, copy=False)
+
+    def squared_query_gallery(self, start: int, stop: int) -> np.ndarray:
+        """``[stop − start, G]`` float32 squares of the query-gallery rows ``[start, stop)``."""
+        rows = self.q_g[start:stop]
+        return np.square(rows, out=np.empty(rows.shape, np.float32))  # float32 squares are exact in float64
+
+
+def _copy_transposed(source: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = source.T`` by tiles of source rows: a cache-friendly transposing copy."""
+    for start in range(0, len(source), _TILE_ROWS):
+        out[:, start:start + _TILE_ROWS] = source[start:start + _TILE_ROWS].T
+
+
+def _as_distances(dist: Any, name: str) -> np.ndarray:
+    """Numpy 2-D view of a distance block: float32/float64 kept, other dtypes as float64; finite."""
+    if isinstance(dist, Tensor):
+        dist = dist.detach().cpu()
+        if not (dist.is_floating_point() and dist.element_size() in (4, 8)):
+            dist = dist.double()
+        dist = dist.numpy()
+    dist = np.asarray(dist)
+    if dist.dtype not in (np.float32, np.float64):
+        dist = dist.astype(np.float64)
+    if dist.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {dist.shape}")
+    if dist.size:
+        low, high = dist.min(), dist.max()  # NaN and ±inf propagate; no full-size temporary
+        if np.isnan(low) or np.isnan(high):
+            raise ValueError(f"{name} contains NaN entries")
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{name} contains infinite entries")
+    return dist
+
+
+def _nearest(blocks: _Blocks, row_chunks: list, num: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
+    """Initial ranks ``[Q+G, num]`` (first ``num`` of a stable argsort per row) and row maxima ``[Q+G]``."""
+    size, rows = blocks.size, max(stop - start for start, stop in row_chunks)
+    neighbours = np.empty((size, num), np.intp)
+    row_max = np.empty(size, np.float32)
+    # Buffers reused by every chunk (fresh large arrays cost page faults); the padding columns stay +inf.
+    group_size = min(_GROUP_SIZE, max(1, size // (4 * num)))
+    padded = np.full((rows, -(-size // group_size) * group_size), np.inf, np.float32)
+    scratch = padded if blocks.dtype == np.float32 else np.empty((rows, size), blocks.dtype)
+    for start, stop in row_chunks:
+        values = blocks.squared_rows(start, stop, scratch, padded)
+        peak = values.max(axis=1)
+        if not np.isfinite(peak).all():
+            raise ValueError("distances too large to square in float32 (above ~1.8e19); rescale them")
+        if not peak.all():
+            item = start + int(np.flatnonzero(peak == 0)[0])
+            raise ValueError(f"item {item} (queries first, then gallery) is at distance 0 from every item")
+        row_max[start:stop] = peak
+        values /= peak[:, None]
+        neighbours[start:stop] = _smallest(padded[:stop - start], num, group_size)
+        bar.update()
+    return neighbours, row_max
+
+
+def _smallest(values: np.ndarray, num: int, group_size: int) -> np.ndarray:
+    """Columns of the ``num`` smallest entries of each row, ordered by (value, column): the first ``num``
+    of a stable argsort.
+
+    Columns form B interleaved groups (group b = columns b, b + B, b + 2B, ...). The ``num``-th smallest
+    group minimum bounds the ``num``-th smallest value from above, so only the groups whose minimum is
+    within the bound are sorted: one pass over ``values``, then work on a few ``num · group_size``
+    entries per row.
+
+    Args:
+        values: ``[C, group_size · B]`` finite values padded at the end with fewer than ``group_size``
+            +inf; more than ``num`` finite values per row.
+        num: entries kept per row.
+        group_size: columns per group.
+
+    Returns:
+        ``[C, num]`` column indices.
+    """
+    count, num_groups = len(values), values.shape[1] // group_size
+    if num >= num_groups:
+        return np.argsort(values, axis=1, kind="stable")[:, :num]
+    groups = values.reshape(count, group_size, num_groups)
+    group_min = groups.min(axis=1)
+    bound = np.partition(group_min, num - 1, axis=1)[:, num - 1]
+    rows, kept = np.nonzero(group_min <= bound[:, None])
+    candidates = groups[rows, :, kept]  # [pairs, group_size]
+    inside = candidates <= bound[rows, None]
+    rows = np.broadcast_to(rows[:, None], inside.shape)[inside]
+    cols = (np.arange(group_size) * num_groups + kept[:, None])[inside]
+    order = np.lexsort((cols, candidates[inside], rows))  # by row, then value, then column
+    per_row = np.bincount(rows, minlength=count)
+    first = np.cumsum(per_row) - per_row
+    return cols[order][first[:, None] + np.arange(num)]
+
+
+def _reciprocal_mask(neighbours: np.ndarray, row_chunks: list) -> np.ndarray:
+    """``[N, k]`` bool: whether item i is among the k nearest of its j-th nearest ``neighbours[i, j]``."""
+    mask = np.empty(neighbours.shape, bool)
+    for start, stop in row_chunks:
+        backward = neighbours[neighbours[start:stop]]  # [C, k, k]
+        mask[start:stop] = (backward == np.arange(start, stop)[:, None, None]).any(axis=2)
+    return mask
+
+
+def _reciprocal_weights(blocks: _Blocks, neighbours: np.ndarray, row_max: np.ndarray, num_forward: int,
+                        num_half: int, row_chunks: list, bar: tqdm) -> sp.csr_matrix:
+    """V ``[Q+G, Q+G]``: exp(−d) over the expanded k-reciprocal set of each row, rows summing to 1."""
+    size = blocks.size
+    forward, half = neighbours[:, :num_forward], neighbours[:, :num_half]
+    in_forward, in_half = _reciprocal_mask(forward, row_chunks), _reciprocal_mask(half, row_chunks)
+    half_size = in_half.sum(axis=1)
+    data, indices, counts = [], [], []
+    for start, stop in row_chunks:
+        near, reciprocal = forward[start:stop], in_forward[start:stop]  # R(i, k1) = near[reciprocal]
+        candidate_sets, candidate_mask = half[near], in_half[near]  # R(j, k1/2) of each j: [C, k, h]
+        in_set = (candidate_sets[..., None] == near[:, None, None, :]) & reciprocal[:, None, None, :]
+        overlap = (in_set.any(axis=3) & candidate_mask).sum(axis=2)
+        accepted = reciprocal & (overlap > _TWO_THIRDS * half_size[near])
+        r_rows, r_cols = np.nonzero(reciprocal)
+        e_rows, e_cand, e_pos = np.nonzero(accepted[..., None] & candidate_mask)
+        keys = np.unique(np.concatenate([r_rows * size + near[r_rows, r_cols],
+                                         e_rows * size + candidate_sets[e_rows, e_cand, e_pos]]))
+        rows, cols = np.divmod(keys, size)
+        rows += start
+        weight = np.exp(-(blocks.squared_entries(rows, cols) / row_max[rows]))
+        totals = np.bincount(rows - start, weights=weight, minlength=stop - start)  # an empty set stays empty
+        data.append((weight / totals[rows - start]).astype(np.float32))
+        counts.append(np.bincount(rows - start, minlength=stop - start))
+        indices.append(cols)
+        bar.update()
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(size, size))
+
+
+def _local_query_expansion(weights: sp.csr_matrix, nearest: np.ndarray) -> sp.csr_matrix:
+    """Mean of the rows ``nearest[i]`` ``[N, k2]`` of ``weights``, for every row i (a sparse product)."""
+    size, num = nearest.shape
+    average = sp.csr_matrix((np.ones(nearest.size, np.float32), nearest.ravel(), np.arange(0, nearest.size + 1, num)),
+                            shape=(size, weights.shape[0]))
+    expanded = (average @ weights).tocsr()
+    expanded.data /= np.float32(num)
+    return expanded
+
+
+def _combine(blocks: _Blocks, weights: sp.csr_matrix, row_max: np.ndarray, lambda_value: float,
+             query_chunks: list, bar: tqdm) -> np.ndarray:
+    """``[Q, G]`` float32 (1 − λ)·Jaccard + λ·normalised squared distance, by chunks of queries."""
+    gallery = weights[blocks.num_q:].tocsc()  # inverted index: column x → gallery items with V[g, x] ≠ 0
+    result = np.empty((blocks.num_q, blocks.num_g), np.float32)
+    for start, stop in query_chunks:
+        shared = _shared_mass(weights[start:stop], gallery)
+        out = result[start:stop]
+        np.subtract(1.0, np.divide(shared, 2.0 - shared, out=shared), out=out)  # Jaccard distance
+        out *= 1.0 - lambda_value
+        original = blocks.squared_query_gallery(start, stop)
+        original /= row_max[start:stop, None]
+        original *= lambda_value
+        out += original
+        bar.update()
+    return result
+
+
+def _shared_mass(query: sp.csr_matrix, gallery: sp.csc_matrix) -> np.ndarray:
+    """``[C, G]`` Σ_x min(query[c, x], gallery[g, x]) over the columns both rows use."""
+    num_rows, num_gallery = query.shape[0], gallery.shape[0]
+    row_counts = np.diff(query.indptr)
+    starts = gallery.indptr[query.indices]
+    lengths = (gallery.indptr[query.indices + 1] - starts).astype(np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    positions = np.arange(int(lengths.sum())) - np.repeat(offsets - starts, lengths)
+    mins = np.minimum(np.repeat(query.data, lengths), gallery.data[positions])
+    cells = np.repeat(np.repeat(np.arange(num_rows), row_counts), lengths) * num_gallery + gallery.indices[positions]
+    return np.bincount(cells, weights=mins, minlength=num_rows * num_gallery).reshape(num_rows, num_gallery)
+
+
+@torch.no_grad()
+def alpha_query_expansion(
+    query_features: Tensor,
+    gallery_features: Tensor,
+    top_k: int = 5,
+    alpha: float = 3.0,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """αQE (Radenović et al., TPAMI 2018) of query and gallery features.
+
+    Features are L2-normalised first. Each feature f becomes normalise(f + Σ_n max(cos(f, g_n), 0)^α ·
+    g_n) over its ``top_k`` most similar gallery features g_n; a gallery item skips itself (by index)
+    and uses its ``top_k`` most similar other items. ``alpha = 0`` weighs every neighbour 1
+    (average query expansion). No gradient flows.
+
+    Args:
+        query_features: ``[Q, D]`` query features (torch or numpy).
+        gallery_features: ``[G, D]`` gallery features.
+        top_k: neighbours per feature (≥ 0), clamped to the gallery size (minus one for gallery items).
+        alpha: exponent α ≥ 0 of the similarity weights.
+        chunk_size: rows processed at once; memory O(chunk_size · (G + top_k · D)).
+
+    Returns:
+        ``(query, gallery)`` expanded L2-normalised features, ``[Q, D]`` and ``[G, D]``, in the promoted
+        floating dtype of the inputs (at least float32).
+
+    Raises:
+        ValueError: features not 2-D, differing dimensions, non-finite values, or negative
+            ``top_k``/``alpha`` or ``chunk_size`` < 1.
+    """
+    if top_k < 0 or alpha < 0 or chunk_size < 1:
+        raise ValueError(f"top_k and alpha must be >= 0 and chunk_size >= 1, got {top_k}, {alpha}, {chunk_size}")
+    query, gallery = (torch.as_tensor(x) for x in (query_features, gallery_features))
+    dtype = torch.promote_types(torch.promote_types(query.dtype, gallery.dtype), torch.float32)
+    query, gallery = query.to(dtype), gallery.to(dtype)
+    if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
+        raise ValueError(f"features must be [N, D] with equal D, got {tuple(query.shape)} and {tuple(gallery.shape)}")
+    if not (torch.isfinite(query).all() and torch.isfinite(gallery).all()):
+        raise ValueError("features contain NaN or infinite values")
+    query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
+    return (_expand(query, gallery, top_k, alpha, chunk_size, skip_self=False),
+            _expand(gallery, gallery, top_k, alpha, chunk_size, skip_self=True))
+
+
+def average_query_expansion(
+    query_features: Tensor, gallery_features: Tensor, top_k: int = 5, chunk_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """Average query expansion (Chum et al., ICCV 2007): αQE with α = 0.
+
+    Each L2-normalised feature becomes the L2-normalised mean of itself and its ``top_k`` most similar
+    gallery features (a gallery item skips itself). Arguments, returns and errors as
+    ``alpha_query_expansion``.
+    """
+    return alpha_query_expansion(query_features, gallery_features, top_k, 0.0, chunk_size)
+
+
+def _expand(features: Tensor, gallery: Tensor, top_k: int, alpha: float, chunk_size: int, skip_self: bool) -> Tensor:
+    """Rows of ``features`` ``[N, D]`` plus their weighted ``top_k`` gallery neighbours, L2-normalised."""
+    num = min(top_k, len(gallery) - int(skip_self))
+    expanded = torch.empty_like(features)
+    for start in range(0, len(features), chunk_size):
+        rows = features[start:start + chunk_size]
+        similarity = rows @ gallery.T
+        if skip_self:
+            index = torch.arange(len(rows), device=rows.device)
+            similarity[index, index + start] = -torch.inf
+        top_similarity, top_index = similarity.topk(num, dim=1)
+        weight = top_similarity.clamp_min(0).pow(alpha)  # 0^0 = 1: alpha = 0 averages
+        expanded[start:start + chunk_size] = rows + (weight.unsqueeze(2) * gallery[top_index]).sum(dim=1)
+    return F.normalize(expanded, dim=1)
