@@ -91,5 +91,24 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
 def test_help_lists_the_commands():
     result = reidkit("--help")
     assert result.returncode == 0
-    for command in ("synth", "train", "eval", "extract"):
+    for command in ("synth", "train", "eval", "extract", "verify"):
         assert command in result.stdout
+
+
+def test_attribute_and_verification_heads_end_to_end(tiny_run, tmp_path):
+    root, _ = tiny_run
+    run = tmp_path / "heads"
+    assert main(["--quiet", "train", "--config", TINY, "--out", str(run), f"data.root={root / 'data'}",
+                 "train.epochs=1", "loss.attribute.weight=1", "loss.verification.weight=1",
+                 "eval.verify_topk=5"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["attribute_accuracy"]) >= {"gender", "backpack", "age"}
+    assert all(0 <= value <= 1 for value in metrics["attribute_accuracy"].values())
+    assert 0 <= metrics["verification_rescored"]["mAP"] <= 1
+    queries = sorted((root / "data" / "query").glob("*.jpg"))
+    result = reidkit("verify", str(queries[0]), str(queries[1]), "--run", str(run))
+    assert result.returncode == 0, result.stderr
+    probability = float(result.stdout.split("=")[1].split()[0])
+    assert 0 <= probability <= 1
+    refused = reidkit("verify", str(queries[0]), str(queries[1]), "--run", str(root / "run"))
+    assert refused.returncode == 2 and "no pair head" in refused.stderr

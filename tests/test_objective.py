@@ -8,14 +8,19 @@ import torch.nn.functional as F
 
 from reidkit.config import LossConfig, load_config
 from reidkit.losses import trihard_loss
+from reidkit.models.heads import PairHead
 from reidkit.losses.objective import LossTerm, Objective, build_objective
 
 
 def outputs_and_labels():
     torch.manual_seed(0)
     features = torch.randn(8, 6, requires_grad=True)
-    outputs = {"features": features, "bn_features": features * 2, "logits": torch.randn(8, 4, requires_grad=True)}
+    outputs = {"features": features, "bn_features": features * 2, "logits": torch.randn(8, 4, requires_grad=True),
+               "attr_logits": {"gender": features[:, :2] * 3, "age": features[:, 2:6] * 3}}
     return outputs, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+ATTRIBUTE_TABLE = torch.tensor([[0, 3], [1, 2], [0, 0], [1, 1]])  # [4 identities, (gender, age)]
 
 
 def test_weighted_sum_of_named_terms():
@@ -57,12 +62,13 @@ def test_every_configured_term_builds_and_trains(name):
     """Each loss-config entry builds alone, gives a finite loss and a gradient to the features it reads."""
     outputs, labels = outputs_and_labels()
     overrides = ["loss.id.weight=0", "loss.trihard.weight=0", f"loss.{name}.weight=1.0"]
-    objective = build_objective(load_config(None, overrides).loss, num_classes=4, embedding_dim=6)
+    objective = build_objective(load_config(None, overrides).loss, num_classes=4, embedding_dim=6,
+                                attribute_table=ATTRIBUTE_TABLE, pair_head=PairHead(6))
     total, terms = objective(outputs, labels)
     assert list(terms) == [name] and torch.isfinite(total)
     total.backward()
     key = objective.input_keys[name]
-    source = outputs["features"] if key in ("features", "bn_features") else outputs["logits"]
+    source = outputs["logits"] if key == "logits" else outputs["features"]
     assert source.grad is not None and source.grad.abs().sum() > 0
     for parameter in objective.parameters():  # class weights / centers are trained too
         assert parameter.grad is not None
@@ -82,3 +88,24 @@ def test_k1_with_a_metric_loss_is_refused():
     with pytest.raises(ConfigError, match="trihard.*data.k=1"):
         check_batch_config(load_config(None, ["data.k=1"]))
     check_batch_config(load_config(None, ["data.k=1", "loss.trihard.weight=0"]))  # ID loss alone is fine
+
+
+def test_attribute_loss_is_the_mean_of_per_attribute_cross_entropies():
+    outputs, labels = outputs_and_labels()
+    objective = build_objective(load_config(None, ["loss.id.weight=0", "loss.trihard.weight=0",
+                                                   "loss.attribute.weight=1"]).loss, 4, 6,
+                                attribute_table=ATTRIBUTE_TABLE)
+    _, terms = objective(outputs, labels)
+    targets = ATTRIBUTE_TABLE[labels]
+    expected = (F.cross_entropy(outputs["attr_logits"]["gender"], targets[:, 0])
+                + F.cross_entropy(outputs["attr_logits"]["age"], targets[:, 1])) / 2
+    torch.testing.assert_close(terms["attribute"], expected)
+
+
+def test_terms_without_their_data_are_refused():
+    from reidkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.attributes"):
+        build_objective(load_config(None, ["loss.attribute.weight=1"]).loss, 4, 6)
+    with pytest.raises(ConfigError, match="pair head"):
+        build_objective(load_config(None, ["loss.verification.weight=1"]).loss, 4, 6)

@@ -1,4 +1,4 @@
-"""The `reidkit` command line: synth, train, eval, extract.
+"""The `reidkit` command line: synth, train, eval, extract, verify.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -27,49 +27,65 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reidkit.config import load_config
-    from reidkit.engine.trainer import train
+    from reidkit.engine.trainer import describe_metrics, train
 
     config = load_config(args.config, args.overrides)
     metrics = train(config, args.out, progress=not args.quiet)
-    print(f"run folder: {args.out}  rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  "
-          f"mINP {metrics['mINP']:.2%}")
+    print(f"run folder: {args.out}  {describe_metrics(metrics)}")
     return 0
 
 
 def _open_run(args: argparse.Namespace):
-    """(config, device, model, dataset) of the run folder `args.run` with `args.overrides` applied."""
-    from reidkit.data.build import build_dataset
+    """(config, device, model) of the run folder `args.run` with `args.overrides` and `args.weights`."""
     from reidkit.engine.runs import load_run_config, load_run_model
     from reidkit.engine.trainer import resolve_device
 
     config = load_run_config(args.run, args.overrides)
     device = resolve_device(config.train.device)
-    model = load_run_model(args.run, config, args.weights).to(device)
-    return config, device, model, build_dataset(config.data, progress=not args.quiet)
+    return config, device, load_run_model(args.run, config, args.weights).to(device)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from reidkit.data.attributes import load_attributes
+    from reidkit.data.build import build_dataset
     from reidkit.engine.evaluator import evaluate_model, write_pictures
+    from reidkit.engine.trainer import describe_metrics
 
-    config, device, model, dataset = _open_run(args)
-    metrics, distmat = evaluate_model(model, dataset, config.eval, config.data.height, config.data.width, device,
-                                      workers=config.data.workers, amp=config.train.amp, progress=not args.quiet)
+    config, device, model = _open_run(args)
+    dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
+    attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
+    metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
+                                      workers=data.workers, amp=config.train.amp, progress=not args.quiet,
+                                      pair_feature=config.loss.verification.feature, attributes=attributes)
     out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_pictures(out, metrics, distmat, dataset, config.eval)
-    print(f"{out}: rank-1 {metrics['rank1']:.2%}  rank-5 {metrics['rank5']:.2%}  mAP {metrics['mAP']:.2%}  "
-          f"mINP {metrics['mINP']:.2%}  ({metrics['num_valid_queries']} valid queries)")
+    print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)")
     return 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from reidkit.data.build import build_dataset
     from reidkit.engine.features import extract_split
 
-    config, device, model, dataset = _open_run(args)
-    samples = getattr(dataset, args.split)
+    config, device, model = _open_run(args)
+    samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
     features = extract_split(model, samples, config, device, args.out, progress=not args.quiet)
     print(f"wrote {features.shape[0]} × {features.shape[1]} {args.split} features to {args.out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from reidkit.engine.features import image_outputs
+
+    config, device, model = _open_run(args)
+    if model.pair_head is None:
+        raise ReidkitError(f"{args.run} has no pair head; train with loss.verification.weight > 0 to use verify")
+    key = config.loss.verification.feature
+    features = image_outputs(model, [args.image_a, args.image_b], config, device, (key,))[key].to(device)
+    probability = float(model.verify(features[:1], features[1:]))
+    print(f"P(same person) = {probability:.4f}  ({'same' if probability >= 0.5 else 'different'})")
     return 0
 
 
@@ -105,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True, help="output .safetensors file (features, pids, camids)")
     extract.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     extract.set_defaults(func=cmd_extract)
+
+    verify = commands.add_parser("verify", help="probability that two images show the same person (pair head)")
+    verify.add_argument("image_a", help="first image file")
+    verify.add_argument("image_b", help="second image file")
+    verify.add_argument("--run", required=True, help="run trained with loss.verification.weight > 0")
+    verify.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
+    verify.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -40,6 +40,9 @@ class DataConfig:
     synthetic_identities: int = 300
     synthetic_cameras: int = 6
     synthetic_seed: int = 0
+    # Per-identity attribute CSV (`pid,<name>,...`, Market-1501 codes) for loss.attribute; empty: the
+    # synthetic set's own attributes.csv, none for other data sets.
+    attributes: str = ""
 
 
 @dataclass
@@ -59,6 +62,11 @@ TripletStrategy = Literal["all", "random", "hard", "adaptive"]
 class IdLossConfig:
     weight: float = 1.0  # every term: 0 disables it
     label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy on the classifier logits
+
+
+@dataclass
+class AttributeLossConfig:
+    weight: float = 0.0  # mean cross-entropy of the attribute heads (needs data.attributes)
 
 
 @dataclass
@@ -171,6 +179,8 @@ class LossConfig:
     arcface: ArcFaceLossConfig = field(default_factory=ArcFaceLossConfig)
     circle: CircleClassLossConfig = field(default_factory=CircleClassLossConfig)
     center: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # BoT: weight 0.001 here
+    attribute: AttributeLossConfig = field(default_factory=AttributeLossConfig)
+    verification: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # Siamese pair head
 
 
 @dataclass
@@ -203,6 +213,7 @@ class EvalConfig:
     junk: Literal["market", "none"] = "market"  # "none" for single-camera custom data
     ranked_queries: int = 12  # ranked-list pictures written per evaluation
     baselines: bool = False  # also evaluate a colour histogram and the untrained network
+    verify_topk: int = 0  # > 0: also report metrics with each query's top-k re-scored by the pair head
 
 
 @dataclass

@@ -25,27 +25,34 @@ def autocast_context(device: torch.device, amp: bool):
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader, feature: str = "bn_features", flip: bool = False,
-                     device: torch.device | str = "cpu", amp: bool = False,
-                     progress: bool = True) -> torch.Tensor:
-    """Features of every image of `loader`, in loader order, as float32 on the CPU: [N, D].
+def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_features",), flip: bool = False,
+                    device: torch.device | str = "cpu", amp: bool = False,
+                    progress: bool = True) -> dict[str, torch.Tensor]:
+    """Model outputs `keys` for every image of `loader`, in loader order, as float32 CPU tensors [N, D].
 
-    With `flip`, the feature is the mean of the image's and its horizontal mirror's features; the mirror
-    is taken of the already normalised tensor, so normalisation happens once.
+    With `flip`, each output is the mean over the image and its horizontal mirror; the mirror is taken
+    of the already normalised tensor, so normalisation happens once.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    chunks = []
+    chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
         images = batch["images"].to(device, non_blocking=True)
         with autocast_context(device, amp):
-            features = model(images)[feature].float()
-            if flip:
-                features = (features + model(torch.flip(images, dims=[3]))[feature].float()) / 2
-        chunks.append(features.cpu())
+            outputs = model(images)
+            mirrored = model(torch.flip(images, dims=[3])) if flip else None
+        for key in keys:
+            value = outputs[key].float()
+            chunks[key].append((value + mirrored[key].float()).div(2).cpu() if flip else value.cpu())
     model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0)
+    return {key: torch.cat(values) if values else torch.empty(0) for key, values in chunks.items()}
+
+
+def extract_features(model: nn.Module, loader, feature: str = "bn_features", flip: bool = False,
+                     device: torch.device | str = "cpu", amp: bool = False, progress: bool = True) -> torch.Tensor:
+    """The `feature` output of `extract_outputs`: [N, D] float32 on the CPU."""
+    return extract_outputs(model, loader, (feature,), flip, device, amp, progress)[feature]
 
 
 def distance_matrix(query_features: torch.Tensor, gallery_features: torch.Tensor, metric: str,
@@ -75,17 +82,70 @@ def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[S
 
 def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: int, width: int,
                    device: torch.device | str = "cpu", workers: int = 0, amp: bool = False,
-                   progress: bool = True) -> tuple[dict, np.ndarray]:
-    """Extract query and gallery features and evaluate them; returns (metrics summary, distmat [Q, G])."""
+                   progress: bool = True, pair_feature: str = "features",
+                   attributes: dict[int, dict[str, int]] | None = None) -> tuple[dict, np.ndarray]:
+    """Extract query and gallery features and evaluate them; returns (metrics summary, distmat [Q, G]).
+
+    With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
+    `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
+    probability of "same person" (computed on the `pair_feature` output). With `attributes` and a model
+    with attribute heads, it holds `attribute_accuracy` per attribute on the gallery identities.
+    """
     transform = build_test_transform(height, width)
-    features = []
+    rescore = eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is not None
+    keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
+    outputs = []
     for samples in (dataset.query, dataset.gallery):
         loader = build_test_loader(samples, transform, batch_size=eval_config.batch_size, workers=workers)
-        features.append(extract_features(model, loader, feature=eval_config.feature, flip=eval_config.flip,
-                                         device=device, amp=amp, progress=progress))
-    distmat = distance_matrix(features[0], features[1], eval_config.metric)
+        outputs.append(extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp,
+                                       progress=progress))
+    distmat = distance_matrix(outputs[0][eval_config.feature], outputs[1][eval_config.feature], eval_config.metric)
     metrics = evaluate_distances(distmat, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk)
+    if rescore:
+        rescored = rescore_top_k(model, outputs[0][pair_feature], outputs[1][pair_feature], distmat,
+                                 eval_config.verify_topk, device)
+        metrics["verification_rescored"] = evaluate_distances(rescored, dataset.query, dataset.gallery,
+                                                              eval_config.max_rank, eval_config.junk)
+    if attributes and getattr(model, "attribute_heads", None) is not None:
+        metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
+                                                           eval_config.batch_size, workers, device)
     return metrics, distmat
+
+
+@torch.no_grad()
+def rescore_top_k(model: nn.Module, query_features: torch.Tensor, gallery_features: torch.Tensor,
+                  distmat: np.ndarray, k: int, device: torch.device | str = "cpu") -> np.ndarray:
+    """A copy of `distmat` [Q, G] in which each query's k nearest gallery items are re-ordered by the pair
+    head: their entries become −P(same) (below every distance, so they stay the top k); the rest keep
+    their distances."""
+    k = min(k, distmat.shape[1])
+    top = np.argpartition(distmat, k - 1, axis=1)[:, :k]
+    rows = np.repeat(np.arange(len(distmat)), k)
+    model.eval()
+    probabilities = [model.verify(query_features[rows[i:i + 8192]].to(device),
+                                  gallery_features[top.ravel()[i:i + 8192]].to(device)).float().cpu()
+                     for i in range(0, rows.size, 8192)]
+    rescored = distmat.copy()
+    rescored[rows, top.ravel()] = -torch.cat(probabilities).numpy()
+    return rescored
+
+
+@torch.no_grad()
+def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict[int, dict[str, int]],
+                       transform, batch_size: int, workers: int, device: torch.device | str) -> dict[str, float]:
+    """Per-attribute accuracy of the model's attribute heads on the samples whose pid has attributes."""
+    samples = [s for s in samples if s[1] in attributes]
+    if not samples:
+        return {}
+    loader = build_test_loader(samples, transform, batch_size=batch_size, workers=workers)
+    model.eval()
+    correct: dict[str, int] = {}
+    for batch in loader:
+        predictions = model(batch["images"].to(device))["attr_logits"]
+        for name, logits in predictions.items():
+            truth = torch.tensor([attributes[int(pid)][name] - 1 for pid in batch["pids"]])
+            correct[name] = correct.get(name, 0) + int((logits.argmax(1).cpu() == truth).sum())
+    return {name: count / len(samples) for name, count in correct.items()}
 
 
 def write_pictures(run_dir: str | Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset,

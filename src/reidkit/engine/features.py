@@ -44,3 +44,15 @@ def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, tor
     with safe_open(str(path), framework="pt") as handle:
         paths = json.loads(handle.metadata()["paths"])
         return handle.get_tensor("features"), handle.get_tensor("pids"), handle.get_tensor("camids"), paths
+
+
+def image_outputs(model: nn.Module, paths: list[str], config, device: torch.device, keys: tuple[str, ...],
+                  progress: bool = False) -> dict[str, torch.Tensor]:
+    """Outputs `keys` [len(paths), D] of the model for image files, preprocessed as for evaluation."""
+    from reidkit.engine.evaluator import extract_outputs
+
+    samples = [(str(path), -1, -1) for path in paths]
+    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
+                               batch_size=config.eval.batch_size, workers=0)
+    return extract_outputs(model, loader, keys, flip=config.eval.flip, device=device, amp=config.train.amp,
+                           progress=progress)

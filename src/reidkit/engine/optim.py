@@ -16,8 +16,9 @@ from torch import nn
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
-    """Adam or SGD (Nesterov-free, with momentum) over the trainable parameters of `model`."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam or SGD (with momentum) over the trainable parameters of `model`, each once (a head shared by
+    the model and a loss term, like the verification pair head, appears once)."""
+    params = [p for p in model.parameters() if p.requires_grad]  # nn.Module.parameters() deduplicates
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reidkit.config import Config, save_config
+from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
 from reidkit.data.datasets import ReidDataset
 from reidkit.data.loading import build_train_loader
@@ -29,6 +30,7 @@ from reidkit.engine.evaluator import autocast_context, evaluate_model, write_pic
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.errors import ConfigError, ReidkitError
 from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
+from reidkit.engine.runs import model_metadata
 from reidkit.models.reid import build_model, model_kwargs
 
 
@@ -105,6 +107,27 @@ class Trainer:
         return values
 
 
+def eval_record(metrics: dict) -> dict:
+    """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
+    record = {k: v for k, v in metrics.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP",
+                                                         "num_valid_queries", "attribute_accuracy")}
+    if "verification_rescored" in metrics:
+        record.update({f"verified_{k}": metrics["verification_rescored"][k] for k in ("rank1", "mAP", "mINP")})
+    return record
+
+
+def describe_metrics(metrics: dict) -> str:
+    """One line: rank-1, mAP, mINP, and what pair-head re-scoring and attribute heads give when present."""
+    text = f"rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  mINP {metrics['mINP']:.2%}"
+    if "verification_rescored" in metrics:
+        verified = metrics["verification_rescored"]
+        text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
+    if metrics.get("attribute_accuracy"):
+        accuracy = metrics["attribute_accuracy"]
+        text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
+    return text
+
+
 def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float, images: int) -> str:
     terms = "  ".join(f"{name}={value:.4f}" for name, value in values.items())
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
@@ -133,24 +156,28 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print)
         dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
                                              erasing_prob=data.erasing_prob),
         p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers)
-    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).to(device)
+    attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
+    classes = attribute_classes(attributes) if attributes else None
+    model = build_model(num_classes=dataset.num_train_pids, attributes=classes,
+                        pair_head=config.loss.verification.weight > 0, **model_kwargs(config.model)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim).to(device)
+    table = attribute_table(attributes, dataset.train_raw_pids) if attributes else None
+    objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim, table,
+                                model.pair_head).to(device)
     optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay,
                                 train_cfg.momentum)
     scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
                                 train_cfg.scheduler, train_cfg.milestones, train_cfg.gamma)
     trainer = Trainer(model, objective, optimizer, device, amp)
-    metadata = {"num_classes": str(dataset.num_train_pids), "backbone": config.model.backbone}
+    metadata = model_metadata(model, config)
 
     def evaluate(epoch: int) -> tuple[dict, np.ndarray]:
         metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                          workers=data.workers, amp=amp, progress=progress)
-        record = {k: v for k, v in metrics.items() if k != "cmc"}
-        metrics_log.write({"kind": "eval", "epoch": epoch, **record})
-        log(f"eval epoch {epoch}: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  "
-            f"mINP {metrics['mINP']:.2%}")
+                                          workers=data.workers, amp=amp, progress=progress,
+                                          pair_feature=config.loss.verification.feature, attributes=attributes)
+        metrics_log.write({"kind": "eval", "epoch": epoch, **eval_record(metrics)})
+        log(f"eval epoch {epoch}: " + describe_metrics(metrics))
         return metrics, distmat
 
     if config.eval.baselines:

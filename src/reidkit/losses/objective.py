@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from reidkit.errors import ConfigError
+from reidkit.losses.attribute import AttributeLoss
 from reidkit.losses.center import CenterLoss
 from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
 from reidkit.losses.metric import AdaptiveWeightedTripletLoss, TriHardLoss
@@ -22,10 +24,13 @@ from reidkit.losses.representation import CrossEntropyLabelSmooth
 from reidkit.losses.set_losses import HAP2SLoss, LiftedStructuredLoss
 from reidkit.losses.tuple_losses import (BatchContrastiveLoss, BatchImprovedTripletLoss, BatchQuadrupletLoss,
                                          BatchTripletLoss)
+from reidkit.losses.verification import VerificationLoss
 
 # Terms that compare samples of the batch with each other: they need K ≥ 2 images per identity.
 METRIC_TERMS = ("trihard", "adaptive_triplet", "contrastive", "triplet", "improved_triplet", "quadruplet",
-                "lifted", "hap2s", "circle_pair")
+                "lifted", "hap2s", "circle_pair", "verification")
+# Output keys of the terms whose config has no `feature` field.
+FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits"}
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,22 @@ class Objective(nn.Module):
         return total, values
 
 
-def _term_builders(num_classes: int, embedding_dim: int) -> dict[str, Callable]:
+def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.Tensor | None,
+                   pair_head: nn.Module | None) -> dict[str, Callable]:
     """Loss-config field name → function(term config) → loss module."""
     c, d = num_classes, embedding_dim
+
+    def attribute(_):
+        if attribute_table is None:
+            raise ConfigError("loss.attribute needs per-identity attributes, and this data set has none: set "
+                              "data.attributes to a CSV (pid,<name>,...) or loss.attribute.weight=0")
+        return AttributeLoss(attribute_table)
+
+    def verification(_):
+        if pair_head is None:
+            raise ConfigError("loss.verification needs a model built with a pair head")
+        return VerificationLoss(pair_head)
+
     return {
         "id": lambda t: CrossEntropyLabelSmooth(t.label_smoothing),
         "trihard": lambda t: TriHardLoss(t.margin, t.metric),
@@ -77,22 +95,31 @@ def _term_builders(num_classes: int, embedding_dim: int) -> dict[str, Callable]:
         "arcface": lambda t: ArcFaceLoss(c, d, t.scale, t.margin_rad),
         "circle": lambda t: CircleClassLoss(c, d, t.scale, t.margin),
         "center": lambda t: CenterLoss(c, d),
+        "attribute": attribute,
+        "verification": verification,
     }
 
 
-def build_objective(loss_config, num_classes: int, embedding_dim: int) -> Objective:
+def build_objective(loss_config, num_classes: int, embedding_dim: int, attribute_table: torch.Tensor | None = None,
+                    pair_head: nn.Module | None = None) -> Objective:
     """Build the Objective from a `reidkit.config.LossConfig`; terms with weight 0 are skipped.
 
     Args:
-        loss_config: one sub-config per term, each with a `weight` and (except `id`) a `feature` key.
+        loss_config: one sub-config per term, each with a `weight` and (except `id`, `attribute`) a
+            `feature` key naming the model output it reads.
         num_classes: training identities (for terms that own class weights or centers).
         embedding_dim: dimension of the model's features.
+        attribute_table: [num_classes, A] attribute class indices per identity (attribute term).
+        pair_head: the model's pair head (verification term); shared, so it is saved with the model.
+
+    Raises:
+        ConfigError: an enabled term whose data or head is missing.
     """
-    builders = _term_builders(num_classes, embedding_dim)
+    builders = _term_builders(num_classes, embedding_dim, attribute_table, pair_head)
     terms = []
     for field in dataclasses.fields(loss_config):
         term_config = getattr(loss_config, field.name)
         if term_config.weight > 0:
-            input_key = getattr(term_config, "feature", "logits")
+            input_key = FIXED_INPUT_KEYS.get(field.name) or term_config.feature
             terms.append(LossTerm(field.name, term_config.weight, builders[field.name](term_config), input_key))
     return Objective(terms)

@@ -1,5 +1,8 @@
 """Pooling and the BNNeck head.
 
+Attribute heads: Lin et al., "Improving Person Re-identification by Attribute and Identity Learning", 2019.
+Verification (pair) head: Zheng et al., "A Discriminatively Learned CNN Embedding for Person
+Re-identification", TOMM 2017 (square of the difference of the two features).
 GeM: Radenović et al., "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018.
 BNNeck: Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-identification", CVPRW 2019.
 """
@@ -52,3 +55,30 @@ class BNNeckHead(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bn_features = self.bn(features)
         return bn_features, F.linear(bn_features, self.classifier.weight)
+
+
+class AttributeHeads(nn.Module):
+    """One linear classifier per attribute: features [N,D] -> {name: logits [N, classes]}."""
+
+    def __init__(self, feat_dim: int, classes: dict[str, int]) -> None:
+        super().__init__()
+        self.classifiers = nn.ModuleDict({name: nn.Linear(feat_dim, count) for name, count in classes.items()})
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: classifier(features) for name, classifier in self.classifiers.items()}
+
+
+class PairHead(nn.Module):
+    """Siamese fusion + same/different classifier: (f_a [M,D], f_b [M,D]) -> logits [M, 2].
+
+    The fusion [(f_a − f_b)², f_a ⊙ f_b] is symmetric, so head(a, b) = head(b, a).
+    """
+
+    def __init__(self, feat_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2 * feat_dim)
+        self.classifier = nn.Linear(2 * feat_dim, 2)
+
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+        fused = torch.cat([(features_a - features_b).pow(2), features_a * features_b], dim=1)
+        return self.classifier(self.norm(fused))

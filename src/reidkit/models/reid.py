@@ -10,19 +10,23 @@ import torch
 from torch import nn
 
 from reidkit.models.backbones import build_backbone
-from reidkit.models.heads import POOLINGS, BNNeckHead
+from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
 
 
 class ReidModel(nn.Module):
-    """images [N,3,H,W] -> {"features" [N,D], "bn_features" [N,D], "logits" [N,C], "attr_logits" {}}."""
+    """images [N,3,H,W] -> {"features" [N,D], "bn_features" [N,D], "logits" [N,C],
+    "attr_logits" {name: [N, classes]}} (attr_logits empty without attribute heads)."""
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg") -> None:
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
+                 attributes: dict[str, int] | None = None, pair_head: bool = False) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
         self.backbone = backbone
         self.pool = POOLINGS[pooling]()
         self.head = BNNeckHead(feat_dim, num_classes)
+        self.attribute_heads = AttributeHeads(feat_dim, attributes) if attributes else None
+        self.pair_head = PairHead(feat_dim) if pair_head else None
         self.feat_dim = feat_dim
         self.num_classes = num_classes
 
@@ -32,17 +36,26 @@ class ReidModel(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor | dict]:
         bn_features, logits = self.head(features)
-        return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": {}}
+        attr_logits = self.attribute_heads(bn_features) if self.attribute_heads is not None else {}
+        return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": attr_logits}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | dict]:
         return self.forward_head(self.forward_features(images))
 
+    def verify(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+        """Probability [M] that each pair of features [M, D] shows the same person (needs the pair head)."""
+        if self.pair_head is None:
+            raise ValueError("this model has no pair head: train it with loss.verification.weight > 0")
+        return self.pair_head(features_a, features_b).softmax(dim=1)[:, 1]
+
 
 def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
-                weights: str | None = None) -> ReidModel:
+                weights: str | None = None, attributes: dict[str, int] | None = None,
+                pair_head: bool = False) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
     trunk = build_backbone(backbone, last_stride=last_stride, weights=weights)
-    return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling)
+    return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
+                     pair_head=pair_head)
 
 
 def model_kwargs(model_config) -> dict:
