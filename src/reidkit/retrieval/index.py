@@ -1,0 +1,322 @@
+"""Gallery index: the k nearest gallery items of each query, by exact torch search or a faiss index.
+
+Exact search is brute force over `reidkit.losses.distances.pairwise_distance`, one chunk of queries at a
+time. The faiss backends (`reidkit.retrieval.faiss_backend`) are flat (exact), IVF and HNSW (approximate);
+every backend reports distances in `pairwise_distance` units (true L2, or 1 − cos). `recall_at_k` measures
+an approximate search against the exact one, as in the ANN benchmarks of Aumüller et al.,
+"ANN-Benchmarks" (Information Systems, 2020).
+
+On-disk format (one `.safetensors` file): tensors `features` [N, D] float32, `pids` [N] and `camids` [N]
+int64, and for faiss-ivf / faiss-hnsw `faiss_index` [B] uint8 (`faiss.serialize_index`), so a loaded
+approximate index is the very index that was saved (HNSW construction is multi-threaded and not
+reproducible); the exact and faiss-flat backends are rebuilt from `features`, which is deterministic.
+Metadata: `format` = "reidkit.gallery_index", `format_version`, `paths` (JSON), `metric`, `backend`,
+`params` (JSON). The approximate backends store the gallery twice (features and faiss index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reidkit.errors import ReidkitError
+from reidkit.losses.distances import METRICS, pairwise_distance
+from reidkit.retrieval import faiss_backend
+
+BACKENDS = ("exact",) + faiss_backend.FAISS_BACKENDS
+FILE_FORMAT = "reidkit.gallery_index"
+FILE_FORMAT_VERSION = "1"
+# Exact search takes k + this many candidates per query before ordering ties by gallery index; rows whose
+# ties at rank k may reach past the candidates are re-ranked by a full stable sort.
+_TIE_MARGIN = 8
+
+
+@dataclass
+class SearchResult:
+    """The k nearest gallery items of Q queries, nearest first, ties in gallery index order.
+
+    Attributes:
+        indices: Gallery indices `[Q, k]` int64 (-1 where an approximate index found fewer than k items).
+        distances: Distances `[Q, k]` float32 in `pairwise_distance` units (+inf where the index is -1).
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+
+
+class GalleryIndex:
+    """A searchable gallery: features with their pids, camids and image paths.
+
+    Args:
+        features: Gallery features `[N, D]` (torch or numpy, any float dtype; stored as a float32 copy).
+        pids: Person ids `[N]`.
+        camids: Camera ids `[N]`.
+        paths: Image paths, N strings.
+        metric: "cosine" (1 − cos) or "euclidean" (true L2).
+        backend: "exact" (torch brute force), "faiss-flat" (faiss brute force), "faiss-ivf" (inverted file,
+            approximate) or "faiss-hnsw" (graph, approximate). faiss backends need `reidkit[search]`.
+        nlist: faiss-ivf cells, default round(4·√N) capped at N / 39; k-means seed fixed.
+        nprobe: faiss-ivf cells visited per query, default min(8, nlist).
+        hnsw_m: faiss-hnsw neighbours per node, default 32.
+        ef_search: faiss-hnsw search list length, default 64 (raised to k by faiss when smaller).
+
+    Raises:
+        ValueError: Unknown metric or backend (the message lists the allowed values), mismatched lengths,
+            non-finite features, or a backend parameter out of range or given to a backend without it.
+        ReidkitError: A faiss backend without faiss installed.
+    """
+
+    def __init__(self, features, pids, camids, paths: list[str], metric: str = "cosine", backend: str = "exact",
+                 *, nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
+                 ef_search: int | None = None) -> None:
+        self._set_gallery(features, pids, camids, paths, metric, backend)
+        self.params = faiss_backend.resolve_params(backend, len(self), nlist, nprobe, hnsw_m, ef_search)
+        self._faiss_index = None
+        if backend in faiss_backend.FAISS_BACKENDS:
+            self._faiss_index = faiss_backend.build_index(self._faiss_input(self.features), metric, backend,
+                                                          self.params)
+
+    def _set_gallery(self, features, pids, camids, paths: list[str], metric: str, backend: str) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.features = _as_float_matrix(features, "features", copy=True)
+        num_items = len(self.features)
+        if num_items == 0:
+            raise ValueError("the gallery is empty")
+        self.pids = _as_labels(pids, "pids", num_items)
+        self.camids = _as_labels(camids, "camids", num_items)
+        self.paths = [str(path) for path in paths]
+        if len(self.paths) != num_items:
+            raise ValueError(f"expected {num_items} paths, got {len(self.paths)}")
+        self.metric, self.backend = metric, backend
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return self.features.shape[1]
+
+    def __repr__(self) -> str:
+        return (f"GalleryIndex(N={len(self)}, D={self.dim}, metric={self.metric!r}, backend={self.backend!r}, "
+                f"params={self.params})")
+
+    def search(self, queries, k: int = 10, chunk_size: int = 1024) -> SearchResult:
+        """The k nearest gallery items of each query.
+
+        k larger than the gallery is clamped: the result then has N columns. The exact backend holds one
+        `[chunk_size, N]` distance block (plus its temporaries) at a time; ties are ordered by gallery index
+        exactly, including ties straddling rank k. Queries are searched as float32. Each exact chunk
+        re-normalises (cosine) or re-squares (Euclidean) the gallery inside `pairwise_distance`, a fixed
+        cost per chunk that dominates when queries are searched one at a time: batch them.
+
+        Args:
+            queries: Query features `[Q, D]` (torch or numpy).
+            k: Neighbours per query, ≥ 1.
+            chunk_size: Queries per block, ≥ 1.
+
+        Returns:
+            `SearchResult` with `indices` and `distances` `[Q, min(k, N)]`, sorted by (distance, index).
+
+        Raises:
+            ValueError: If `k` or `chunk_size` is not a positive int, queries are not finite, or the query
+                dimension differs from the index dimension.
+        """
+        queries = _as_float_matrix(queries, "queries", copy=False)
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {queries.shape[1]} but the index has dimension {self.dim}")
+        for name, value in (("k", k), ("chunk_size", chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        k = min(int(k), len(self))
+        all_distances, all_indices = [torch.empty(0, k)], [torch.empty(0, k, dtype=torch.int64)]
+        for start in range(0, len(queries), chunk_size):
+            chunk = queries[start:start + chunk_size]
+            if self._faiss_index is None:
+                distances, indices = _exact_topk(pairwise_distance(chunk, self.features, self.metric), k)
+            else:
+                distances, indices = faiss_backend.search(self._faiss_index, self._faiss_input(chunk), k,
+                                                          self.metric)
+                distances, indices = _sort_by_distance_then_index(torch.from_numpy(distances),
+                                                                  torch.from_numpy(indices))
+            all_distances.append(distances)
+            all_indices.append(indices)
+        return SearchResult(indices=torch.cat(all_indices).numpy().astype(np.int64, copy=False),
+                            distances=torch.cat(all_distances).numpy().astype(np.float32, copy=False))
+
+    def _faiss_input(self, features: Tensor) -> np.ndarray:
+        """float32 C-contiguous numpy vectors for faiss: L2-normalised (as `pairwise_distance`) for cosine."""
+        if self.metric == "cosine":
+            features = F.normalize(features, dim=1)
+        return np.ascontiguousarray(features.numpy(), dtype=np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to one `.safetensors` file (format in the module docstring); atomic replace."""
+        from safetensors.torch import save_file
+
+        tensors = {"features": self.features, "pids": self.pids, "camids": self.camids}
+        if self.backend in faiss_backend.APPROXIMATE_BACKENDS:
+            tensors["faiss_index"] = torch.from_numpy(faiss_backend.serialize(self._faiss_index))
+        metadata = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "paths": json.dumps(self.paths),
+                    "metric": self.metric, "backend": self.backend, "params": json.dumps(self.params)}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GalleryIndex:
+        """Read an index written by `save`.
+
+        Raises:
+            ReidkitError: If the file is missing, corrupt, not a gallery index, or needs faiss and faiss is
+                not installed.
+        """
+        tensors, metadata = _read_index_file(path)
+        if metadata.get("format") != FILE_FORMAT:
+            raise ReidkitError(f"{path} is not a reidkit gallery index (a feature file? use "
+                               "GalleryIndex.from_feature_file)")
+        try:
+            index = cls.__new__(cls)
+            index._set_gallery(tensors["features"], tensors["pids"], tensors["camids"],
+                               json.loads(metadata["paths"]), metadata["metric"], metadata["backend"])
+            params = json.loads(metadata["params"])
+            index.params = faiss_backend.resolve_params(index.backend, len(index), **params)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ReidkitError(f"corrupt gallery index {path}: {type(error).__name__}: {error}") from error
+        index._faiss_index = None
+        if index.backend == "faiss-flat":
+            index._faiss_index = faiss_backend.build_index(index._faiss_input(index.features), index.metric,
+                                                           index.backend, index.params)
+        elif index.backend in faiss_backend.APPROXIMATE_BACKENDS:
+            if "faiss_index" not in tensors:
+                raise ReidkitError(f"corrupt gallery index {path}: the {index.backend} index is missing")
+            index._faiss_index = faiss_backend.deserialize(tensors["faiss_index"].numpy())
+            if (index._faiss_index.ntotal, index._faiss_index.d) != tuple(index.features.shape):
+                raise ReidkitError(f"corrupt gallery index {path}: the faiss index does not match the features")
+            faiss_backend.configure(index._faiss_index, index.backend, index.params)
+        return index
+
+    @classmethod
+    def from_feature_file(cls, path: str | Path, metric: str = "cosine", backend: str = "exact", *,
+                          nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
+                          ef_search: int | None = None) -> GalleryIndex:
+        """An index over a feature file written by `reidkit.engine.features.extract_split`.
+
+        Args: as `GalleryIndex`, with `path` the feature file.
+
+        Raises:
+            ReidkitError: If the file is missing or is not a feature file.
+        """
+        from reidkit.engine.features import load_feature_file
+
+        if not Path(path).is_file():
+            raise ReidkitError(f"feature file not found: {path}")
+        try:
+            features, pids, camids, paths = load_feature_file(path)
+        except Exception as error:  # safetensors errors for bad bytes, KeyError for a missing entry
+            raise ReidkitError(f"cannot read feature file {path} (corrupt, or not written by extract_split): "
+                               f"{type(error).__name__}: {error}") from error
+        return cls(features, pids, camids, paths, metric, backend, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                   ef_search=ef_search)
+
+
+def recall_at_k(approximate: SearchResult, exact: SearchResult, k: int) -> float:
+    """Mean over queries of |top-k approximate ∩ top-k exact| / k.
+
+    When the exact ranking has ties at rank k, a correct approximate search may pick other items of the
+    tie and score below 1. Index -1 (an item not found) never counts.
+
+    Args:
+        approximate: Result of the search under test, `[Q, ≥k]`.
+        exact: Result of exact search on the same queries, `[Q, ≥k]`.
+        k: Cut-off, 1..the number of columns of both results.
+
+    Returns:
+        Recall@k in [0, 1].
+
+    Raises:
+        ValueError: If the results have different numbers of queries or none, or `k` is out of range.
+    """
+    approx_indices, exact_indices = approximate.indices, exact.indices
+    if approx_indices.shape[0] != exact_indices.shape[0] or approx_indices.shape[0] == 0:
+        raise ValueError(f"expected results for the same, non-zero number of queries, got "
+                         f"{approx_indices.shape[0]} and {exact_indices.shape[0]}")
+    width = min(approx_indices.shape[1], exact_indices.shape[1])
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
+        raise ValueError(f"k must be an int in 1..{width} (the columns of both results), got {k!r}")
+    hits = 0
+    for start in range(0, len(approx_indices), 1024):
+        found = approx_indices[start:start + 1024, :k]
+        truth = exact_indices[start:start + 1024, :k]
+        hits += int(((found[:, :, None] == truth[:, None, :]).any(axis=2) & (found >= 0)).sum())
+    return hits / (len(approx_indices) * k)
+
+
+def _exact_topk(distances: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k smallest of each row of `distances` [C, N], sorted by (distance, column index)."""
+    num_items = distances.shape[1]
+    num_candidates = min(num_items, k + _TIE_MARGIN)
+    values, indices = torch.topk(distances, num_candidates, dim=1, largest=False, sorted=False)
+    values, indices = _sort_by_distance_then_index(values, indices)
+    if num_candidates < num_items:
+        # topk picks an arbitrary subset of a tie; when the tie at rank k may continue past the candidates,
+        # the lowest gallery indices of that tie can be missing: order those rows by a full stable sort.
+        unsure = (values[:, -1] <= values[:, k - 1]).nonzero().squeeze(1)
+        if len(unsure):
+            full_values, full_indices = torch.sort(distances[unsure], dim=1, stable=True)
+            values[unsure], indices[unsure] = full_values[:, :num_candidates], full_indices[:, :num_candidates]
+    return values[:, :k], indices[:, :k]
+
+
+def _sort_by_distance_then_index(values: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Reorder each row of `values`, `indices` [C, k] by (value, index)."""
+    by_index = indices.argsort(dim=1)
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    by_value = values.argsort(dim=1, stable=True)
+    return values.gather(1, by_value), indices.gather(1, by_value)
+
+
+def _as_float_matrix(array, name: str, copy: bool) -> Tensor:
+    """`array` as a finite float32 CPU tensor [N, D] (a private copy when `copy`)."""
+    tensor = torch.as_tensor(array).detach()
+    if tensor.dim() != 2 or not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a float matrix [N, D], got {tuple(tensor.shape)} {tensor.dtype}")
+    tensor = tensor.to("cpu", torch.float32, copy=copy).contiguous()
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return tensor
+
+
+def _as_labels(array, name: str, num_items: int) -> Tensor:
+    """`array` as an int64 CPU tensor [num_items]."""
+    tensor = torch.as_tensor(array).detach().to("cpu", torch.int64, copy=True)
+    if tensor.shape != (num_items,):
+        raise ValueError(f"{name} must have shape ({num_items},), got {tuple(tensor.shape)}")
+    return tensor
+
+
+def _read_index_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the metadata of a `.safetensors` file, or a ReidkitError saying what is wrong."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise ReidkitError(f"gallery index not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types for a bad header or short data
+        raise ReidkitError(f"cannot read gallery index {path} (corrupt or not a .safetensors file): {error}") from error
+    return tensors, metadata
