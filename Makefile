@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: install
+	rm -rf runs/demo
 	$(VENV)/bin/reidkit train --config configs/demo.yaml --out runs/demo
 
 test: install

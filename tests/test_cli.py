@@ -91,7 +91,7 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
 def test_help_lists_the_commands():
     result = reidkit("--help")
     assert result.returncode == 0
-    for command in ("synth", "train", "eval", "extract", "verify"):
+    for command in ("synth", "train", "eval", "extract", "verify", "index", "search"):
         assert command in result.stdout
 
 
@@ -112,3 +112,21 @@ def test_attribute_and_verification_heads_end_to_end(tiny_run, tmp_path):
     assert 0 <= probability <= 1
     refused = reidkit("verify", str(queries[0]), str(queries[1]), "--run", str(root / "run"))
     assert refused.returncode == 2 and "no pair head" in refused.stderr
+
+
+def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
+    root, _ = tiny_run
+    index_file = tmp_path / "gallery.safetensors"
+    result = reidkit("index", "--run", str(root / "run"), "--gallery", str(root / "data" / "bounding_box_test"),
+                     "--out", str(index_file))
+    assert result.returncode == 0, result.stderr
+    gallery = sorted((root / "data" / "bounding_box_test").glob("*.jpg"))
+    assert f"indexed {len(gallery)} images" in result.stdout
+    # A gallery image searched against its own gallery comes back first, at distance ~0.
+    result = reidkit("search", "--index", str(index_file), str(gallery[5]), "--topk", "3")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[1].split()
+    assert first[0] == "1" and float(first[1]) < 1e-4 and first[-1] == str(gallery[5])
+    assert len(result.stdout.splitlines()) == 4
+    missing = reidkit("search", "--index", str(index_file), str(tmp_path / "nope.jpg"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

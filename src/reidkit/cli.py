@@ -1,4 +1,4 @@
-"""The `reidkit` command line: synth, train, eval, extract, verify.
+"""The `reidkit` command line: synth, train, eval, extract, verify, index, search.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -27,11 +27,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reidkit.config import load_config
-    from reidkit.engine.trainer import describe_metrics, train
+    from reidkit.engine.evaluator import describe_metrics
+    from reidkit.engine.runs import load_run_config
+    from reidkit.engine.trainer import train
 
-    config = load_config(args.config, args.overrides)
-    metrics = train(config, args.out, progress=not args.quiet)
-    print(f"run folder: {args.out}  {describe_metrics(metrics)}")
+    if args.resume:
+        config = load_run_config(args.resume, args.overrides) if not args.config else \
+            load_config(args.config, args.overrides)
+        out = args.resume
+    elif args.out:
+        config, out = load_config(args.config, args.overrides), args.out
+    else:
+        raise ReidkitError("train needs --out RUN_DIR (a new run) or --resume RUN_DIR (continue one)")
+    metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
+    print(f"run folder: {out}  {describe_metrics(metrics)}")
     return 0
 
 
@@ -49,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import build_dataset
     from reidkit.engine.evaluator import evaluate_model, write_pictures
-    from reidkit.engine.trainer import describe_metrics
+    from reidkit.engine.evaluator import describe_metrics
 
     config, device, model = _open_run(args)
     dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
@@ -89,6 +98,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from reidkit.engine.indexing import build_gallery_index
+
+    index = build_gallery_index(args.run, args.gallery, backend=args.backend, metric=args.metric,
+                                progress=not args.quiet)
+    out = Path(args.out or Path(args.run) / "index.safetensors")
+    index.save(out)
+    print(f"indexed {len(index)} images ({index.dim}-d, {index.metric}, {index.backend}) into {out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from reidkit.engine.indexing import search_images
+    from reidkit.retrieval import GalleryIndex
+
+    index = GalleryIndex.load(args.index)
+    result = search_images(index, args.images, topk=args.topk)
+    for query, indices, distances in zip(args.images, result.indices, result.distances):
+        print(f"query {query}")
+        for rank, (item, distance) in enumerate(zip(indices, distances), start=1):
+            if item >= 0:
+                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {index.camids[item] + 1:>2}  "
+                      f"{index.paths[item]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reidkit", description="Person re-identification toolkit.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -103,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and evaluate it; writes a run folder")
     train.add_argument("--config", help="YAML config (defaults: the BoT recipe)")
-    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--out", help="run folder to write (must not hold a run yet)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
+                       "(its config.yaml, plus overrides; a changed config is refused without --force)")
+    train.add_argument("--force", action="store_true", help="resume even if the config changed")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
 
@@ -129,7 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     verify.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     verify.set_defaults(func=cmd_verify)
+
+    index = commands.add_parser("index", help="embed a folder of gallery images into a searchable index")
+    index.add_argument("--run", required=True, help="run folder whose model embeds the images")
+    index.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
+    index.add_argument("--out", help="index file (default RUN/index.safetensors)")
+    index.add_argument("--backend", default="exact", choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
+                       help="exact torch search, or faiss (pip install \"reidkit[search]\")")
+    index.add_argument("--metric", choices=["cosine", "euclidean"], help="default: the run's eval.metric")
+    index.set_defaults(func=cmd_index)
+
+    search = commands.add_parser("search", help="rank the indexed gallery for query images")
+    search.add_argument("--index", required=True, help="file written by `reidkit index`")
+    search.add_argument("images", nargs="+", help="query image files")
+    search.add_argument("--topk", type=int, default=10, help="results per query")
+    search.set_defaults(func=cmd_search)
     return parser
+
+
+def user_message(error: Exception) -> str:
+    """The message of `error`; for an error re-raised from a DataLoader worker (whose message embeds the
+    worker's traceback), only the original message."""
+    text = str(error)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith("reidkit.errors.") else last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ReidkitError as error:
-        print(f"reidkit: error: {error}", file=sys.stderr)
+        print(f"reidkit: error: {user_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reidkit: interrupted", file=sys.stderr)

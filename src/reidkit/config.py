@@ -43,6 +43,7 @@ class DataConfig:
     # Per-identity attribute CSV (`pid,<name>,...`, Market-1501 codes) for loss.attribute; empty: the
     # synthetic set's own attributes.csv, none for other data sets.
     attributes: str = ""
+    skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
 
 
 @dataclass
@@ -200,6 +201,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 40  # epochs; the last epoch is always evaluated
     checkpoint_every: int = 1  # epochs between *.safetensors checkpoints
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps mid-epoch (0: epoch ends only)
+    keep_checkpoints: int = 3  # epoch checkpoints kept (plus best.safetensors and the run's model)
+    nonfinite: Literal["stop", "skip"] = "stop"  # NaN/Inf loss: stop naming the term, or skip the batch
     log_every: int = 20  # steps between metrics.jsonl records
 
 

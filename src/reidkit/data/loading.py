@@ -1,7 +1,7 @@
 """Image loading: a map-style dataset over `(path, pid, camid)` samples and the train/test DataLoaders.
 
 The train loader draws identity-balanced P×K batches (`PKSampler`) and is reproducible from its seed:
-the batch order depends on (seed, epoch) and worker augmentation seeds come from a seeded generator.
+the batch order depends on (seed, epoch) and each image's augmentation on (seed, epoch, batch, slot).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from reidkit.data.datasets import Sample
-from reidkit.data.samplers import PKSampler
+from reidkit.data.samplers import PKSampler, SeededBatchSampler
 from reidkit.errors import DatasetError
 
 
@@ -25,31 +25,55 @@ class ImageDataset(Dataset):
     Args:
         samples: `(path, pid, camid)` tuples.
         transform: maps an RGB PIL image to a tensor `[3, H, W]` (see `reidkit.data.transforms`).
+        skip_bad_images: return None for an unreadable image (the collate function drops it and
+            counts it) instead of raising.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
+                 skip_bad_images: bool = False) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.skip_bad_images = skip_bad_images
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int] | None:
         """Return `{"images": [3, H, W], "pids": int, "camids": int, "indices": int}`.
 
+        `item` is an index, or `(index, seed)`: the transform then draws its randomness from a torch
+        generator state seeded with `seed` (the global state is restored afterwards).
+
         Raises:
-            DatasetError: the file is missing, unreadable or not a valid image.
+            DatasetError: the file is missing, unreadable or not a valid image (unless skipped).
         """
+        index, seed = item if isinstance(item, tuple) else (item, None)
         path, pid, camid = self.samples[index]
         try:
             with Image.open(path) as image:
                 rgb = image.convert("RGB")
         except (OSError, ValueError) as error:
+            if self.skip_bad_images:
+                return None
             raise DatasetError(
                 f"cannot read image {path} ({error}); delete or replace the file, "
-                f"or remove it from the data set, then rerun."
+                f"or set data.skip_bad_images=true to skip unreadable training images."
             ) from error
-        return {"images": self.transform(rgb), "pids": pid, "camids": camid, "indices": index}
+        if seed is None:
+            images = self.transform(rgb)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                images = self.transform(rgb)
+        return {"images": images, "pids": pid, "camids": camid, "indices": index}
+
+
+def collate_skipping_bad(batch: list[dict | None]) -> dict:
+    """Default collation of the readable items, plus `"skipped"`: how many were unreadable (None)."""
+    readable = [item for item in batch if item is not None]
+    if not readable:
+        return {"skipped": len(batch)}
+    return default_collate(readable) | {"skipped": len(batch) - len(readable)}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -66,32 +90,36 @@ def build_train_loader(
     k: int,
     seed: int,
     workers: int,
+    skip_bad_images: bool = False,
+    batch_sampler: Sampler | None = None,
 ) -> DataLoader:
     """Build the training DataLoader with P×K batches (batch size P·K).
 
-    Call `loader.batch_sampler.set_epoch(epoch)` before each epoch. With `workers=0` the
-    augmentations draw from the global torch RNG, so seed it (`torch.manual_seed`) for repeatable
-    images; with workers > 0 each worker's seed comes from a generator seeded with `seed`.
+    Call `loader.batch_sampler.set_epoch(epoch)` before each epoch (and `.skip(n)` to resume after n
+    batches). Every image's augmentation is seeded from (seed, epoch, batch, slot), so batches are
+    identical whatever the number of workers.
 
     Args:
         samples: train samples with labels 0..C-1.
         transform: training transform.
         p: identities per batch.
         k: images per identity.
-        seed: seed of the batch order and of the worker seeds.
+        seed: seed of the batch order and of the augmentations.
         workers: number of worker processes (0 loads in the main process).
+        skip_bad_images: drop unreadable images from their batch (counted in `batch["skipped"]`).
+        batch_sampler: a P×K batch sampler to use instead of `PKSampler` (e.g. the distributed one).
 
     Raises:
         ValueError: invalid p or k, or fewer than p identities (see `PKSampler`).
     """
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    pk_sampler = batch_sampler or PKSampler([pid for _, pid, _ in samples], p, k, seed)
     return DataLoader(
-        ImageDataset(samples, transform),
-        batch_sampler=PKSampler([pid for _, pid, _ in samples], p, k, seed),
+        ImageDataset(samples, transform, skip_bad_images),
+        batch_sampler=SeededBatchSampler(pk_sampler, seed),
         num_workers=workers,
         worker_init_fn=seed_worker,
-        generator=generator,
+        collate_fn=collate_skipping_bad,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds; the global RNG stays untouched
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
@@ -116,5 +144,6 @@ def build_test_loader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
+        generator=torch.Generator().manual_seed(0),  # iterating leaves the global RNG untouched
         pin_memory=torch.cuda.is_available(),
     )

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from reidkit import distributed
+
 
 class PKSampler(Sampler[list[int]]):
     """Batch sampler yielding lists of P×K dataset indices: P distinct identities, K images each.
@@ -95,3 +97,101 @@ class PKSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         """Number of batches of the current epoch (exact)."""
         return len(self._epoch_batches())
+
+
+class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Wraps a batch sampler so that every drawn image carries its own augmentation seed.
+
+    Yields batches of `(dataset_index, seed)` with seed = f(seed, epoch, batch position, slot), so the
+    augmented pixels of a batch depend neither on the number of DataLoader workers nor on which batches
+    were loaded before: a run resumed in the middle of an epoch (`skip`) sees exactly the batches, and
+    the pixels, of an uninterrupted one.
+    """
+
+    def __init__(self, batch_sampler, seed: int = 0) -> None:
+        self.batch_sampler = batch_sampler
+        self.seed = seed
+        self.epoch = 0
+        self.skipped = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (forwarded to the wrapped sampler) and start it from its first batch."""
+        self.batch_sampler.set_epoch(epoch)
+        self.epoch, self.skipped = epoch, 0
+
+    def skip(self, batches: int) -> None:
+        """Leave out the first `batches` batches of the current epoch (resuming mid-epoch)."""
+        self.skipped = batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for position, batch in enumerate(self.batch_sampler):
+            if position < self.skipped:
+                continue
+            seeds = np.random.SeedSequence([self.seed, self.epoch, position]).generate_state(len(batch), np.uint64)
+            yield [(int(index), int(seed % 2**63)) for index, seed in zip(batch, seeds)]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler) - self.skipped
+
+
+class DistributedPKSampler(PKSampler):
+    """Per-rank share of a global P×K batch, split between ranks by whole identities.
+
+    Every rank builds the same global batches as `PKSampler(pids, p, k, seed)` at the same epoch
+    (so `world_size=1` reproduces `PKSampler` exactly), and rank r yields the images of identities
+    [r·P/W, (r+1)·P/W) of each global batch: P_local = P/W identities × K images. Concatenating the
+    ranks' batches in rank order gives the global batch; no identity appears on two ranks in the same
+    step, and every rank has the same number of steps, so collectives stay in lockstep. Splitting by
+    identity keeps positives and negatives on every rank (a rank with one identity would have no
+    negatives and a metric loss of 0; Hermans et al. 2017 need P ≥ 2 per batch).
+
+    Pass it as `DataLoader(..., batch_sampler=sampler)` on each rank and call `set_epoch` before each
+    epoch with the same epoch on every rank.
+
+    Args:
+        pids: identity label of every dataset index, `[N]` (the same list on every rank).
+        p: identities per GLOBAL batch P, a multiple of the world size.
+        k: images per identity K.
+        seed: non-negative base seed, the same on every rank.
+        rank: this process's rank; defaults to `reidkit.distributed.rank()`.
+        world_size: number of ranks W; defaults to `reidkit.distributed.world_size()`.
+
+    Raises:
+        ValueError: W < 1, rank outside [0, W), P not a multiple of W, P/W < 2, or any error of
+            `PKSampler`.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        p: int,
+        k: int,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        world_size = distributed.world_size() if world_size is None else world_size
+        rank = distributed.rank() if rank is None else rank
+        if world_size < 1:
+            raise ValueError(f"world_size must be at least 1, got {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if p % world_size:
+            raise ValueError(
+                f"P={p} identities per global batch cannot be split by whole identities over W={world_size} "
+                f"ranks; set data.p to a multiple of nproc"
+            )
+        p_local = p // world_size
+        if p_local < 2:
+            raise ValueError(
+                f"P={p} identities per global batch split over W={world_size} ranks leaves P_local={p_local} < 2: "
+                f"a rank with one identity has no negatives and its metric loss is 0; raise data.p or lower nproc"
+            )
+        super().__init__(pids, p, k, seed)
+        self.rank, self.world_size, self.p_local = rank, world_size, p_local
+
+    def __iter__(self) -> Iterator[list[int]]:
+        span = self.p_local * self.k  # a global batch is P consecutive chunks of K indices
+        start = self.rank * span
+        for batch in self._epoch_batches():
+            yield batch[start : start + span]

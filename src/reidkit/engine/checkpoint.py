@@ -1,13 +1,18 @@
-"""Model weights on disk: `*.safetensors` (no pickled code) with a small string metadata header.
+"""Checkpoints on disk: model weights in `*.safetensors` (no pickled code) with a small string header,
+training state (optimiser, scheduler, RNG, position) in a side file read with `weights_only=True`.
 
-Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint
-under the final name.
+Files are written to a temporary name, fsynced and renamed, so a crash never leaves a half-written
+checkpoint under the final name.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -22,11 +27,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(state, str(temporary), metadata=metadata or {})
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    _write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata or {}))
     return path
 
 
@@ -60,3 +61,94 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Pa
                            f"{unexpected[:5]}, wrong shape {wrong_shape[:5]} (first 5 of each); "
                            "check model.backbone and the data set the run was trained on")
     model.load_state_dict(state)
+
+
+def capture_rng_state() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) random states, as tensors and plain values only."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {"python": [version, list(python_state), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo `capture_rng_state`: every generator continues exactly where it was captured."""
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call `write(temporary_path)`, fsync, then rename onto `path`; an OSError names the file."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise ReidkitError(f"could not write {path} ({error}); earlier checkpoints are intact") from error
+
+
+class CheckpointManager:
+    """Checkpoints of a run in `directory`: NAME.safetensors (model weights) + NAME.state.pt (everything
+    else, loaded with `weights_only=True`), and `last.json` naming the newest complete pair.
+
+    `last.json` is replaced only after both files of a checkpoint are on disk, so a crash at any moment
+    leaves a consistent last checkpoint. The newest `keep` epoch checkpoints are kept; mid-epoch ones
+    are removed once a newer checkpoint exists. `best.safetensors` holds the weights of the best mAP.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def save(self, name: str, model: nn.Module, metadata: dict[str, str], state: dict) -> None:
+        """Write checkpoint `name` (e.g. "epoch_003" or "step_00000120") and make it the last one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_weights(model, self.directory / f"{name}.safetensors", metadata)
+        _write_atomically(self.directory / f"{name}.state.pt", lambda path: torch.save(state, path))
+        pointer = json.dumps({"name": name})
+        _write_atomically(self.directory / "last.json", lambda path: path.write_text(pointer))
+        self._prune(name)
+
+    def save_best(self, model: nn.Module, metadata: dict[str, str], summary: dict) -> None:
+        """Write `best.safetensors` and `best.json` (the epoch and metrics that made it best)."""
+        save_weights(model, self.directory / "best.safetensors", metadata)
+        text = json.dumps(summary)
+        _write_atomically(self.directory / "best.json", lambda path: path.write_text(text))
+
+    def load_last(self) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """(model state dict, training state) of the last checkpoint, or None when there is none.
+
+        Raises:
+            ReidkitError: `last.json` names files that are missing or damaged.
+        """
+        pointer = self.directory / "last.json"
+        if not pointer.is_file():
+            return None
+        name = json.loads(pointer.read_text())["name"]
+        weights, _ = load_weights(self.directory / f"{name}.safetensors")
+        state_path = self.directory / f"{name}.state.pt"
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling refusals and truncation both mean "not a state file"
+            raise ReidkitError(f"{state_path} is not a readable training state ({error})") from error
+        return weights, state
+
+    def _prune(self, newest: str) -> None:
+        names = sorted({path.name.split(".")[0] for path in self.directory.glob("*.state.pt")})
+        epochs = [n for n in names if n.startswith("epoch_")]
+        stale = [n for n in names if n.startswith("step_") and n != newest] + epochs[:-self.keep]
+        for name in stale:
+            for suffix in (".safetensors", ".state.pt"):
+                (self.directory / f"{name}{suffix}").unlink(missing_ok=True)

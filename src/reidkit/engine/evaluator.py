@@ -13,6 +13,7 @@ from tqdm import tqdm
 from reidkit.data.datasets import ReidDataset, Sample
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
+from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.rank import evaluate_rank
 
@@ -72,12 +73,36 @@ def summarize(result: dict) -> dict:
     return summary
 
 
+def eval_record(metrics: dict) -> dict:
+    """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
+    record = {k: v for k, v in metrics.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP",
+                                                         "num_valid_queries", "attribute_accuracy")}
+    if "verification_rescored" in metrics:
+        record.update({f"verified_{k}": metrics["verification_rescored"][k] for k in ("rank1", "mAP", "mINP")})
+    return record
+
+
+def describe_metrics(metrics: dict) -> str:
+    """One line: rank-1, mAP, mINP, and what pair-head re-scoring and attribute heads give when present."""
+    text = f"rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  mINP {metrics['mINP']:.2%}"
+    if "verification_rescored" in metrics:
+        verified = metrics["verification_rescored"]
+        text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
+    if metrics.get("attribute_accuracy"):
+        accuracy = metrics["attribute_accuracy"]
+        text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
+    return text
+
+
 def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[Sample], max_rank: int = 50,
                        junk: str = "market") -> dict:
     """Metrics summary of a [Q, G] distance matrix for query/gallery samples `(path, pid, camid)`."""
     q_pids, q_camids = np.array([s[1] for s in query]), np.array([s[2] for s in query])
     g_pids, g_camids = np.array([s[1] for s in gallery]), np.array([s[2] for s in gallery])
-    return summarize(evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, junk=junk))
+    try:
+        return summarize(evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, junk=junk))
+    except ValueError as error:  # e.g. no valid query: the data, not the code, is at fault
+        raise ReidkitError(f"cannot evaluate: {error}") from error
 
 
 def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: int, width: int,

@@ -1,17 +1,19 @@
-"""The training loop: PK batches → model → weighted objective → optimiser, with logging and evaluation.
+"""The training loop: PK batches → model → weighted objective → optimiser, with logging, evaluation,
+checkpoints and exact resume.
 
-`Trainer.run_step` is one optimisation step and the single place that touches autocast; `fit` is the
-epoch loop (schedule, checkpoints, evaluation). `train` wires a whole run from a Config into a run folder:
-`config.yaml`, `metrics.jsonl`, `checkpoints/epoch_NNN.safetensors`, `model.safetensors`, `metrics.json`,
-`plots/`, `ranked/`.
+`Trainer.run_step` is one optimisation step and the single place that touches autocast; `train` wires a
+whole run from a Config into a run folder (`config.yaml`, `metrics.jsonl`, `checkpoints/`,
+`model.safetensors`, `metrics.json`, `plots/`, `ranked/`). A run resumed from its last checkpoint
+continues bitwise identically on CPU: the checkpoint holds the model, objective, optimiser, scheduler,
+random states and the position in the epoch, and every image's augmentation is seeded by its position.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +24,16 @@ from tqdm import tqdm
 from reidkit.config import Config, save_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
-from reidkit.data.datasets import ReidDataset
 from reidkit.data.loading import build_train_loader
 from reidkit.data.transforms import build_train_transform
-from reidkit.engine.checkpoint import save_weights
-from reidkit.engine.evaluator import autocast_context, evaluate_model, write_pictures
+from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, save_weights
+from reidkit.engine.evaluator import autocast_context, describe_metrics, eval_record, evaluate_model
 from reidkit.engine.optim import build_optimizer, build_scheduler
+from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
+                                       write_baselines)
+from reidkit.engine.runs import model_metadata
 from reidkit.errors import ConfigError, ReidkitError
 from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
-from reidkit.engine.runs import model_metadata
 from reidkit.models.reid import build_model, model_kwargs
 
 
@@ -51,12 +54,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_batch_config(config: Config) -> None:
-    """Refuse a batch layout that silently breaks the configured loss terms.
+def check_batch_config(config: Config, num_identities: int | None = None, num_images: int | None = None) -> None:
+    """Refuse a batch layout that cannot be drawn or that silently breaks the configured loss terms.
 
     Raises:
-        ConfigError: a metric-learning term with fewer than 2 images per identity (no positive pair).
+        ConfigError: P or K below their minimum, P above the number of training identities, P×K above the
+            number of training images, or a metric-learning term with K < 2 (no positive pair).
     """
+    p, k = config.data.p, config.data.k
+    if p < 2 or k < 1:
+        raise ConfigError(f"data.p={p}, data.k={k}: a batch needs p >= 2 identities and k >= 1 images each")
+    if num_identities is not None and p > num_identities:
+        raise ConfigError(f"data.p={p} identities per batch, but the training set has only {num_identities}; "
+                          f"lower data.p")
+    if num_images is not None and p * k > num_images:
+        raise ConfigError(f"a batch of data.p × data.k = {p * k} images is larger than the training set "
+                          f"({num_images} images); lower data.p or data.k")
     metric_terms = [name for name in METRIC_TERMS if getattr(config.loss, name).weight > 0]
     if metric_terms and config.data.k < 2:
         raise ConfigError(f"loss terms {', '.join(metric_terms)} compare images of the same identity, but "
@@ -64,15 +77,8 @@ def check_batch_config(config: Config) -> None:
                           "or give those terms weight 0")
 
 
-class MetricsLog:
-    """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+class NonFiniteLoss(ReidkitError):
+    """The loss of a step is NaN or infinite."""
 
 
 class Trainer:
@@ -87,7 +93,7 @@ class Trainer:
         """One forward/backward/update on a batch dict; returns the total and every term as floats.
 
         Raises:
-            ReidkitError: the loss is NaN or infinite (names the offending term).
+            NonFiniteLoss: the loss is NaN or infinite (names the offending terms); no update is made.
         """
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["pids"].to(self.device, non_blocking=True)
@@ -99,33 +105,23 @@ class Trainer:
         values = {"loss": total.item(), **{f"loss/{name}": value.item() for name, value in terms.items()}}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
-            raise ReidkitError(f"non-finite loss ({', '.join(f'{n}={values[n]}' for n in bad)}); "
-                               "lower train.lr or check the inputs")
+            raise NonFiniteLoss(", ".join(f"{name}={values[name]}" for name in bad))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         return values
 
 
-def eval_record(metrics: dict) -> dict:
-    """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
-    record = {k: v for k, v in metrics.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP",
-                                                         "num_valid_queries", "attribute_accuracy")}
-    if "verification_rescored" in metrics:
-        record.update({f"verified_{k}": metrics["verification_rescored"][k] for k in ("rank1", "mAP", "mINP")})
-    return record
+@dataclass
+class Position:
+    """Where training stands; saved in every checkpoint."""
 
-
-def describe_metrics(metrics: dict) -> str:
-    """One line: rank-1, mAP, mINP, and what pair-head re-scoring and attribute heads give when present."""
-    text = f"rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  mINP {metrics['mINP']:.2%}"
-    if "verification_rescored" in metrics:
-        verified = metrics["verification_rescored"]
-        text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
-    if metrics.get("attribute_accuracy"):
-        accuracy = metrics["attribute_accuracy"]
-        text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
-    return text
+    epoch: int = 1  # the epoch in progress
+    step_in_epoch: int = 0  # batches of `epoch` already done
+    global_step: int = 0
+    best_map: float = -1.0
+    skipped_images: int = 0
+    skipped_batches: int = 0
 
 
 def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float, images: int) -> str:
@@ -133,104 +129,141 @@ def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float,
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
 
 
-def train(config: Config, run_dir: str | Path, progress: bool = True, log=print) -> dict:
+def train(config: Config, run_dir: str | Path, progress: bool = True, log=print, resume: bool = False,
+          force: bool = False) -> dict:
     """Train a model as `config` says, writing the run folder; returns the final metrics summary.
 
+    Args:
+        resume: continue from the run folder's last checkpoint.
+        force: with `resume`, accept a config that differs from the checkpoint's.
+
     Raises:
-        ReidkitError: bad data, config or a diverging loss, with a message naming the fix.
+        ReidkitError: bad data, config, an unwritable folder, a diverging loss or a refused resume,
+            with a message naming the fix.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
+    restored = checkpoints.load_last() if resume else None
+    if resume and restored is None:
+        raise ReidkitError(f"nothing to resume in {run_dir}: no checkpoints/last.json; train without --resume")
+    if not resume and (run_dir / "checkpoints" / "last.json").is_file():
+        raise ReidkitError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    if restored:
+        differences = config_differences(restored[1]["config"], config.to_dict())
+        if differences and not force:
+            raise ConfigError("the config differs from the checkpoint's: " + "; ".join(differences)
+                              + " (pass --force to resume anyway)")
     save_config(config, run_dir / "config.yaml")
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl")
+    if restored:
+        metrics_log.truncate_after(restored[1]["position"]["global_step"])
+    else:
+        metrics_log.path.unlink(missing_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
     amp = config.train.amp and device.type == "cuda"
-
-    dataset = build_dataset(config.data, progress=progress)
-    log(dataset.summary())
-    check_batch_config(config)
     data, train_cfg = config.data, config.train
+
+    dataset = build_dataset(data, progress=progress)
+    log(dataset.summary())
+    check_batch_config(config, dataset.num_train_pids, len(dataset.train))
     loader = build_train_loader(
         dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
                                              erasing_prob=data.erasing_prob),
-        p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers)
+        p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers, skip_bad_images=data.skip_bad_images)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
-    classes = attribute_classes(attributes) if attributes else None
-    model = build_model(num_classes=dataset.num_train_pids, attributes=classes,
-                        pair_head=config.loss.verification.weight > 0, **model_kwargs(config.model)).to(device)
+    model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
+                        attributes=attribute_classes(attributes) if attributes else None,
+                        **model_kwargs(config.model)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     table = attribute_table(attributes, dataset.train_raw_pids) if attributes else None
     objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim, table,
                                 model.pair_head).to(device)
-    optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr, train_cfg.weight_decay,
-                                train_cfg.momentum)
+    optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr,
+                                train_cfg.weight_decay, train_cfg.momentum)
     scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
                                 train_cfg.scheduler, train_cfg.milestones, train_cfg.gamma)
     trainer = Trainer(model, objective, optimizer, device, amp)
     metadata = model_metadata(model, config)
 
-    def evaluate(epoch: int) -> tuple[dict, np.ndarray]:
+    def evaluate(epoch: int, step: int) -> tuple[dict, np.ndarray]:
         metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                           workers=data.workers, amp=amp, progress=progress,
                                           pair_feature=config.loss.verification.feature, attributes=attributes)
-        metrics_log.write({"kind": "eval", "epoch": epoch, **eval_record(metrics)})
+        metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(metrics)})
         log(f"eval epoch {epoch}: " + describe_metrics(metrics))
         return metrics, distmat
 
-    if config.eval.baselines:
-        write_baselines(run_dir, dataset, config, evaluate(0)[0], log)
+    def checkpoint(name: str) -> None:
+        checkpoints.save(name, model, metadata, {
+            "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
+            "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict()})
 
-    step = 0
-    for epoch in range(1, train_cfg.epochs + 1):
+    position = Position()
+    if restored:
+        weights, state = restored
+        model.load_state_dict(weights)
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        position = Position(**state["position"])
+        restore_rng_state(state["rng"])
+        log(f"resumed from epoch {position.epoch}, step {position.global_step}")
+    elif config.eval.baselines:
+        write_baselines(run_dir, dataset, config, evaluate(0, 0)[0], log)
+
+    final = None
+    while position.epoch <= train_cfg.epochs:
+        epoch = position.epoch
         loader.batch_sampler.set_epoch(epoch)
+        loader.batch_sampler.skip(position.step_in_epoch)
         start, sums, count = time.perf_counter(), {}, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{train_cfg.epochs}", unit="batch", leave=False,
                    disable=None if progress else True)
         for batch in bar:
-            values = trainer.run_step(batch)
-            step += 1
-            count += 1
-            sums = {name: sums.get(name, 0.0) + value for name, value in values.items()}
-            bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in values.items()})
-            if step % train_cfg.log_every == 0:
-                metrics_log.write({"kind": "train", "epoch": epoch, "step": step,
-                                   "lr": optimizer.param_groups[0]["lr"], **values})
+            position.skipped_images += batch.pop("skipped")
+            if "images" not in batch:  # every image of the batch was unreadable
+                position.skipped_batches += 1
+                continue
+            try:
+                values = trainer.run_step(batch)
+            except NonFiniteLoss as error:
+                if train_cfg.nonfinite == "stop":
+                    raise ReidkitError(f"non-finite loss at epoch {epoch}, step {position.global_step + 1}: "
+                                       f"{error}; the last checkpoint in {checkpoints.directory} is intact. "
+                                       "Lower train.lr, check the data, or set train.nonfinite=skip") from None
+                position.skipped_batches += 1
+                values = None
+            position.step_in_epoch += 1
+            position.global_step += 1
+            if values is not None:
+                count += 1
+                sums = {name: sums.get(name, 0.0) + value for name, value in values.items()}
+                bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in values.items()})
+                if position.global_step % train_cfg.log_every == 0:
+                    metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
+                                       "lr": optimizer.param_groups[0]["lr"], **values})
+            if train_cfg.checkpoint_every_steps and position.global_step % train_cfg.checkpoint_every_steps == 0:
+                checkpoint(f"step_{position.global_step:08d}")
         scheduler.step()
         means = {name: total / max(count, 1) for name, total in sums.items()}
         log(_log_line(epoch, train_cfg.epochs, means, time.perf_counter() - start, count * data.p * data.k))
+        position.epoch, position.step_in_epoch = epoch + 1, 0
+        if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
+            final = evaluate(epoch, position.global_step)
+            if final[0]["mAP"] > position.best_map:
+                position.best_map = final[0]["mAP"]
+                checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final[0])})
         if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
-            save_weights(model, run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors", metadata)
-        if epoch % train_cfg.eval_every == 0 and epoch != train_cfg.epochs:
-            evaluate(epoch)
+            checkpoint(f"epoch_{epoch:03d}")
 
+    if position.skipped_images or position.skipped_batches:
+        log(f"skipped {position.skipped_images} unreadable images and {position.skipped_batches} batches")
     save_weights(model, run_dir / "model.safetensors", metadata)
-    metrics, distmat = evaluate(train_cfg.epochs)
+    metrics, distmat = final or evaluate(train_cfg.epochs, position.global_step)
+    metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
     finish_run(run_dir, metrics, distmat, dataset, config)
     return metrics
-
-
-def finish_run(run_dir: Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset, config: Config) -> None:
-    """Write `metrics.json`, the CMC curve, training curves and ranked lists of a finished run."""
-    from reidkit.viz.curves import plot_training_curves
-
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_pictures(run_dir, metrics, distmat, dataset, config.eval)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    plot_training_curves(records, run_dir / "plots" / "training_curves.png")
-
-
-def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:
-    """Write `baselines.json`: a colour-histogram baseline and the untrained network, same protocol."""
-    from reidkit.engine.baselines import colour_histogram_features
-    from reidkit.engine.evaluator import distance_matrix, evaluate_distances
-
-    query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
-    gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
-    histogram = evaluate_distances(distance_matrix(query, gallery, "euclidean"), dataset.query, dataset.gallery,
-                                   config.eval.max_rank, config.eval.junk)
-    baselines = {"colour_histogram": histogram, "untrained_network": untrained}
-    (run_dir / "baselines.json").write_text(json.dumps(baselines, indent=2))
-    log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")

@@ -1,0 +1,63 @@
+"""Gallery search with a trained run: embed a folder of images into a `GalleryIndex`, then embed query
+images with the same run's model and search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reidkit.data.datasets import IMAGE_EXTENSIONS, MARKET_PATTERN
+from reidkit.engine.features import image_outputs
+from reidkit.engine.runs import load_run_config, load_run_model
+from reidkit.engine.trainer import resolve_device
+from reidkit.errors import DatasetError
+from reidkit.retrieval import GalleryIndex, SearchResult
+
+
+def _labels(path: Path) -> tuple[int, int]:
+    """(pid, camid 0-based) from a Market/Duke-style name, else (-1, -1)."""
+    match = MARKET_PATTERN.match(path.name)
+    return (int(match.group(1)), int(match.group(2)) - 1) if match else (-1, -1)
+
+
+def embed_images(run_dir: str | Path, paths: list[str], progress: bool = False) -> torch.Tensor:
+    """Retrieval features [N, D] of image files with the run's model and `eval` settings."""
+    config = load_run_config(run_dir)
+    device = resolve_device(config.train.device)
+    model = load_run_model(run_dir, config).to(device)
+    key = config.eval.feature
+    return image_outputs(model, paths, config, device, (key,), progress=progress)[key]
+
+
+def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: str = "exact",
+                        metric: str | None = None, progress: bool = True) -> GalleryIndex:
+    """Embed every image under `gallery_dir` (sorted) with the run's model into a GalleryIndex.
+
+    pid and camera come from Market/Duke-style file names, else −1. The metric defaults to the run's
+    `eval.metric`.
+
+    Raises:
+        DatasetError: the folder is missing or holds no image.
+    """
+    gallery_dir = Path(gallery_dir)
+    if not gallery_dir.is_dir():
+        raise DatasetError(f"gallery folder {gallery_dir} does not exist")
+    paths = sorted(p for p in gallery_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise DatasetError(f"no {', '.join(IMAGE_EXTENSIONS)} images under {gallery_dir}")
+    features = embed_images(run_dir, [str(p) for p in paths], progress)
+    labels = [_labels(p) for p in paths]
+    return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
+                        metric=metric or load_run_config(run_dir).eval.metric, backend=backend,
+                        run_dir=str(run_dir))
+
+
+def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
+    """Embed `image_paths` with the model of the run that built `index` and search it."""
+    if not index.run_dir:
+        raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
+    for path in image_paths:
+        if not Path(path).is_file():
+            raise DatasetError(f"query image {path} does not exist")
+    return index.search(embed_images(index.run_dir, list(image_paths)), k=topk)

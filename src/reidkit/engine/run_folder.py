@@ -1,0 +1,89 @@
+"""The run folder: checks before writing, the metrics log, and the files written when a run finishes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reidkit.config import Config
+from reidkit.data.datasets import ReidDataset
+from reidkit.engine.evaluator import distance_matrix, evaluate_distances, write_pictures
+from reidkit.errors import ReidkitError
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create `run_dir` and write/remove a probe file, so an unwritable or full folder fails before
+    any work, with the folder named."""
+    probe = run_dir / ".write_probe"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as error:
+        raise ReidkitError(f"cannot write to the run folder {run_dir} ({error}); "
+                           "choose a writable --out with free space") from error
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} → {"a.b": 1}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts, as 'key: old -> new'."""
+    old, new = flatten(saved), flatten(current)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key)]
+
+
+class MetricsLog:
+    """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after optimiser step `step` (work redone after a resume)."""
+        if not self.path.is_file():
+            return
+        lines = [line for line in self.path.read_text().splitlines()
+                 if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in lines))
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def finish_run(run_dir: Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset, config: Config) -> None:
+    """Write `metrics.json`, the CMC curve, training curves and ranked lists of a finished run."""
+    from reidkit.viz.curves import plot_training_curves
+
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_pictures(run_dir, metrics, distmat, dataset, config.eval)
+    plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
+
+
+def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:
+    """Write `baselines.json`: a colour-histogram baseline and the untrained network, same protocol."""
+    from reidkit.engine.baselines import colour_histogram_features
+
+    query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
+    gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
+    histogram = evaluate_distances(distance_matrix(query, gallery, "euclidean"), dataset.query, dataset.gallery,
+                                   config.eval.max_rank, config.eval.junk)
+    baselines = {"colour_histogram": histogram, "untrained_network": untrained}
+    (run_dir / "baselines.json").write_text(json.dumps(baselines, indent=2))
+    log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")
