@@ -1,4 +1,4 @@
-"""The `reidkit` command line: synth, train, eval, extract, verify, index, search.
+"""The `reidkit` command line: synth, train, eval, extract, verify, index, search, report, export, serve.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,10 +28,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reidkit.config import load_config
+    from reidkit.distributed import launch_local
     from reidkit.engine.evaluator import describe_metrics
     from reidkit.engine.runs import load_run_config
     from reidkit.engine.trainer import train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_local(args.nproc, without_option(args.argv, "--nproc"))
     if args.resume:
         config = load_run_config(args.resume, args.overrides) if not args.config else \
             load_config(args.config, args.overrides)
@@ -40,7 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise ReidkitError("train needs --out RUN_DIR (a new run) or --resume RUN_DIR (continue one)")
     metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
-    print(f"run folder: {out}  {describe_metrics(metrics)}")
+    if metrics:  # empty on the non-main ranks of a distributed run
+        print(f"run folder: {out}  {describe_metrics(metrics)}")
     return 0
 
 
@@ -78,10 +83,48 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from reidkit.data.build import build_dataset
     from reidkit.engine.features import extract_split
 
-    config, device, model = _open_run(args)
-    samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
-    features = extract_split(model, samples, config, device, args.out, progress=not args.quiet)
+    if args.onnx:  # onnxruntime inference: no torch model is built
+        from reidkit.engine.runs import load_run_config
+        from reidkit.export import extract_split_onnx
+
+        config = load_run_config(args.run, args.overrides)
+        samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
+        features = extract_split_onnx(args.onnx, samples, args.out, batch_size=config.eval.batch_size)
+    else:
+        config, device, model = _open_run(args)
+        samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
+        features = extract_split(model, samples, config, device, args.out, progress=not args.quiet)
     print(f"wrote {features.shape[0]} × {features.shape[1]} {args.split} features to {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reidkit.viz.report import compare_runs, write_report
+
+    if args.compare:
+        out = compare_runs([args.run, *args.compare], args.out or Path(args.run) / "compare.html")
+    else:
+        out = write_report(args.run, out_path=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from reidkit.export import export_onnx
+
+    info = export_onnx(args.run, args.out, opset=args.opset, height=args.height, width=args.width,
+                       weights=args.weights, overrides=args.overrides)
+    print(f"wrote {info['path']}: images [batch, 3, {info['height']}, {info['width']}] → {info['feature']} "
+          f"[batch, {info['feat_dim']}], opset {info['opset']}; max |ONNX − PyTorch| = "
+          f"{info['max_abs_diff']:.2e} on {info['parity_images']} query images")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from reidkit.serve.app import serve
+
+    serve(args.index, args.run, host=args.host, port=args.port, query_features=args.queries, topk=args.topk,
+          max_upload_bytes=args.max_upload_bytes)
     return 0
 
 
@@ -142,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
                        "(its config.yaml, plus overrides; a changed config is refused without --force)")
     train.add_argument("--force", action="store_true", help="resume even if the config changed")
+    train.add_argument("--nproc", type=int, default=1, help="processes on this machine (DistributedDataParallel "
+                       "via torchrun; gloo on CPU, NCCL on GPU); same as `torchrun --nproc_per_node N -m reidkit "
+                       "train ...`")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
 
@@ -158,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     extract.add_argument("--out", required=True, help="output .safetensors file (features, pids, camids)")
     extract.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    extract.add_argument("--onnx", help="ONNX file from `reidkit export`: extract with onnxruntime, no PyTorch model")
     extract.set_defaults(func=cmd_extract)
 
     verify = commands.add_parser("verify", help="probability that two images show the same person (pair head)")
@@ -182,6 +229,33 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("images", nargs="+", help="query image files")
     search.add_argument("--topk", type=int, default=10, help="results per query")
     search.set_defaults(func=cmd_search)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run, or compare runs")
+    report.add_argument("--run", required=True, help="run folder written by `reidkit train`")
+    report.add_argument("--compare", nargs="+", metavar="RUN", help="more run folders: write a comparison instead")
+    report.add_argument("--out", help="HTML file (default RUN/report.html, or RUN/compare.html with --compare)")
+    report.set_defaults(func=cmd_report)
+
+    export = commands.add_parser("export", help="export a run's retrieval feature to ONNX, checked against PyTorch")
+    export.add_argument("--run", required=True, help="run folder written by `reidkit train`")
+    export.add_argument("--out", required=True, help="output .onnx file (dynamic batch axis)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--height", type=int, help="input height (default: the run's data.height)")
+    export.add_argument("--width", type=int, help="input width (default: the run's data.width)")
+    export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
+    export.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser("serve", help="web page and JSON API searching a gallery index by image")
+    serve.add_argument("--index", required=True, help="gallery index written by `reidkit index`")
+    serve.add_argument("--run", help="run folder of the model that made the index (needed to search by upload)")
+    serve.add_argument("--queries", help="query features from `reidkit extract --split query` "
+                                         "(default: the run's query split, embedded at start-up)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--topk", type=int, default=10, help="gallery images per search")
+    serve.add_argument("--max-upload-bytes", type=int, default=5_000_000, help="largest accepted image file")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -195,8 +269,23 @@ def user_message(error: Exception) -> str:
     return last.split(": ", 1)[1] if last.startswith("reidkit.errors.") else last
 
 
+def without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` without `option VALUE` / `option=VALUE`."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            kept.append(token)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except ReidkitError as error:

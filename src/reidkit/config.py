@@ -63,6 +63,9 @@ TripletStrategy = Literal["all", "random", "hard", "adaptive"]
 class IdLossConfig:
     weight: float = 1.0  # every term: 0 disables it
     label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy on the classifier logits
+    # Split the classifier by class over the ranks of a distributed run (exact softmax through
+    # all-reduces) for data sets with very many identities; reads bn_features instead of the model's logits.
+    sharded: bool = False
 
 
 @dataclass
@@ -77,7 +80,12 @@ class EmbeddingTermConfig:
 
 
 @dataclass
-class MetricTermConfig(EmbeddingTermConfig):
+class PairwiseTermConfig(EmbeddingTermConfig):
+    cross_rank: bool = False  # distributed runs: mine pairs over the global batch of all ranks
+
+
+@dataclass
+class MetricTermConfig(PairwiseTermConfig):
     metric: Metric = "euclidean"
 
 
@@ -129,7 +137,7 @@ class HAP2SLossConfig(MetricTermConfig):
 
 
 @dataclass
-class CirclePairLossConfig(EmbeddingTermConfig):
+class CirclePairLossConfig(PairwiseTermConfig):
     margin: float = 0.25
     gamma: float = 128.0
 
@@ -181,7 +189,7 @@ class LossConfig:
     circle: CircleClassLossConfig = field(default_factory=CircleClassLossConfig)
     center: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # BoT: weight 0.001 here
     attribute: AttributeLossConfig = field(default_factory=AttributeLossConfig)
-    verification: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # Siamese pair head
+    verification: PairwiseTermConfig = field(default_factory=PairwiseTermConfig)  # Siamese pair head
 
 
 @dataclass

@@ -217,3 +217,62 @@ def global_batch_loss(
             f"expected embeddings [n, D] and labels [n], got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
     return loss_fn(all_gather_with_grad(embeddings), all_gather_tensors(labels))
+
+
+def init_from_environment() -> bool:
+    """Join the process group described by torchrun's environment (WORLD_SIZE > 1): NCCL when CUDA is
+    available, gloo otherwise. Returns whether this process is now part of a multi-process group."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return is_distributed()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def shutdown() -> None:
+    """Leave the process group (nothing in a single process)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def average_gradients(parameters: list[Tensor]) -> None:
+    """Average `.grad` of replicated parameters that live outside DDP (e.g. CosFace class weights, center
+    loss centres) over ranks, as DDP does for the model; nothing in a single process."""
+    if not is_distributed():
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The mean over ranks of each logged scalar (the same dict on every rank)."""
+    if not is_distributed() or not values:
+        return values
+    stacked = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(stacked)
+    return dict(zip(values, (stacked / world_size()).tolist()))
+
+
+def launch_local(nproc: int, arguments: list[str]) -> int:
+    """Run `python -m reidkit ARGUMENTS` in `nproc` local processes with torchrun (rendezvous on this
+    machine); returns torchrun's exit status."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "reidkit", *arguments]
+    return subprocess.run(command).returncode
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy the buffers (e.g. BatchNorm running statistics, which each rank updates from its own batches)
+    of rank `src` to every rank, so all ranks evaluate the model rank 0 saves; nothing in one process."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src)

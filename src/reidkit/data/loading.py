@@ -113,9 +113,10 @@ def build_train_loader(
         ValueError: invalid p or k, or fewer than p identities (see `PKSampler`).
     """
     pk_sampler = batch_sampler or PKSampler([pid for _, pid, _ in samples], p, k, seed)
+    slot_offset = getattr(pk_sampler, "rank", 0) * getattr(pk_sampler, "p_local", p) * k
     return DataLoader(
         ImageDataset(samples, transform, skip_bad_images),
-        batch_sampler=SeededBatchSampler(pk_sampler, seed),
+        batch_sampler=SeededBatchSampler(pk_sampler, seed, slot_offset),
         num_workers=workers,
         worker_init_fn=seed_worker,
         collate_fn=collate_skipping_bad,

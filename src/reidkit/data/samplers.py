@@ -105,12 +105,14 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
     Yields batches of `(dataset_index, seed)` with seed = f(seed, epoch, batch position, slot), so the
     augmented pixels of a batch depend neither on the number of DataLoader workers nor on which batches
     were loaded before: a run resumed in the middle of an epoch (`skip`) sees exactly the batches, and
-    the pixels, of an uninterrupted one.
+    the pixels, of an uninterrupted one. In a distributed run each rank passes its first slot in the
+    global batch as `slot_offset`, so the ranks together see the pixels of a single-process run.
     """
 
-    def __init__(self, batch_sampler, seed: int = 0) -> None:
+    def __init__(self, batch_sampler, seed: int = 0, slot_offset: int = 0) -> None:
         self.batch_sampler = batch_sampler
         self.seed = seed
+        self.slot_offset = slot_offset  # a rank's first slot in the global batch (distributed runs)
         self.epoch = 0
         self.skipped = 0
 
@@ -127,7 +129,8 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
         for position, batch in enumerate(self.batch_sampler):
             if position < self.skipped:
                 continue
-            seeds = np.random.SeedSequence([self.seed, self.epoch, position]).generate_state(len(batch), np.uint64)
+            sequence = np.random.SeedSequence([self.seed, self.epoch, position])
+            seeds = sequence.generate_state(self.slot_offset + len(batch), np.uint64)[self.slot_offset:]
             yield [(int(index), int(seed % 2**63)) for index, seed in zip(batch, seeds)]
 
     def __len__(self) -> int:

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reidkit.data.datasets import ReidDataset, Sample
+from reidkit.distributed import gather_to_main, is_main_process, rank, world_size
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
@@ -111,6 +112,9 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                    attributes: dict[int, dict[str, int]] | None = None) -> tuple[dict, np.ndarray]:
     """Extract query and gallery features and evaluate them; returns (metrics summary, distmat [Q, G]).
 
+    In a distributed run every rank extracts a contiguous shard of the query and gallery sets and rank 0
+    gathers them in order and evaluates; the other ranks get ({}, an empty matrix).
+
     With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
     probability of "same person" (computed on the `pair_feature` output). With `attributes` and a model
@@ -121,9 +125,14 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
     outputs = []
     for samples in (dataset.query, dataset.gallery):
-        loader = build_test_loader(samples, transform, batch_size=eval_config.batch_size, workers=workers)
-        outputs.append(extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp,
-                                       progress=progress))
+        shard = samples[len(samples) * rank() // world_size(): len(samples) * (rank() + 1) // world_size()]
+        loader = build_test_loader(shard, transform, batch_size=eval_config.batch_size, workers=workers)
+        local = extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp,
+                                progress=progress)
+        gathered = {key: gather_to_main(value.to(device)) for key, value in local.items()}  # NCCL: on device
+        outputs.append({key: value.cpu() for key, value in gathered.items() if value is not None})
+    if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features
+        return {}, np.empty((0, 0), np.float32)
     distmat = distance_matrix(outputs[0][eval_config.feature], outputs[1][eval_config.feature], eval_config.metric)
     metrics = evaluate_distances(distmat, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk)
     if rescore:

@@ -67,13 +67,16 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def finish_run(run_dir: Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset, config: Config) -> None:
-    """Write `metrics.json`, the CMC curve, training curves and ranked lists of a finished run."""
+def finish_run(run_dir: Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset, config: Config) -> Path:
+    """Write `metrics.json`, the CMC curve, training curves, ranked lists and `report.html` of a finished
+    run; returns the report's path."""
     from reidkit.viz.curves import plot_training_curves
+    from reidkit.viz.report import write_report
 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_pictures(run_dir, metrics, distmat, dataset, config.eval)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
+    return write_report(run_dir, distmat=distmat, dataset=dataset)
 
 
 def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from reidkit import distributed
 from reidkit.config import Config, save_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
 from reidkit.data.loading import build_train_loader
+from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
 from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, save_weights
 from reidkit.engine.evaluator import autocast_context, describe_metrics, eval_record, evaluate_model
@@ -34,6 +36,7 @@ from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differ
 from reidkit.engine.runs import model_metadata
 from reidkit.errors import ConfigError, ReidkitError
 from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
+from reidkit.losses.sharded import ShardedLinearCrossEntropy
 from reidkit.models.reid import build_model, model_kwargs
 
 
@@ -45,9 +48,12 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else is passed to torch.device."""
+    """"auto" → CUDA when available (this process's GPU under torchrun), else CPU; anything else is
+    passed to torch.device."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReidkitError(f"train.device={name} but CUDA is not available; use train.device=cpu")
@@ -82,12 +88,20 @@ class NonFiniteLoss(ReidkitError):
 
 
 class Trainer:
-    """Runs optimisation steps of `model` under `objective`; knows nothing about data sets or files."""
+    """Runs optimisation steps of `model` under `objective`; knows nothing about data sets or files.
+
+    `model` may be wrapped in DistributedDataParallel; the objective's own replicated parameters (class
+    weights, centres) have their gradients averaged over ranks like DDP does for the model, except a
+    class-sharded classifier, whose rows are not replicated.
+    """
 
     def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
                  device: torch.device, amp: bool = False) -> None:
         self.model, self.objective, self.optimizer = model, objective, optimizer
         self.device, self.amp = device, amp
+        sharded = [m for m in objective.modules() if isinstance(m, ShardedLinearCrossEntropy)]
+        own = {id(p) for m in sharded for p in m.parameters()}
+        self.replicated = [p for p in objective.parameters() if id(p) not in own]
 
     def run_step(self, batch: dict) -> dict[str, float]:
         """One forward/backward/update on a batch dict; returns the total and every term as floats.
@@ -103,11 +117,13 @@ class Trainer:
             outputs = self.model(images)
             total, terms = self.objective(outputs, labels)
         values = {"loss": total.item(), **{f"loss/{name}": value.item() for name, value in terms.items()}}
+        values = distributed.mean_over_ranks(values)  # every rank takes the same skip/stop decision
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLoss(", ".join(f"{name}={values[name]}" for name in bad))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        distributed.average_gradients(self.replicated)
         self.optimizer.step()
         return values
 
@@ -141,7 +157,20 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         ReidkitError: bad data, config, an unwritable folder, a diverging loss or a refused resume,
             with a message naming the fix.
     """
-    run_dir = Path(run_dir)
+    distributed.init_from_environment()
+    try:
+        return _train(config, Path(run_dir), progress, log, resume, force)
+    finally:
+        distributed.shutdown()
+
+
+def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, force: bool) -> dict:
+    main_process = distributed.is_main_process()
+    if not main_process:  # rank 0 logs, shows progress and writes the run folder
+        progress, log = False, lambda *args: None
+    if resume and distributed.world_size() > 1 and config.loss.id.sharded:
+        raise ConfigError("resuming a distributed run with loss.id.sharded is not supported: the checkpoint "
+                          "holds rank 0's classifier shard only; retrain or resume in one process")
     check_writable(run_dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
     restored = checkpoints.load_last() if resume else None
@@ -154,24 +183,32 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         if differences and not force:
             raise ConfigError("the config differs from the checkpoint's: " + "; ".join(differences)
                               + " (pass --force to resume anyway)")
-    save_config(config, run_dir / "config.yaml")
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl")
-    if restored:
-        metrics_log.truncate_after(restored[1]["position"]["global_step"])
-    else:
-        metrics_log.path.unlink(missing_ok=True)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl") if main_process else None
+    if main_process:
+        save_config(config, run_dir / "config.yaml")
+        if restored:
+            metrics_log.truncate_after(restored[1]["position"]["global_step"])
+        else:
+            metrics_log.path.unlink(missing_ok=True)
+    distributed.barrier()
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
     amp = config.train.amp and device.type == "cuda"
     data, train_cfg = config.data, config.train
 
-    dataset = build_dataset(data, progress=progress)
+    if main_process:  # the synthetic set is generated once, by rank 0
+        dataset = build_dataset(data, progress=progress)
+    distributed.barrier()
+    if not main_process:
+        dataset = build_dataset(data, progress=False)
     log(dataset.summary())
     check_batch_config(config, dataset.num_train_pids, len(dataset.train))
     loader = build_train_loader(
         dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
                                              erasing_prob=data.erasing_prob),
-        p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers, skip_bad_images=data.skip_bad_images)
+        p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers, skip_bad_images=data.skip_bad_images,
+        batch_sampler=DistributedPKSampler([pid for _, pid, _ in dataset.train], data.p, data.k, train_cfg.seed)
+        if distributed.is_distributed() else None)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
                         attributes=attribute_classes(attributes) if attributes else None,
@@ -185,18 +222,29 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
                                 train_cfg.weight_decay, train_cfg.momentum)
     scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
                                 train_cfg.scheduler, train_cfg.milestones, train_cfg.gamma)
-    trainer = Trainer(model, objective, optimizer, device, amp)
+    forward_model = model
+    if distributed.is_distributed():
+        forward_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.loss.id.sharded)  # the model's own classifier is then unused
+    trainer = Trainer(forward_model, objective, optimizer, device, amp)
     metadata = model_metadata(model, config)
 
-    def evaluate(epoch: int, step: int) -> tuple[dict, np.ndarray]:
+    def evaluate(epoch: int, step: int) -> tuple[dict, np.ndarray] | None:
+        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the metrics, the others None."""
+        distributed.broadcast_buffers(model)
         metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                           workers=data.workers, amp=amp, progress=progress,
                                           pair_feature=config.loss.verification.feature, attributes=attributes)
+        if not main_process:
+            return None
         metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(metrics)})
         log(f"eval epoch {epoch}: " + describe_metrics(metrics))
         return metrics, distmat
 
     def checkpoint(name: str) -> None:
+        if not main_process:
+            return
         checkpoints.save(name, model, metadata, {
             "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
             "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
@@ -213,9 +261,11 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         restore_rng_state(state["rng"])
         log(f"resumed from epoch {position.epoch}, step {position.global_step}")
     elif config.eval.baselines:
-        write_baselines(run_dir, dataset, config, evaluate(0, 0)[0], log)
+        untrained = evaluate(0, 0)
+        if main_process:
+            write_baselines(run_dir, dataset, config, untrained[0], log)
 
-    final = None
+    final, evaluated_last_epoch = None, False
     while position.epoch <= train_cfg.epochs:
         epoch = position.epoch
         loader.batch_sampler.set_epoch(epoch)
@@ -225,25 +275,23 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
                    disable=None if progress else True)
         for batch in bar:
             position.skipped_images += batch.pop("skipped")
-            if "images" not in batch:  # every image of the batch was unreadable
-                position.skipped_batches += 1
-                continue
-            try:
-                values = trainer.run_step(batch)
-            except NonFiniteLoss as error:
-                if train_cfg.nonfinite == "stop":
-                    raise ReidkitError(f"non-finite loss at epoch {epoch}, step {position.global_step + 1}: "
-                                       f"{error}; the last checkpoint in {checkpoints.directory} is intact. "
-                                       "Lower train.lr, check the data, or set train.nonfinite=skip") from None
-                position.skipped_batches += 1
-                values = None
             position.step_in_epoch += 1
             position.global_step += 1
+            values = None
+            try:
+                if "images" in batch:  # else every image of the batch was unreadable
+                    values = trainer.run_step(batch)
+            except NonFiniteLoss as error:
+                if train_cfg.nonfinite == "stop":
+                    raise ReidkitError(f"non-finite loss at epoch {epoch}, step {position.global_step}: "
+                                       f"{error}; the last checkpoint in {checkpoints.directory} is intact. "
+                                       "Lower train.lr, check the data, or set train.nonfinite=skip") from None
+            position.skipped_batches += values is None
             if values is not None:
                 count += 1
                 sums = {name: sums.get(name, 0.0) + value for name, value in values.items()}
                 bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in values.items()})
-                if position.global_step % train_cfg.log_every == 0:
+                if main_process and position.global_step % train_cfg.log_every == 0:
                     metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
                                        "lr": optimizer.param_groups[0]["lr"], **values})
             if train_cfg.checkpoint_every_steps and position.global_step % train_cfg.checkpoint_every_steps == 0:
@@ -253,8 +301,8 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         log(_log_line(epoch, train_cfg.epochs, means, time.perf_counter() - start, count * data.p * data.k))
         position.epoch, position.step_in_epoch = epoch + 1, 0
         if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
-            final = evaluate(epoch, position.global_step)
-            if final[0]["mAP"] > position.best_map:
+            final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
+            if main_process and final[0]["mAP"] > position.best_map:
                 position.best_map = final[0]["mAP"]
                 checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final[0])})
         if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
@@ -262,8 +310,13 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
 
     if position.skipped_images or position.skipped_batches:
         log(f"skipped {position.skipped_images} unreadable images and {position.skipped_batches} batches")
+    if not evaluated_last_epoch:  # resumed from the last epoch's checkpoint: nothing was trained here
+        final = evaluate(train_cfg.epochs, position.global_step)
+    if not main_process:
+        return {}
     save_weights(model, run_dir / "model.safetensors", metadata)
-    metrics, distmat = final or evaluate(train_cfg.epochs, position.global_step)
+    metrics, distmat = final
     metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-    finish_run(run_dir, metrics, distmat, dataset, config)
+    report = finish_run(run_dir, metrics, distmat, dataset, config)
+    log(f"report: {report}")
     return metrics

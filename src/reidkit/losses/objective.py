@@ -18,9 +18,11 @@ from torch import nn
 from reidkit.errors import ConfigError
 from reidkit.losses.attribute import AttributeLoss
 from reidkit.losses.center import CenterLoss
+from reidkit.losses.cross_rank import CrossRankLoss
 from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
 from reidkit.losses.metric import AdaptiveWeightedTripletLoss, TriHardLoss
 from reidkit.losses.representation import CrossEntropyLabelSmooth
+from reidkit.losses.sharded import ShardedLinearCrossEntropy
 from reidkit.losses.set_losses import HAP2SLoss, LiftedStructuredLoss
 from reidkit.losses.tuple_losses import (BatchContrastiveLoss, BatchImprovedTripletLoss, BatchQuadrupletLoss,
                                          BatchTripletLoss)
@@ -80,7 +82,8 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
         return VerificationLoss(pair_head)
 
     return {
-        "id": lambda t: CrossEntropyLabelSmooth(t.label_smoothing),
+        "id": lambda t: ShardedLinearCrossEntropy(c, d, t.label_smoothing) if t.sharded
+        else CrossEntropyLabelSmooth(t.label_smoothing),
         "trihard": lambda t: TriHardLoss(t.margin, t.metric),
         "adaptive_triplet": lambda t: AdaptiveWeightedTripletLoss(t.margin, t.metric),
         "contrastive": lambda t: BatchContrastiveLoss(t.margin, t.metric, t.strategy),
@@ -112,6 +115,9 @@ def build_objective(loss_config, num_classes: int, embedding_dim: int, attribute
         attribute_table: [num_classes, A] attribute class indices per identity (attribute term).
         pair_head: the model's pair head (verification term); shared, so it is saved with the model.
 
+    Terms with `cross_rank` mine over the global batch of all ranks (`CrossRankLoss`); `id.sharded`
+    replaces the model's logits by a class-sharded classifier over `bn_features`.
+
     Raises:
         ConfigError: an enabled term whose data or head is missing.
     """
@@ -120,6 +126,10 @@ def build_objective(loss_config, num_classes: int, embedding_dim: int, attribute
     for field in dataclasses.fields(loss_config):
         term_config = getattr(loss_config, field.name)
         if term_config.weight > 0:
-            input_key = FIXED_INPUT_KEYS.get(field.name) or term_config.feature
-            terms.append(LossTerm(field.name, term_config.weight, builders[field.name](term_config), input_key))
+            module = builders[field.name](term_config)
+            if getattr(term_config, "cross_rank", False):
+                module = CrossRankLoss(module)
+            input_key = "bn_features" if getattr(term_config, "sharded", False) else \
+                FIXED_INPUT_KEYS.get(field.name) or term_config.feature
+            terms.append(LossTerm(field.name, term_config.weight, module, input_key))
     return Objective(terms)

@@ -1,0 +1,400 @@
+"""Self-contained HTML reports: one run (`report.html`) and a side-by-side comparison of several runs.
+
+One file each: inline CSS, pictures as base64 data URIs, no script, no network access. `write_report`
+sections: config (collapsible), data set, metrics (with baselines.json and pair-head re-scoring when
+present), CMC, training curves per loss term, attribute accuracies (when present), rank-1 per camera pair,
+ranked lists of sample queries and of the worst queries by AP, PCA scatter of gallery features.
+Numbers follow `reidkit.metrics.evaluate_rank` (Market-1501 junk rule, non-interpolated AP). Nothing new
+is stored in the run: what the run's files lack is recomputed from its config, data set and model.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reidkit.errors import ReidkitError
+
+METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("rank10", "rank-10"), ("mAP", "mAP"), ("mINP", "mINP"))
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1rem 2rem; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; border-bottom: 1px solid #ccc; padding-bottom: .2rem; }
+nav a { margin-right: .8rem; } .note { color: #666; font-size: .9rem; }
+table { border-collapse: collapse; margin: .5rem 0; } th, td { border: 1px solid #ccc; padding: .25rem .6rem; }
+td { text-align: right; } td.name, th.name { text-align: left; } thead th { background: #f0f0f0; }
+pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; } img { max-width: 100%; }
+figure { margin: .8rem 0; } figcaption { font-size: .85rem; color: #444; }
+"""
+
+
+def average_precisions(distmat: Any, query: list, gallery: list, junk: str = "market") -> np.ndarray:
+    """Average precision of each query, by a plain loop (for reports; `evaluate_rank` gives the mean).
+
+    Args:
+        distmat: ``[Q, G]`` distances (numpy or torch); ties ordered by gallery index.
+        query: Q samples ``(path, pid, camid)``.
+        gallery: G samples ``(path, pid, camid)``.
+        junk: ``"market"`` (drop gallery items with the query's pid and camera, and pid −1) or ``"none"``.
+
+    Returns:
+        ``[Q]`` float64: non-interpolated AP, NaN for a query with no true match left.
+    """
+    distmat = _as_numpy(distmat)
+    g_pids = np.array([s[1] for s in gallery], dtype=np.int64)
+    g_camids = np.array([s[2] for s in gallery], dtype=np.int64)
+    precisions = np.full(len(query), np.nan)
+    for row, (_, pid, camid) in enumerate(query):
+        keep = np.ones(len(gallery), bool) if junk == "none" else \
+            ~(((g_pids == pid) & (g_camids == camid)) | (g_pids == -1))
+        hits = g_pids[keep][np.argsort(distmat[row][keep], kind="stable")] == pid
+        ranks = np.flatnonzero(hits) + 1
+        if ranks.size:
+            precisions[row] = float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+    return precisions
+
+
+def camera_pair_rank1(distmat: Any, query: list, gallery: list, junk: str = "market") -> dict:
+    """Rank-1 of the queries of camera a searched in the gallery items of camera b only, for every (a, b).
+
+    Returns:
+        ``{"query_cameras": [..], "gallery_cameras": [..], "rank1": [[..]], "queries": [[..]]}``: rank-1 rate
+        (None where no query is valid) and the number of valid queries, rows = query cameras.
+    """
+    from reidkit.metrics import evaluate_rank
+
+    distmat = _as_numpy(distmat)
+    q_pids, q_camids = (np.array([s[i] for s in query], dtype=np.int64) for i in (1, 2))
+    g_pids, g_camids = (np.array([s[i] for s in gallery], dtype=np.int64) for i in (1, 2))
+    q_cams, g_cams = sorted(set(q_camids.tolist())), sorted(set(g_camids.tolist()))
+    rates, counts = [[None] * len(g_cams) for _ in q_cams], [[0] * len(g_cams) for _ in q_cams]
+    for a, q_cam in enumerate(q_cams):
+        rows = q_camids == q_cam
+        for b, g_cam in enumerate(g_cams):
+            cols = g_camids == g_cam
+            try:
+                result = evaluate_rank(distmat[np.ix_(rows, cols)], q_pids[rows], g_pids[cols], q_camids[rows],
+                                       g_camids[cols], max_rank=1, junk=junk)
+            except ValueError:  # no query of camera a has a true match in camera b
+                continue
+            rates[a][b], counts[a][b] = float(result["cmc"][0]), int(result["num_valid_queries"])
+    return {"query_cameras": q_cams, "gallery_cameras": g_cams, "rank1": rates, "queries": counts}
+
+
+def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, gallery_features: Any = None,
+                 out_path: str | Path | None = None, num_ranked: int = 6, num_worst: int = 6,
+                 num_identities: int = 20) -> Path:
+    """Write the HTML report of a finished run.
+
+    What is not given is recomputed: the data set from the run's config, and the gallery features and
+    the query-gallery distances by reloading the model (``model.safetensors``) and extracting features as
+    ``config.eval`` says. The trainer passes what it has; sections needing an unavailable data set or
+    model say so instead of failing.
+
+    Args:
+        run_dir: run folder written by `reidkit train` (needs config.yaml and metrics.json).
+        distmat: ``[Q, G]`` query-gallery distances of the final model, in data set order.
+        dataset: the run's `ReidDataset`.
+        gallery_features: ``[G, D]`` retrieval features of the gallery (for the PCA scatter).
+        out_path: HTML file to write; default ``run_dir/report.html``.
+        num_ranked: sample queries drawn as ranked lists.
+        num_worst: worst queries (lowest AP) drawn as ranked lists.
+        num_identities: identities in the PCA scatter.
+
+    Returns:
+        The path of the report.
+
+    Raises:
+        ReidkitError: not a finished run folder (no config.yaml or metrics.json).
+    """
+    from reidkit.data.build import build_dataset
+    from reidkit.engine.runs import load_run_config
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    metrics = _read_json(run_dir / "metrics.json", "the run has not finished (no metrics.json)")
+    baselines = _read_json(run_dir / "baselines.json") if (run_dir / "baselines.json").is_file() else {}
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (run_dir / "metrics.jsonl").is_file() else []
+    rows = {"this run": metrics}
+    if "verification_rescored" in metrics:
+        rows["top-k re-scored by the pair head"] = metrics["verification_rescored"]
+    rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
+    notes: list[str] = []
+    if dataset is None:
+        dataset = _try(notes, "data set", lambda: build_dataset(config.data, progress=False))
+    if dataset is not None and (distmat is None or gallery_features is None):
+        recomputed = _try(notes, "model features", lambda: _extract(run_dir, config, dataset, distmat is None))
+        if recomputed is not None:
+            gallery_features = recomputed[1]
+            distmat = recomputed[0] if distmat is None else distmat
+    with tempfile.TemporaryDirectory() as scratch:
+        sections = [
+            ("config", "Config", _config_section(run_dir)),
+            ("dataset", "Data set", _dataset_section(config, dataset, metrics)),
+            ("metrics", "Metrics", _metrics_table(rows)),
+            ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
+            ("training", "Training curves", _training_section(records, Path(scratch))),
+        ]
+        if metrics.get("attribute_accuracy"):
+            sections.append(("attributes", "Attribute accuracy", _attribute_section(metrics["attribute_accuracy"])))
+        if dataset is not None and distmat is not None:
+            junk = config.eval.junk
+            sections += [
+                ("camera-pairs", "Rank-1 per camera pair", _camera_section(distmat, dataset, junk)),
+                *_ranked_sections(distmat, dataset, junk, Path(scratch), num_ranked, num_worst),
+            ]
+        if dataset is not None and gallery_features is not None:
+            sections.append(("embedding", "Gallery embedding (PCA)", _embedding_section(
+                gallery_features, dataset, config.eval.metric, Path(scratch), num_identities)))
+    title = f"reidkit report — {run_dir.resolve().name}"
+    summary = (f"{config.model.backbone} on {config.data.dataset}, {config.train.epochs} epochs · "
+               f"rank-1 {metrics['rank1']:.2%} · mAP {metrics['mAP']:.2%} · mINP {metrics['mINP']:.2%}")
+    return _write_page(Path(out_path) if out_path else run_dir / "report.html", title, summary, sections, notes)
+
+
+def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[str] | None = None) -> Path:
+    """Write one HTML page comparing runs: metrics table, overlaid CMC curves, config keys that differ.
+
+    Raises:
+        ReidkitError: a folder without metrics.json; ValueError: no run, or labels of the wrong length.
+    """
+    import yaml
+
+    if not run_dirs:
+        raise ValueError("compare_runs needs at least one run folder")
+    run_dirs = [Path(run) for run in run_dirs]
+    names = [run.resolve().name for run in run_dirs]
+    labels = labels or (names if len(set(names)) == len(names) else [str(run) for run in run_dirs])
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    metrics = {label: _read_json(run / "metrics.json", f"{run} has not finished (no metrics.json)")
+               for label, run in zip(labels, run_dirs)}
+    configs = {label: _flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
+               if (run / "config.yaml").is_file() else {} for label, run in zip(labels, run_dirs)}
+    with tempfile.TemporaryDirectory() as scratch:
+        curve = _plot_cmc_overlay({label: m["cmc"] for label, m in metrics.items() if m.get("cmc")},
+                                  Path(scratch) / "cmc.png")
+        sections = [("metrics", "Metrics", _metrics_table(metrics)),
+                    ("cmc", "CMC curves", _image(curve, "CMC curves of the compared runs")),
+                    ("config-diff", "Config differences", _config_diff(configs))]
+    summary = "runs: " + ", ".join(f"{label} ({run})" for label, run in zip(labels, run_dirs))
+    return _write_page(Path(out_path), "reidkit run comparison", summary, sections, [])
+
+
+def _as_numpy(distmat: Any) -> np.ndarray:  # numpy or torch → numpy
+    return np.asarray(distmat.detach().cpu().numpy() if hasattr(distmat, "detach") else distmat)
+
+
+def _read_json(path: Path, missing: str | None = None) -> dict:
+    if not path.is_file():
+        raise ReidkitError(f"{path.parent}: {missing or f'no {path.name}'}")
+    return json.loads(path.read_text())
+
+
+def _try(notes: list[str], what: str, compute):  # compute(), or None and a note on a ReidkitError
+    try:
+        return compute()
+    except ReidkitError as error:
+        notes.append(f"{what} not available, sections that need it are left out: {error}")
+        return None
+
+
+def _extract(run_dir: Path, config, dataset, need_query: bool):
+    """(distmat [Q, G] or None, gallery features [G, D]) from the run's reloaded model."""
+    from reidkit.data.loading import build_test_loader
+    from reidkit.data.transforms import build_test_transform
+    from reidkit.engine.evaluator import distance_matrix, extract_features
+    from reidkit.engine.runs import load_run_model
+    from reidkit.engine.trainer import resolve_device
+
+    device = resolve_device(config.train.device)
+    model = load_run_model(run_dir, config).to(device)
+    transform = build_test_transform(config.data.height, config.data.width)
+    loaders = [build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
+               for samples in ((dataset.query, dataset.gallery) if need_query else (dataset.gallery,))]
+    features = [extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip, device=device,
+                                 amp=config.train.amp, progress=False) for loader in loaders]
+    distmat = distance_matrix(features[0], features[1], config.eval.metric) if need_query else None
+    return distmat, features[-1]
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def _table(table_id: str, header: list[str], rows: list[tuple[str, str]]) -> str:
+    """An HTML table: column titles, then rows of (name, cells HTML); the first column holds the names."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for title in header[1:])
+    body = "".join(f"<tr data-row='{html.escape(name, quote=True)}'><td class='name'>{html.escape(name)}</td>"
+                   f"{cells}</tr>" for name, cells in rows)
+    return (f"<table id='{table_id}'><thead><tr><th class='name'>{html.escape(header[0])}</th>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def _percent(value: Any, digits: int = 2, key: str = "", title: str = "") -> str:
+    """A cell with `value` in % that keeps the exact value in data-value; "—" for a missing value."""
+    if not isinstance(value, (int, float)):
+        return f"<td data-key='{key}'>—</td>"
+    return f"<td data-key='{key}' data-value='{value!r}' title='{title}'>{100 * value:.{digits}f}</td>"
+
+
+def _config_section(run_dir: Path) -> str:
+    text = html.escape((run_dir / "config.yaml").read_text())
+    return f"<details><summary>config.yaml</summary><pre>{text}</pre></details>"
+
+
+def _dataset_section(config, dataset, metrics: dict) -> str:
+    valid = (f"<p>{metrics.get('num_valid_queries', '?')} valid queries (junk rule "
+             f"&quot;{html.escape(config.eval.junk)}&quot;).</p>")
+    if dataset is None:
+        return f"<p>{html.escape(config.data.dataset)} at {html.escape(config.data.root)}: not available.</p>{valid}"
+    rows = [(split, "".join(f"<td>{count}</td>" for count in (
+        len({s[1] for s in samples}), len(samples), len({s[2] for s in samples}))))
+        for split, samples in (("train", dataset.train), ("query", dataset.query), ("gallery", dataset.gallery))]
+    return (f"<p>{html.escape(dataset.name)} at {html.escape(str(dataset.root))}, images "
+            f"{config.data.height}×{config.data.width}.</p>"
+            + _table("dataset-table", ["split", "identities", "images", "cameras"], rows) + valid)
+
+
+def _metrics_table(rows: dict[str, dict]) -> str:
+    """Rows of metrics in % (two decimals); each cell keeps the exact value in data-value."""
+    return _table("metrics-table", ["model"] + [f"{title} (%)" for _, title in METRIC_COLUMNS],
+                  [(name, "".join(_percent(values.get(key), key=key) for key, _ in METRIC_COLUMNS))
+                   for name, values in rows.items()])
+
+
+def _cmc_section(metrics: dict, scratch: Path, dataset) -> str:
+    from reidkit.viz.curves import plot_cmc
+
+    label = dataset.name if dataset is not None else None
+    return _image(plot_cmc(metrics["cmc"], scratch / "cmc.png", label=label), "CMC curve") if metrics.get("cmc") \
+        else "<p class='note'>metrics.json has no CMC curve.</p>"
+
+
+def _training_section(records: list[dict], scratch: Path) -> str:
+    from reidkit.viz.curves import plot_training_curves
+
+    if not records:
+        return "<p class='note'>no metrics.jsonl records.</p>"
+    return _image(plot_training_curves(records, scratch / "training.png"),
+                  "each loss term and the learning rate per step; evaluation per epoch")
+
+
+def _attribute_section(accuracy: dict[str, float]) -> str:
+    rows = [(name, _percent(value)) for name, value in accuracy.items()]
+    mean = sum(accuracy.values()) / len(accuracy)
+    return _table("attribute-table", ["attribute", "accuracy (%)"], rows) + f"<p>mean {100 * mean:.2f}%</p>"
+
+
+def _camera_section(distmat, dataset, junk: str) -> str:
+    table = camera_pair_rank1(distmat, dataset.query, dataset.gallery, junk)
+    columns = [f"gallery c{camera + 1}" for camera in table["gallery_cameras"]]
+    rows = [(f"query c{camera + 1}", "".join(_percent(rate, 1, key=column, title=f"{count} valid queries")
+                                             for column, rate, count in zip(columns, rates, counts)))
+            for camera, rates, counts in zip(table["query_cameras"], table["rank1"], table["queries"])]
+    return ("<p>Rank-1 (%) of each query camera's queries searched in one gallery camera; — where no query "
+            "has a true match there (same-camera matches are junk under the Market-1501 rule).</p>"
+            + _table("camera-table", ["", *columns], rows))
+
+
+def _ranked_sections(distmat, dataset, junk: str, scratch: Path, num_ranked: int, num_worst: int) -> list:
+    from reidkit.viz.ranked import save_ranked_lists
+
+    precisions = average_precisions(distmat, dataset.query, dataset.gallery, junk)
+    valid = np.flatnonzero(~np.isnan(precisions))
+    worst = valid[np.argsort(precisions[valid], kind="stable")][:num_worst].tolist()
+    sample = save_ranked_lists(distmat, dataset.query, dataset.gallery, scratch / "ranked", num_queries=num_ranked,
+                               topk=10, junk=junk)
+    hard = save_ranked_lists(distmat, dataset.query, dataset.gallery, scratch / "worst", query_indices=worst,
+                             topk=10, junk=junk)
+    legend = "<p class='note'>query in blue; green frame: same identity, red: another identity.</p>"
+
+    def picture(path: Path) -> str:
+        index = int(path.stem.split("_")[1])
+        _, pid, camid = dataset.query[index]
+        caption = f"query {index} · pid {pid} · camera c{camid + 1} · AP {precisions[index]:.3f}"
+        return _image(path, caption, photo=True)
+
+    return [("ranked", "Ranked lists of sample queries", legend + "".join(map(picture, sample))),
+            ("worst", "Worst queries by average precision", legend + "".join(map(picture, hard)))]
+
+
+def _embedding_section(features, dataset, metric: str, scratch: Path, num_identities: int) -> str:
+    """PCA of the gallery features of real identities (pid 0 distractors and −1 junk left out), on the unit
+    sphere for the cosine metric, as retrieval sees them."""
+    from reidkit.viz.embedding_plot import plot_embedding
+
+    features = _as_numpy(features).astype(np.float64)
+    if metric == "cosine":
+        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    pids = np.array([s[1] for s in dataset.gallery])
+    path = plot_embedding(features[pids > 0], pids[pids > 0], scratch / "embedding.png", num_identities=num_identities)
+    return _image(path, f"gallery features of the {min(num_identities, len(set(pids[pids > 0].tolist())))} most "
+                        "frequent identities, projected on their first two principal components")
+
+
+def _config_diff(configs: dict[str, dict]) -> str:
+    keys = sorted({key for flat in configs.values() for key in flat})
+    values = {key: [json.dumps(flat.get(key), sort_keys=True) for flat in configs.values()] for key in keys}
+    rows = [(key, "".join(f"<td>{html.escape(text)}</td>" for text in texts))
+            for key, texts in values.items() if len(set(texts)) > 1]
+    return _table("config-diff", ["key", *configs], rows) if rows else "<p>The configs are identical.</p>"
+
+
+def _plot_cmc_overlay(curves: dict[str, list[float]], path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for label, cmc in curves.items():
+        axes.plot(np.arange(1, len(cmc) + 1), 100 * np.asarray(cmc), label=f"{label} (R1 {100 * cmc[0]:.1f}%)")
+    axes.set(xlabel="rank", ylabel="matching rate (%)", title="CMC", ylim=(0, 101))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path
+
+
+def _image(path: Path, caption: str, photo: bool = False) -> str:
+    """A figure with the PNG at `path` as a data URI; `photo` re-encodes it as JPEG (~8× smaller for photos)."""
+    if photo:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        media, data = "image/jpeg", buffer.getvalue()
+    else:
+        media, data = "image/png", Path(path).read_bytes()
+    text = html.escape(caption)
+    return (f"<figure><img alt='{text}' src='data:{media};base64,{base64.b64encode(data).decode('ascii')}'>"
+            f"<figcaption>{text}</figcaption></figure>")
+
+
+def _write_page(out: Path, title: str, summary: str, sections: list[tuple[str, str, str]], notes: list[str]) -> Path:
+    """Write the HTML page: title, summary, notes, links to the sections, then the sections."""
+    written = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    nav = "".join(f"<a href='#{key}'>{html.escape(name)}</a>" for key, name, _ in sections)
+    body = "".join(f"<section id='{key}'><h2>{html.escape(name)}</h2>{content}</section>"
+                   for key, name, content in sections)
+    remarks = "".join(f"<p class='note'>{html.escape(note)}</p>" for note in notes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                   f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
+                   f"<p class='note'>written {written}</p>{remarks}<nav>{nav}</nav>{body}</body></html>\n",
+                   encoding="utf-8")
+    return out

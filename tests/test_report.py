@@ -1,0 +1,195 @@
+"""HTML run report and run comparison: sections, embedded images, numbers equal to the run's files."""
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from reidkit.metrics import evaluate_rank
+from reidkit.viz.embedding_plot import pca_2d, top_identities
+from reidkit.viz.report import average_precisions, camera_pair_rank1, compare_runs, write_report
+
+TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "camera-pairs", "ranked", "worst", "embedding"}
+
+
+class ReportParser(HTMLParser):
+    """Collects section ids, <img> sources, metric cells per table row, and tags that would load anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections, self.images, self.cells, self.external = [], [], {}, []
+        self.row = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+        elif tag == "tr":
+            self.row = attrs.get("data-row")
+        elif tag == "td" and "data-value" in attrs and self.row is not None:
+            self.cells.setdefault(self.row, {})[attrs.get("data-key", "")] = float(attrs["data-value"])
+        if tag in ("script", "link", "iframe") or any(v and v.startswith(("http:", "https:", "//"))
+                                                      for k, v in attrs.items() if k in ("src", "href")):
+            self.external.append(tag)
+
+
+def parse(path: Path) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run folder in the trainer's format, without the cost of training: an untrained model
+    evaluated by the real evaluator, train records as `Trainer` logs them, and a baselines.json."""
+    import torch
+
+    from reidkit.config import load_config, save_config
+    from reidkit.data.build import build_dataset
+    from reidkit.engine.checkpoint import save_weights
+    from reidkit.engine.evaluator import evaluate_distances, evaluate_model
+    from reidkit.engine.runs import model_metadata
+    from reidkit.engine.trainer import MetricsLog, eval_record
+    from reidkit.models.reid import build_model, model_kwargs
+
+    root = tmp_path_factory.mktemp("report")
+    run = root / "run"
+    config = load_config(TINY, [f"data.root={root / 'data'}", "data.height=32", "data.width=16"])
+    dataset = build_dataset(config.data, progress=False)
+    torch.manual_seed(0)
+    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
+    run.mkdir()
+    save_config(config, run / "config.yaml")
+    save_weights(model, run / "model.safetensors", model_metadata(model, config))
+    metrics, _ = evaluate_model(model, dataset, config.eval, 32, 16, progress=False)
+    log = MetricsLog(run / "metrics.jsonl")
+    for step in range(1, 7):
+        log.write({"kind": "train", "epoch": 1 + (step > 3), "step": step, "lr": 3.5e-4, "loss": 9.0 / step,
+                   "loss/id": 2.0 / step, "loss/trihard": 7.0 / step})
+        if step % 3 == 0:
+            log.write({"kind": "eval", "epoch": step // 3, **eval_record(metrics)})
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    distmat = np.random.default_rng(0).random((len(dataset.query), len(dataset.gallery)))
+    chance = evaluate_distances(distmat, dataset.query, dataset.gallery, config.eval.max_rank)
+    (run / "baselines.json").write_text(json.dumps({"random_distances": chance}, indent=2))
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    return run, parse(write_report(run, num_ranked=3, num_worst=3))
+
+
+def test_every_section_and_image_is_embedded(report):
+    run, parsed = report
+    assert (run / "report.html").is_file()
+    assert RUN_SECTIONS <= set(parsed.sections) and "attributes" not in parsed.sections
+    # CMC + training curves + 3 sample queries + 3 worst queries + PCA scatter
+    assert len(parsed.images) == 9
+    assert all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in parsed.images)
+    assert parsed.external == []
+
+
+def test_metrics_table_equals_metrics_and_baselines_json(report):
+    run, parsed = report
+    metrics = json.loads((run / "metrics.json").read_text())
+    baselines = json.loads((run / "baselines.json").read_text())
+    keys = ("rank1", "rank5", "rank10", "mAP", "mINP")
+    assert parsed.cells["this run"] == {key: metrics[key] for key in keys}
+    for name, values in baselines.items():
+        assert parsed.cells[f"baseline: {name.replace('_', ' ')}"] == {key: values[key] for key in keys}
+
+
+def test_trainer_arguments_are_used_without_reloading_the_model(run, tmp_path, monkeypatch):
+    import reidkit.engine.runs
+    from reidkit.data.build import build_dataset
+    from reidkit.engine.runs import load_run_config
+
+    dataset = build_dataset(load_run_config(run).data, progress=False)
+    monkeypatch.setattr(reidkit.engine.runs, "load_run_model", lambda *args: pytest.fail("model reloaded"))
+    rng = np.random.default_rng(0)
+    distmat = rng.random((len(dataset.query), len(dataset.gallery)))
+    features = rng.normal(size=(len(dataset.gallery), 8))
+    path = write_report(run, distmat=distmat, dataset=dataset, gallery_features=features,
+                        out_path=tmp_path / "given.html", num_ranked=2, num_worst=1)
+    parsed = parse(path)
+    assert RUN_SECTIONS <= set(parsed.sections) and len(parsed.images) == 2 + 2 + 1 + 1
+    assert parsed.cells["this run"]["mAP"] == json.loads((run / "metrics.json").read_text())["mAP"]
+    table = camera_pair_rank1(distmat, dataset.query, dataset.gallery)
+    for camera, rates in zip(table["query_cameras"], table["rank1"]):
+        assert parsed.cells[f"query c{camera + 1}"] == {f"gallery c{g + 1}": rate for g, rate in
+                                                        zip(table["gallery_cameras"], rates) if rate is not None}
+
+
+def copy_run(run: Path, out: Path, config_changes: dict | None = None, metric_changes: dict | None = None) -> Path:
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("checkpoints", "ranked", "report.html"))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    for section, values in (config_changes or {}).items():
+        config[section].update(values)
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = json.loads((out / "metrics.json").read_text()) | (metric_changes or {})
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return out
+
+
+def test_attributes_and_a_missing_data_set(run, tmp_path):
+    accuracy = {"gender": 0.75, "backpack": 0.5}
+    other = copy_run(run, tmp_path / "moved", {"data": {"dataset": "market1501", "root": str(tmp_path / "none")}},
+                     {"attribute_accuracy": accuracy})
+    path = write_report(other)
+    parsed = parse(path)
+    assert {"config", "dataset", "metrics", "cmc", "training", "attributes"} == set(parsed.sections)
+    assert parsed.cells["gender"] == {"": 0.75} and parsed.cells["backpack"] == {"": 0.5}
+    assert len(parsed.images) == 2 and "data set not available" in path.read_text()
+
+
+def test_compare_runs(run, tmp_path):
+    other = copy_run(run, tmp_path / "other", {"train": {"lr": 0.5}}, {"rank1": 0.125, "cmc": [0.125, 1.0]})
+    parsed = parse(compare_runs([run, other], tmp_path / "compare.html", labels=["first", "second"]))
+    assert parsed.sections == ["metrics", "cmc", "config-diff"] and len(parsed.images) == 1
+    assert parsed.cells["first"]["rank1"] == json.loads((run / "metrics.json").read_text())["rank1"]
+    assert parsed.cells["second"]["rank1"] == 0.125
+    assert "train.lr" in (tmp_path / "compare.html").read_text() and parsed.external == []
+
+
+def test_average_precisions_match_evaluate_rank():
+    rng = np.random.default_rng(0)
+    query = [("q", int(p), int(c)) for p, c in zip(rng.integers(0, 5, 30), rng.integers(0, 3, 30))]
+    gallery = [("g", int(p), int(c)) for p, c in zip(rng.integers(-1, 6, 80), rng.integers(0, 3, 80))]
+    distmat = rng.integers(0, 6, (30, 80)).astype(np.float32)  # many ties
+    precisions = average_precisions(distmat, query, gallery)
+    result = evaluate_rank(distmat, *(np.array([s[i] for s in samples]) for samples, i in
+                                      ((query, 1), (gallery, 1), (query, 2), (gallery, 2))))
+    assert np.nanmean(precisions) == pytest.approx(result["mAP"], abs=1e-12)
+    assert (~np.isnan(precisions)).sum() == result["num_valid_queries"]
+
+
+def test_camera_pair_rank1_on_a_case_solved_by_hand():
+    query = [("q0", 1, 0), ("q1", 2, 1)]
+    gallery = [("g0", 1, 1), ("g1", 2, 1), ("g2", 2, 0), ("g3", 1, 0)]
+    distmat = np.array([[0.5, 0.1, 0.9, 0.0],    # pid 1 cam 0: in cam 1, g1 (pid 2) beats g0 → miss
+                        [0.3, 0.0, 0.2, 0.1]])   # pid 2 cam 1: in cam 0, g3 (pid 1) beats g2 → miss
+    table = camera_pair_rank1(distmat, query, gallery)
+    assert table["query_cameras"] == [0, 1] and table["gallery_cameras"] == [0, 1]
+    assert table["rank1"] == [[None, 0.0], [0.0, None]] and table["queries"] == [[0, 1], [1, 0]]
+    distmat[0, 0] = 0.05
+    assert camera_pair_rank1(distmat, query, gallery)["rank1"][0][1] == 1.0
+
+
+def test_pca_and_top_identities():
+    along = np.array([-2, -1, 0, 1, 2] * 2, dtype=float)  # orthogonal, zero-mean columns: the PCs are known
+    across = np.array([1.0] * 5 + [-1.0] * 5)
+    features = np.stack([3 * along, np.zeros(10), across, np.zeros(10)], axis=1) + 7.0
+    points, explained = pca_2d(features)
+    assert points.shape == (10, 2)
+    np.testing.assert_allclose(explained, [180 / 190, 10 / 190])  # sums of squares 9·20 and 10
+    np.testing.assert_allclose(np.abs(points), np.abs(np.stack([3 * along, across], axis=1)), atol=1e-12)
+    assert top_identities([3, 3, 1, 1, 2, 5, 5, 5], 3) == [5, 1, 3]
