@@ -1,4 +1,5 @@
-"""Tests of reidkit.metrics.rank: hand-worked cases and a brute-force reference by the definitions."""
+"""Tests of reidkit.metrics.rank: hand-worked cases and brute-force references by the definitions
+(Market-1501 protocol and the single-gallery-shot protocol)."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from reidkit.metrics import evaluate_rank
 from reidkit.metrics import rank as rank_module
+from reidkit.metrics.rank import evaluate_single_gallery_shot
 
 
 def brute_force_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, junk="market"):
@@ -221,3 +223,104 @@ def test_invalid_arguments_raise(kwargs, message):
                  "g_camids": [1, 1, 1]} | kwargs
     with pytest.raises(ValueError, match=message):
         evaluate_rank(**arguments)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Single-gallery-shot protocol (CUHK03 classic splits)
+
+
+def brute_force_single_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, junk, repeats, seed):
+    """By the documented definition: per repeat keys = rng.random(G); per query, each identity's
+    allowed image with the smallest key; rank the query's match among them (ties by gallery index)."""
+    rng = np.random.default_rng(seed)
+    per_repeat = []
+    for _ in range(repeats):
+        keys = rng.random(len(g_pids))
+        cmcs, aps = [], []
+        for i in range(len(q_pids)):
+            chosen = {}
+            for j in range(len(g_pids)):
+                if junk == "market" and g_pids[j] == -1:
+                    continue
+                if junk == "market" and g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i]:
+                    continue
+                if g_pids[j] not in chosen or keys[j] < keys[chosen[g_pids[j]]]:
+                    chosen[g_pids[j]] = j
+            if q_pids[i] not in chosen or (junk == "market" and q_pids[i] == -1):
+                continue
+            order = sorted(chosen.values(), key=lambda j: (distmat[i][j], j))
+            rank = [g_pids[j] for j in order].index(q_pids[i]) + 1
+            cmcs.append([1.0 if rank <= k else 0.0 for k in range(1, max_rank + 1)])
+            aps.append(1.0 / rank)
+        if not aps:
+            return None
+        per_repeat.append((np.mean(cmcs, axis=0), np.mean(aps), len(aps)))
+    return {"cmc": np.mean([r[0] for r in per_repeat], axis=0), "mAP": np.mean([r[1] for r in per_repeat]),
+            "mINP": np.mean([r[1] for r in per_repeat]), "num_valid_queries": per_repeat[0][2]}
+
+
+@pytest.mark.parametrize("junk", ["market", "none"])
+@pytest.mark.parametrize("integer_distances", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_single_shot_matches_brute_force(seed, integer_distances, junk):
+    distmat, *labels = random_problem(seed, 20, 45, integer_distances)
+    expected = brute_force_single_shot(distmat, *labels, max_rank=8, junk=junk, repeats=4, seed=seed)
+    if expected is None:
+        with pytest.raises(ValueError, match="no valid query"):
+            evaluate_single_gallery_shot(distmat, *labels, max_rank=8, junk=junk, repeats=4, seed=seed)
+        return
+    result = evaluate_single_gallery_shot(distmat, *labels, max_rank=8, junk=junk, repeats=4, seed=seed,
+                                          chunk_size=7)
+    assert_same_result(result, expected)
+    assert result["mAP"] == pytest.approx(result["mINP"])
+
+
+def test_single_shot_with_one_image_per_identity_equals_evaluate_rank():
+    # Nothing to draw: every identity has one gallery image (in another camera than its queries).
+    rng = np.random.default_rng(7)
+    distmat = rng.random((30, 12)).astype(np.float32)
+    g_pids, g_cams = np.arange(12), np.ones(12, np.int64)
+    q_pids, q_cams = rng.integers(0, 12, 30), np.zeros(30, np.int64)
+    expected = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=12)
+    for seed in (0, 1):
+        result = evaluate_single_gallery_shot(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=12, seed=seed)
+        assert_same_result(result, expected)
+
+
+def test_single_shot_hand_worked_draw_frequencies():
+    # Query pid 1 (camera 0). Gallery: g0 pid 1 cam 1 at 0.1, g1 pid 1 cam 1 at 0.9, g2 pid 2 at 0.5,
+    # g3 pid 1 cam 0 (never drawn for this query). The drawn match is g0 (rank 1) or g1 (rank 2),
+    # each with probability 1/2, so over many repeats rank-1 -> 1/2 and mAP -> (1 + 1/2)/2 = 3/4.
+    distmat = [[0.1, 0.9, 0.5, 0.0]]
+    result = evaluate_single_gallery_shot(distmat, [1], [1, 1, 2, 1], [0], [1, 1, 1, 0], max_rank=2,
+                                          repeats=4000, seed=3)
+    assert result["cmc"][0] == pytest.approx(0.5, abs=0.03)
+    assert result["cmc"][1] == 1.0
+    assert result["mAP"] == pytest.approx(0.75, abs=0.015)
+
+
+def test_single_shot_seed_reproducible_and_repeats_average():
+    distmat, *labels = random_problem(5, 30, 60, integer_distances=False)
+    one = [evaluate_single_gallery_shot(distmat, *labels, max_rank=5, repeats=1, seed=s) for s in (0, 0, 1)]
+    np.testing.assert_array_equal(one[0]["cmc"], one[1]["cmc"])
+    assert one[0]["mAP"] == one[1]["mAP"]
+    assert (one[0]["mAP"], list(one[0]["cmc"])) != (one[2]["mAP"], list(one[2]["cmc"]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"repeats": 0}, "repeats"), ({"junk": "cuhk03"}, "junk"), ({"max_rank": 0}, "max_rank"),
+     ({"g_pids": [1, 2]}, "g_pids")],
+)
+def test_single_shot_invalid_arguments_raise(kwargs, message):
+    arguments = {"distmat": np.ones((2, 3)), "q_pids": [1, 2], "g_pids": [1, 2, 3], "q_camids": [0, 0],
+                 "g_camids": [1, 1, 1]} | kwargs
+    with pytest.raises(ValueError, match=message):
+        evaluate_single_gallery_shot(**arguments)
+
+
+def test_single_shot_nan_and_no_valid_query_raise():
+    with pytest.raises(ValueError, match="1 NaN"):
+        evaluate_single_gallery_shot([[np.nan, 1.0]], [1], [1, 2], [0], [1, 1])
+    with pytest.raises(ValueError, match="junk='none'"):
+        evaluate_single_gallery_shot([[0.1, 0.2]], [1], [1, 2], [0], [0, 0])

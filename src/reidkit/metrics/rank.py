@@ -13,19 +13,46 @@ monotone map sends each distance to one of ``_NUM_CELLS`` cells of its row; a pe
 the kept non-matching items gives, for each true match, how many of them lie in earlier cells. Items
 sharing a cell with a true match are compared with it exactly (distance, then gallery index), so the
 ranks equal those of a stable sort, for a few vectorised passes over the chunk and no Q×G index
-array.
+array. :func:`query_scores` returns the per-query scores (first-match rank, AP, INP) and
+:func:`summarize_scores` averages them, so callers that produce distances chunk by chunk
+(``reidkit.metrics.features_eval``) aggregate exactly as :func:`evaluate_rank` does.
+
+:func:`evaluate_single_gallery_shot` is the single-gallery-shot protocol of CUHK03's classic splits
+(Li et al., "DeepReID: Deep Filter Pairing Neural Network for Person Re-identification", CVPR 2014):
+one randomly drawn gallery image per identity, averaged over repeated draws.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 JUNK_RULES = ("market", "none")
 _NUM_CELLS = 2048  # histogram cells per query row; more cells = fewer exact comparisons
+
+
+class QueryScores(NamedTuple):
+    """Scores of the valid queries of an evaluation, in query order (``n`` valid queries).
+
+    Attributes:
+        first_rank: ``[n]`` int64 1-based rank of each query's first true match after junk removal.
+        ap: ``[n]`` float64 non-interpolated average precision.
+        inp: ``[n]`` float64 inverse negative penalty, R / (rank of the last true match).
+    """
+
+    first_rank: np.ndarray
+    ap: np.ndarray
+    inp: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list[QueryScores]) -> QueryScores:
+        """Scores of consecutive query blocks joined in order (empty when ``parts`` is empty)."""
+        empty = np.zeros(0, np.int64)
+        parts = [cls(empty, empty.astype(np.float64), empty.astype(np.float64)), *parts]
+        return cls(*(np.concatenate(column) for column in zip(*parts)))
 
 
 def evaluate_rank(
@@ -67,12 +94,35 @@ def evaluate_rank(
     Raises:
         ValueError: unknown ``junk``, bad shapes or sizes, NaN distances, or no valid query.
     """
+    _check_positive(max_rank=max_rank)
+    scores = query_scores(distmat, q_pids, g_pids, q_camids, g_camids, junk, chunk_size, num_threads)
+    if scores.first_rank.size == 0:
+        raise ValueError(no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
+    return summarize_scores(scores, max_rank)
+
+
+def query_scores(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    junk: str = "market",
+    chunk_size: int = 256,
+    num_threads: int | None = None,
+) -> QueryScores:
+    """Per-query scores behind :func:`evaluate_rank` (same arguments, same rules, same memory).
+
+    Returns:
+        The :class:`QueryScores` of the valid queries, in query order; empty when no query is
+        valid (no error: a caller scoring query blocks one by one decides at the end).
+
+    Raises:
+        ValueError: unknown ``junk``, bad shapes or sizes, or NaN distances.
+    """
     if junk not in JUNK_RULES:
         raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
-    if max_rank < 1 or chunk_size < 1 or (num_threads is not None and num_threads < 1):
-        raise ValueError(
-            f"max_rank, chunk_size and num_threads must be >= 1, got {max_rank}, {chunk_size}, {num_threads}"
-        )
+    _check_positive(chunk_size=chunk_size, num_threads=num_threads)
     dist = _as_distances(distmat)
     num_q, num_g = dist.shape
     q_pids, q_camids = _as_ids(q_pids, "q_pids", num_q), _as_ids(q_camids, "q_camids", num_q)
@@ -80,9 +130,9 @@ def evaluate_rank(
 
     gallery = _Gallery(g_pids, g_camids, junk)
     starts = range(0, num_q, chunk_size)
-    workers = max(1, min(num_threads or min(4, os.cpu_count() or 1), len(starts)))
+    workers = max(1, min(num_threads or default_num_threads(), len(starts)))
 
-    def run(worker: int) -> list:
+    def run(worker: int) -> list[QueryScores]:
         """Scores of chunks ``worker``, ``worker + workers``, ...; each worker owns its buffers."""
         rows = min(chunk_size, num_q)
         work = (np.empty((rows, num_g), dist.dtype), np.empty((rows, num_g), np.int64))
@@ -94,30 +144,166 @@ def evaluate_rank(
     else:
         with ThreadPoolExecutor(workers) as pool:
             per_worker = list(pool.map(run, range(workers)))
-    empty = np.zeros(0, np.int64)
-    scores = [(empty, empty.astype(np.float64), empty.astype(np.float64))]
-    scores += [per_worker[i % workers][i // workers] for i in range(len(starts))]
-    first, ap, inp = (np.concatenate(column) for column in zip(*scores))
+    return QueryScores.concatenate([per_worker[i % workers][i // workers] for i in range(len(starts))])
+
+
+def summarize_scores(scores: QueryScores, max_rank: int = 50) -> dict:
+    """CMC, mAP and mINP averaged over the valid queries of ``scores``.
+
+    Returns:
+        The dictionary of :func:`evaluate_rank`.
+
+    Raises:
+        ValueError: ``max_rank`` < 1, or ``scores`` is empty (no valid query).
+    """
+    _check_positive(max_rank=max_rank)
+    first = scores.first_rank
     if first.size == 0:
-        raise ValueError(_no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
+        raise ValueError("no valid query: no query has a true match left in the gallery")
     hits = np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
     return {
         "cmc": np.cumsum(hits) / first.size,
-        "mAP": float(np.mean(ap)),
-        "mINP": float(np.mean(inp)),
+        "mAP": float(np.mean(scores.ap)),
+        "mINP": float(np.mean(scores.inp)),
         "num_valid_queries": int(first.size),
     }
 
 
+def evaluate_single_gallery_shot(
+    distmat: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    max_rank: int = 50,
+    junk: str = "market",
+    repeats: int = 10,
+    seed: int = 0,
+    chunk_size: int = 1024,
+) -> dict:
+    """CMC, mAP and mINP under the single-gallery-shot protocol of CUHK03's classic splits.
+
+    Each repeat draws one gallery image per identity and ranks every query against those images.
+    The draw: ``keys = numpy.random.default_rng(seed).random(G)`` (a fresh ``keys`` per repeat,
+    from the same generator), and an identity's image is its allowed item with the smallest key.
+    For a query, its own identity's allowed items are those that ``junk`` keeps (under
+    ``"market"``: other cameras only, and pid -1 is never drawn nor a query with a match); every
+    other identity's allowed items are all its images. The draw is shared by all queries of a
+    repeat, so each query sees a uniformly drawn image per identity (Torchreid draws anew per
+    query: same expectation, different samples). With one true match, AP = INP = 1 / its rank, so
+    mAP equals mINP here; Torchreid's ``eval_cuhk03`` instead reports the AP over the full gallery.
+
+    Args:
+        distmat: ``[Q, G]`` distances as for :func:`evaluate_rank`.
+        q_pids, g_pids, q_camids, g_camids: ``[Q]``/``[G]`` integer labels.
+        max_rank: length of the CMC curve.
+        junk: ``"market"`` or ``"none"`` (which own-identity images may be drawn).
+        repeats: number of draws averaged.
+        seed: seed of the draws; equal seeds give equal results.
+        chunk_size: query rows compared at once (memory ``chunk_size · num identities``).
+
+    Returns:
+        The dictionary of :func:`evaluate_rank`, each value averaged over the ``repeats`` draws;
+        ``num_valid_queries`` counts queries with an allowed true match (the same in every draw).
+
+    Raises:
+        ValueError: unknown ``junk``, bad shapes, sizes or counts, NaN distances, or no valid query.
+    """
+    if junk not in JUNK_RULES:
+        raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
+    _check_positive(max_rank=max_rank, repeats=repeats, chunk_size=chunk_size)
+    dist = _as_distances(distmat)
+    num_q, num_g = dist.shape
+    q_pids, q_camids = _as_ids(q_pids, "q_pids", num_q), _as_ids(q_camids, "q_camids", num_q)
+    g_pids, g_camids = _as_ids(g_pids, "g_pids", num_g), _as_ids(g_camids, "g_camids", num_g)
+    for start in range(0, num_q, chunk_size):
+        if np.isnan(dist[start : start + chunk_size]).any():
+            raise ValueError(f"distmat contains {int(np.isnan(dist).sum())} NaN entries")
+
+    rng = np.random.default_rng(seed)
+    results = []
+    for _ in range(repeats):
+        columns, own = _draw_one_per_identity(rng.random(num_g), q_pids, q_camids, g_pids, g_camids, junk)
+        rows = np.flatnonzero(own >= 0)
+        if rows.size == 0:
+            raise ValueError(no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
+        first = np.concatenate([
+            _single_match_ranks(dist, rows[i : i + chunk_size], columns, own, q_pids, g_pids)
+            for i in range(0, len(rows), chunk_size)
+        ])
+        results.append(summarize_scores(QueryScores(first, 1.0 / first, 1.0 / first), max_rank))
+    return {
+        "cmc": np.mean([result["cmc"] for result in results], axis=0),
+        "mAP": float(np.mean([result["mAP"] for result in results])),
+        "mINP": float(np.mean([result["mINP"] for result in results])),
+        "num_valid_queries": results[0]["num_valid_queries"],
+    }
+
+
+def _draw_one_per_identity(keys: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray,
+                           g_camids: np.ndarray, junk: str) -> tuple[np.ndarray, np.ndarray]:
+    """One draw of :func:`evaluate_single_gallery_shot` from ``keys`` ``[G]``.
+
+    Returns:
+        ``columns`` ``[P]``: the drawn gallery item of each identity (smallest key), ascending pid;
+        ``own`` ``[Q]``: the drawn true match of each query, -1 when it has none.
+    """
+    candidates = np.flatnonzero(g_pids != -1) if junk == "market" else np.arange(len(g_pids))
+    order = candidates[np.lexsort((keys[candidates], g_pids[candidates]))]  # by pid, then key
+    if order.size == 0:
+        return order, np.full(len(q_pids), -1)
+    new_group = np.r_[True, g_pids[order][1:] != g_pids[order][:-1]]
+    group = np.cumsum(new_group) - 1
+    columns = order[new_group]
+    pids = g_pids[columns]
+    slot = np.minimum(np.searchsorted(pids, q_pids), len(pids) - 1)
+    own = np.where(pids[slot] == q_pids, columns[slot], -1)
+    if junk == "market":
+        # Best item from another camera than the identity's best item: the query's own match
+        # whenever the best item shares the query's camera.
+        other = np.flatnonzero(g_camids[order] != g_camids[columns][group])
+        second = np.full(len(columns), -1)
+        groups, first = np.unique(group[other], return_index=True)
+        second[groups] = order[other[first]]
+        same_camera = g_camids[columns[slot]] == q_camids
+        own = np.where((own >= 0) & same_camera, second[slot], own)
+        own[q_pids == -1] = -1
+    return columns, own
+
+
+def _single_match_ranks(dist: np.ndarray, rows: np.ndarray, columns: np.ndarray, own: np.ndarray,
+                        q_pids: np.ndarray, g_pids: np.ndarray) -> np.ndarray:
+    """Rank of each query's drawn match ``own[rows]`` among the drawn items of the other identities
+    ``columns``, ties ordered by gallery index."""
+    matches = own[rows]
+    target = dist[rows, matches][:, None]
+    others = dist[rows[:, None], columns[None, :]]
+    before = (others < target) | ((others == target) & (columns[None, :] < matches[:, None]))
+    before &= g_pids[columns][None, :] != q_pids[rows][:, None]
+    return 1 + before.sum(axis=1)
+
+
+def default_num_threads() -> int:
+    """Threads used when ``num_threads`` is None: ``min(4, os.cpu_count())``."""
+    return min(4, os.cpu_count() or 1)
+
+
+def _check_positive(**values: int | None) -> None:
+    """Raise ``ValueError`` naming every given value that is not None and below 1."""
+    bad = {name: value for name, value in values.items() if value is not None and value < 1}
+    if bad:
+        raise ValueError(", ".join(f"{name} must be >= 1, got {value}" for name, value in bad.items()))
+
+
 def _chunk_scores(dist: np.ndarray, start: int, size: int, q_pids: np.ndarray, q_camids: np.ndarray,
-                  gallery: _Gallery, work: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+                  gallery: _Gallery, work: tuple[np.ndarray, np.ndarray]) -> QueryScores:
     """First-match rank, AP and INP of the valid queries among rows ``[start, start + size)``."""
     chunk = np.ascontiguousarray(dist[start : start + size])
     if chunk.shape[1] and np.isnan(chunk.min(axis=1)).any():
         raise ValueError(f"distmat contains {int(np.isnan(dist).sum())} NaN entries")
     ranks, num_true = _match_ranks(chunk, q_pids[start : start + size], q_camids[start : start + size],
                                    gallery, work)
-    return _query_scores(ranks, num_true)
+    return QueryScores(*_query_scores(ranks, num_true))
 
 
 class _Gallery:
@@ -272,8 +458,12 @@ def _as_ids(values: Any, name: str, size: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def _no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk) -> str:
-    """Explain why no query kept a true match."""
+def no_valid_query_message(q_pids: Any, q_camids: Any, g_pids: Any, g_camids: Any, junk: str) -> str:
+    """Explain why no query kept a true match (for the ``ValueError`` of the evaluators)."""
+    names = ("q_pids", "q_camids", "g_pids", "g_camids")
+    q_pids, q_camids, g_pids, g_camids = (
+        _as_ids(ids, name, len(ids)) for ids, name in zip((q_pids, q_camids, g_pids, g_camids), names)
+    )
     shared = np.isin(q_pids, g_pids)
     message = (
         f"no valid query: none of the {len(q_pids)} queries has a true match left in the gallery "

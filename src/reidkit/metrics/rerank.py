@@ -94,7 +94,7 @@ def re_ranking(
     num_forward, num_half, num_expand = min(k1 + 1, size), min(round(k1 / 2) + 1, size), min(k2, size)
     row_chunks = blocks.row_chunks(chunk_size)
     query_chunks = [(start, min(start + chunk_size, blocks.num_q)) for start in range(0, blocks.num_q, chunk_size)]
-    with tqdm(total=2 * len(row_chunks) + len(query_chunks), desc="re-ranking", disable=not progress) as bar:
+    with tqdm(total=2 * len(row_chunks) + len(query_chunks), desc="re-ranking", disable=None if progress else True) as bar:
         neighbours, row_max = _nearest(blocks, row_chunks, max(num_forward, num_expand), bar)
         weights = _reciprocal_weights(blocks, neighbours, row_max, num_forward, num_half, row_chunks, bar)
         if k2 != 1:
