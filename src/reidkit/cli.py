@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ReidkitError("train needs --out RUN_DIR (a new run) or --resume RUN_DIR (continue one)")
     metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
     if metrics:  # empty on the non-main ranks of a distributed run
-        print(f"run folder: {out}  {describe_metrics(metrics)}")
+        print(f"run folder: {out}  {describe_metrics(metrics)}\nreport: {Path(out) / 'report.html'}")
     return 0
 
 

@@ -240,7 +240,7 @@ def generate_dataset(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(),
     manifest = {"generator": "reidkit.data.synthetic", "seed": seed, "spec": asdict(spec)}
     (out_dir / UNFINISHED).write_text(json.dumps(manifest, indent=2) + "\n")
     jobs = _plan(spec, seed)
-    bar = tqdm(total=len(jobs), desc="synthesising", unit="img", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="synthesising", unit="img", disable=None if progress else True)
     if workers == 1:
         renderer = _Renderer(spec, seed, out_dir)
         for job in jobs:

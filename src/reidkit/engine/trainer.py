@@ -203,6 +203,10 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
         dataset = build_dataset(data, progress=False)
     log(dataset.summary())
     check_batch_config(config, dataset.num_train_pids, len(dataset.train))
+    singletons = int((np.bincount([pid for _, pid, _ in dataset.train]) == 1).sum())
+    if singletons:
+        log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
+            f"K={data.k}, so their positive pairs are copies of one image")
     loader = build_train_loader(
         dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
                                              erasing_prob=data.erasing_prob),
@@ -317,6 +321,5 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
     save_weights(model, run_dir / "model.safetensors", metadata)
     metrics, distmat = final
     metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-    report = finish_run(run_dir, metrics, distmat, dataset, config)
-    log(f"report: {report}")
+    finish_run(run_dir, metrics, distmat, dataset, config)
     return metrics
