@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds these machines resolve from local disk (CUDA build, runs on CPU too).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench ablation clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# Speed and memory tables, each against a reference measured in the same run (see README "Benchmarks").
 bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check cython
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps torchreid==0.2.5 fastreid==1.4.0
 	$(PY) benchmarks/bench_synth.py
+	$(PY) benchmarks/bench_train.py --config configs/demo.yaml
+	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_rerank.py --market
+	$(PY) benchmarks/bench_search.py
 
 clean:
 	rm -rf runs/demo data/synthetic
