@@ -32,5 +32,10 @@ bench: install
 	$(PY) benchmarks/bench_rerank.py --market
 	$(PY) benchmarks/bench_search.py
 
+# Every recipe of configs/recipes/ on the synthetic set, same budget, seeds 0 and 1 (hours on 2 CPU cores;
+# resumable: finished runs are skipped). Writes runs/ablation/{results.json,table.md,ablation.png}.
+ablation: install
+	$(PY) benchmarks/ablation.py --seeds 0 1 --out runs/ablation $(ABLATION_ARGS)
+
 clean:
 	rm -rf runs/demo data/synthetic

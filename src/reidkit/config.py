@@ -40,8 +40,8 @@ class DataConfig:
     synthetic_identities: int = 300
     synthetic_cameras: int = 6
     synthetic_seed: int = 0
-    # Per-identity attribute CSV (`pid,<name>,...`, Market-1501 codes) for loss.attribute; empty: the
-    # synthetic set's own attributes.csv, none for other data sets.
+    # Per-identity attributes for loss.attribute: a CSV (`pid,<name>,...`, Market-1501 codes) or the public
+    # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
     attributes: str = ""
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
 

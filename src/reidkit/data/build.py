@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from reidkit.data.datasets import ReidDataset, load_dataset, load_market1501
 from reidkit.data.synthetic import SyntheticSpec, generate_dataset
+from reidkit.errors import DatasetError
 
 
 def build_dataset(data_config, progress: bool = True) -> ReidDataset:
@@ -13,14 +15,23 @@ def build_dataset(data_config, progress: bool = True) -> ReidDataset:
 
     For "synthetic", the set is generated at `root` first when `root/synthetic.json` is missing, with
     `synthetic_identities`, `synthetic_cameras` and `synthetic_seed`; it is then read by the Market-1501
-    loader, since it is written in that layout.
+    loader, since it is written in that layout. A set generated with other identities, cameras or seed
+    is refused rather than silently reused.
     """
     if data_config.dataset != "synthetic":
         return load_dataset(data_config.dataset, data_config.root)
     root = Path(data_config.root)
+    wanted = {"identities": data_config.synthetic_identities, "cameras": data_config.synthetic_cameras,
+              "seed": data_config.synthetic_seed}
     if not (root / "synthetic.json").is_file():
         spec = SyntheticSpec(identities=data_config.synthetic_identities, cameras=data_config.synthetic_cameras)
         generate_dataset(root, spec, seed=data_config.synthetic_seed, progress=progress)
+    written = json.loads((root / "synthetic.json").read_text())
+    found = {"identities": written["spec"]["identities"], "cameras": written["spec"]["cameras"],
+             "seed": written["seed"]}
+    if found != wanted:
+        raise DatasetError(f"{root} holds a synthetic set made with {found}, but the config asks for {wanted}; "
+                           "point data.root at another folder or delete this one to regenerate it")
     dataset = load_market1501(root)
     dataset.name = "synthetic"
     return dataset

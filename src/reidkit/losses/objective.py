@@ -73,7 +73,8 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
     def attribute(_):
         if attribute_table is None:
             raise ConfigError("loss.attribute needs per-identity attributes, and this data set has none: set "
-                              "data.attributes to a CSV (pid,<name>,...) or loss.attribute.weight=0")
+                              "data.attributes to a CSV (pid,<name>,...) or market_attribute.mat / duke_attribute.mat, or "
+                              "loss.attribute.weight=0")
         return AttributeLoss(attribute_table)
 
     def verification(_):
