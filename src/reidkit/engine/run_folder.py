@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from reidkit.errors import ReidkitError
 def check_writable(run_dir: Path) -> None:
     """Create `run_dir` and write/remove a probe file, so an unwritable or full folder fails before
     any work, with the folder named."""
-    probe = run_dir / ".write_probe"
+    probe = run_dir / f".write_probe_{os.getpid()}"  # one per process: ranks of a distributed run race
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"\0" * 4096)
