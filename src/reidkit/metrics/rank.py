@@ -123,7 +123,7 @@ def query_scores(
     if junk not in JUNK_RULES:
         raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
     _check_positive(chunk_size=chunk_size, num_threads=num_threads)
-    dist = _as_distances(distmat)
+    dist = as_distance_array(distmat)
     num_q, num_g = dist.shape
     q_pids, q_camids = _as_ids(q_pids, "q_pids", num_q), _as_ids(q_camids, "q_camids", num_q)
     g_pids, g_camids = _as_ids(g_pids, "g_pids", num_g), _as_ids(g_camids, "g_camids", num_g)
@@ -212,7 +212,7 @@ def evaluate_single_gallery_shot(
     if junk not in JUNK_RULES:
         raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
     _check_positive(max_rank=max_rank, repeats=repeats, chunk_size=chunk_size)
-    dist = _as_distances(distmat)
+    dist = as_distance_array(distmat)
     num_q, num_g = dist.shape
     q_pids, q_camids = _as_ids(q_pids, "q_pids", num_q), _as_ids(q_camids, "q_camids", num_q)
     g_pids, g_camids = _as_ids(g_pids, "g_pids", num_g), _as_ids(g_camids, "g_camids", num_g)
@@ -431,8 +431,9 @@ def _query_scores(ranks: np.ndarray, num_true: np.ndarray) -> tuple[np.ndarray, 
     return ranks[start], ap, num_true / ranks[start + num_true - 1]
 
 
-def _as_distances(distmat: Any) -> np.ndarray:
-    """Numpy ``[Q, G]`` view of ``distmat``: float32/float64 kept, other dtypes converted to float64."""
+def as_distance_array(distmat: Any, name: str = "distmat") -> np.ndarray:
+    """Numpy ``[Q, G]`` view of ``distmat`` (numpy or torch): float32/float64 kept, other dtypes converted
+    to float64. Raises ValueError naming ``name`` unless it is 2-D."""
     if hasattr(distmat, "detach"):
         distmat = distmat.detach().cpu()
         if not (distmat.is_floating_point() and distmat.element_size() in (4, 8)):
@@ -442,7 +443,7 @@ def _as_distances(distmat: Any) -> np.ndarray:
     if dist.dtype not in (np.float32, np.float64):
         dist = dist.astype(np.float64)
     if dist.ndim != 2:
-        raise ValueError(f"distmat must be 2-D [num_query, num_gallery], got shape {dist.shape}")
+        raise ValueError(f"{name} must be 2-D [num_query, num_gallery], got shape {dist.shape}")
     return dist
 
 

@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from reidkit.metrics.rank import as_distance_array
+
 _TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|
 _GROUP_SIZE = 32  # columns per group when bounding a row's nearest neighbours (see _smallest)
 _TILE_ROWS = 1024  # rows per tile of a transposing copy
@@ -162,17 +164,8 @@ def _copy_transposed(source: np.ndarray, out: np.ndarray) -> None:
 
 
 def _as_distances(dist: Any, name: str) -> np.ndarray:
-    """Numpy 2-D view of a distance block: float32/float64 kept, other dtypes as float64; finite."""
-    if isinstance(dist, Tensor):
-        dist = dist.detach().cpu()
-        if not (dist.is_floating_point() and dist.element_size() in (4, 8)):
-            dist = dist.double()
-        dist = dist.numpy()
-    dist = np.asarray(dist)
-    if dist.dtype not in (np.float32, np.float64):
-        dist = dist.astype(np.float64)
-    if dist.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {dist.shape}")
+    """`as_distance_array` of a distance block, also refusing NaN and infinite entries."""
+    dist = as_distance_array(dist, name)
     if dist.size:
         low, high = dist.min(), dist.max()  # NaN and ±inf propagate; no full-size temporary
         if np.isnan(low) or np.isnan(high):
