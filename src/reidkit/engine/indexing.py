@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from reidkit.config import Config
 from reidkit.data.datasets import IMAGE_EXTENSIONS, MARKET_PATTERN
 from reidkit.engine.features import image_outputs
 from reidkit.engine.runs import load_run_config, load_run_model
@@ -21,9 +22,11 @@ def _labels(path: Path) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2)) - 1) if match else (-1, -1)
 
 
-def embed_images(run_dir: str | Path, paths: list[str], progress: bool = False) -> torch.Tensor:
-    """Retrieval features [N, D] of image files with the run's model and `eval` settings."""
-    config = load_run_config(run_dir)
+def embed_images(run_dir: str | Path, paths: list[str], progress: bool = False,
+                 config: Config | None = None) -> torch.Tensor:
+    """Retrieval features [N, D] of image files with the run's model and `eval` settings (`config`:
+    the run's config when already loaded)."""
+    config = config or load_run_config(run_dir)
     device = resolve_device(config.train.device)
     model = load_run_model(run_dir, config).to(device)
     key = config.eval.feature
@@ -46,10 +49,11 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     paths = sorted(p for p in gallery_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise DatasetError(f"no {', '.join(IMAGE_EXTENSIONS)} images under {gallery_dir}")
-    features = embed_images(run_dir, [str(p) for p in paths], progress)
+    config = load_run_config(run_dir)
+    features = embed_images(run_dir, [str(p) for p in paths], progress, config)
     labels = [_labels(p) for p in paths]
     return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
-                        metric=metric or load_run_config(run_dir).eval.metric, backend=backend,
+                        metric=metric or config.eval.metric, backend=backend,
                         run_dir=str(run_dir))
 
 
