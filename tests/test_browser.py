@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 CHROMIUM = os.environ.get("REIDKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 ARTIFACTS = Path(__file__).parent.parent / "runs" / "artifacts"
 TOPK = 8
 
@@ -47,29 +45,12 @@ def site(tmp_path_factory):
     item is a true match (same pid, other camera) by a clear margin."""
     import uvicorn
 
-    from reidkit.config import load_config, save_config
-    from reidkit.data.build import build_dataset
-    from reidkit.engine.checkpoint import save_weights
-    from reidkit.engine.features import extract_split
-    from reidkit.engine.runs import model_metadata
-    from reidkit.models.reid import build_model, model_kwargs
-    from reidkit.retrieval import GalleryIndex
+    from _untrained_run import build_untrained_run
+
     from reidkit.serve.app import create_app
 
     root = tmp_path_factory.mktemp("browser")
-    config = load_config(TINY, [f"data.root={root / 'data'}", "data.height=32", "data.width=16"])
-    dataset = build_dataset(config.data, progress=False)
-    torch.manual_seed(0)
-    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
-    run = root / "run"
-    run.mkdir()
-    save_config(config, run / "config.yaml")
-    save_weights(model, run / "model.safetensors", model_metadata(model, config))
-    extract_split(model, dataset.gallery, config, torch.device("cpu"), root / "gallery.safetensors", progress=False)
-    queries = extract_split(model, dataset.query, config, torch.device("cpu"), root / "query.safetensors",
-                            progress=False)
-    index = GalleryIndex.from_feature_file(root / "gallery.safetensors", metric=config.eval.metric)
-    index.save(root / "index.safetensors")
+    run, index, queries, dataset = build_untrained_run(root)
 
     result = index.search(queries, k=2)
     candidates = [(float(result.distances[i, 1] - result.distances[i, 0]), i) for i, (_, pid, camid)

@@ -12,19 +12,13 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 pytest.importorskip("python_multipart")
+from _untrained_run import build_untrained_run  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from reidkit.config import load_config, save_config  # noqa: E402
-from reidkit.data.build import build_dataset  # noqa: E402
-from reidkit.engine.checkpoint import save_weights  # noqa: E402
-from reidkit.engine.features import extract_split  # noqa: E402
-from reidkit.engine.runs import model_metadata  # noqa: E402
 from reidkit.errors import ReidkitError  # noqa: E402
-from reidkit.models.reid import build_model, model_kwargs  # noqa: E402
 from reidkit.retrieval import GalleryIndex  # noqa: E402
 from reidkit.serve.app import create_app, decode_upload  # noqa: E402
 
-TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 TOPK = 5
 RESULT_KEYS = {"rank", "index", "path", "image_url", "pid", "camid", "distance"}
 
@@ -33,18 +27,7 @@ RESULT_KEYS = {"rank", "index", "path", "image_url", "pid", "camid", "distance"}
 def service(tmp_path_factory):
     """(run folder, index file, query feature file, query samples) of an untrained tiny model."""
     root = tmp_path_factory.mktemp("serve")
-    config = load_config(TINY, [f"data.root={root / 'data'}", "data.height=32", "data.width=16"])
-    dataset = build_dataset(config.data, progress=False)
-    torch.manual_seed(0)
-    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
-    run = root / "run"
-    run.mkdir()
-    save_config(config, run / "config.yaml")
-    save_weights(model, run / "model.safetensors", model_metadata(model, config))
-    extract_split(model, dataset.gallery, config, torch.device("cpu"), root / "gallery.safetensors", progress=False)
-    extract_split(model, dataset.query, config, torch.device("cpu"), root / "query.safetensors", progress=False)
-    index = GalleryIndex.from_feature_file(root / "gallery.safetensors", metric=config.eval.metric)
-    index.save(root / "index.safetensors")
+    run, _, _, dataset = build_untrained_run(root)
     return run, root / "index.safetensors", root / "query.safetensors", dataset.query
 
 
