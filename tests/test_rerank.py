@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics import rerank as rerank_module
-from reidkit.metrics.rerank import alpha_query_expansion, average_query_expansion, re_ranking
+from reidkit.metrics.rerank import (
+    alpha_query_expansion,
+    average_query_expansion,
+    re_ranking,
+    re_ranking_features,
+)
 
 
 def dense_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
@@ -191,6 +197,53 @@ def test_nan_inf_and_parameter_errors():
 def test_progress_bar_runs():
     dists = clustered_distances(5, 20, 8, 13)
     np.testing.assert_allclose(re_ranking(*dists, progress=True), re_ranking(*dists), rtol=0, atol=0)
+
+
+def clustered_features(num_q, num_g, dim, seed):
+    """float32 ``(query, gallery)`` features drawn around a few shared centres."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(max(2, (num_q + num_g) // 8), dim, generator=generator)
+    labels = torch.randint(len(centres), (num_q + num_g,), generator=generator)
+    features = centres[labels] + 0.6 * torch.randn(num_q + num_g, dim, generator=generator)
+    return features[:num_q], features[num_q:]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("num_q,num_g,dim,seed", SIZES[1:])
+def test_features_path_equals_the_distance_blocks_path(num_q, num_g, dim, seed, metric):
+    query, gallery = clustered_features(num_q, num_g, dim, seed)
+    blocks = [pairwise_distance(x, y, metric) for x, y in ((query, gallery), (query, query), (gallery, gallery))]
+    expected = re_ranking(*blocks, k1=10, k2=3)
+    for chunk_size in (7, 256):
+        result = re_ranking_features(query, gallery, metric, k1=10, k2=3, chunk_size=chunk_size)
+        assert result.shape == (num_q, num_g) and result.dtype == np.float32
+        np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+
+
+def test_features_path_matches_dense_reference():
+    query, gallery = clustered_features(30, 100, 16, 5)
+    blocks = [pairwise_distance(x, y).double().numpy() for x, y in ((query, gallery), (query, query), (gallery, gallery))]
+    expected = dense_re_ranking(*blocks)
+    np.testing.assert_allclose(re_ranking_features(query.numpy(), gallery.numpy()), expected, rtol=0, atol=1e-4)
+    assert (expected < 1 - 1e-3).sum() > 30  # overlapping k-reciprocal sets: not a trivial all-ones Jaccard
+
+
+def test_features_path_errors():
+    query, gallery = clustered_features(4, 10, 8, 6)
+    with pytest.raises(ValueError, match=r"query_features \[Q, D\] and gallery_features \[G, D\]"):
+        re_ranking_features(query, gallery[:, :5])
+    with pytest.raises(ValueError, match="at least one query"):
+        re_ranking_features(query[:0], gallery)
+    bad = gallery.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        re_ranking_features(query, bad)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        re_ranking_features(query, gallery, metric="manhattan")
+    with pytest.raises(ValueError, match="distance 0 from every item"):
+        re_ranking_features(torch.ones(2, 3), torch.ones(5, 3))
+    with pytest.raises(ValueError, match="lambda_value"):
+        re_ranking_features(query, gallery, lambda_value=-0.1)
 
 
 def unit(angle_deg):

@@ -2,7 +2,12 @@
 
 from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.rank import evaluate_rank, evaluate_single_gallery_shot
-from reidkit.metrics.rerank import alpha_query_expansion, average_query_expansion, re_ranking
+from reidkit.metrics.rerank import (
+    alpha_query_expansion,
+    average_query_expansion,
+    re_ranking,
+    re_ranking_features,
+)
 
 __all__ = ["evaluate_rank", "evaluate_single_gallery_shot", "evaluate_features", "re_ranking",
-           "alpha_query_expansion", "average_query_expansion"]
+           "re_ranking_features",            "alpha_query_expansion", "average_query_expansion"]

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from reidkit.losses.distances import check_metric, paired_distance, pairwise_distance
 from reidkit.metrics.rank import as_distance_array
 
 _TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|
@@ -86,12 +87,59 @@ def re_ranking(
         ValueError: bad shapes or sizes, NaN or infinite distances, distances too large to square
             in float32, an item at distance 0 from every item, or out-of-range parameters.
     """
+    _check_parameters(k1, k2, lambda_value, chunk_size)
+    blocks = _Blocks(_as_distances(q_g_dist, "q_g_dist"), _as_distances(q_q_dist, "q_q_dist"),
+                     _as_distances(g_g_dist, "g_g_dist"))
+    return _re_rank(blocks, k1, k2, lambda_value, chunk_size, progress)
+
+
+def re_ranking_features(
+    query_features: Any,
+    gallery_features: Any,
+    metric: str = "euclidean",
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """:func:`re_ranking` of the features' distances, computed chunk by chunk from the features.
+
+    Equals ``re_ranking(pairwise_distance(q, g, metric), pairwise_distance(q, q, metric),
+    pairwise_distance(g, g, metric), ...)`` up to the last-bit rounding of matrix products of other
+    shapes, without the ``[G, G]`` block (MSMT17: 82,161² float32 distances are 27 GB). Each row of
+    the assembled matrix is computed once, for its maximum and nearest neighbours; the query-gallery
+    rows a second time for the result.
+
+    Args:
+        query_features: ``[Q, D]`` features (torch or numpy, computed in float32 on the CPU).
+        gallery_features: ``[G, D]`` features.
+        metric: ``"euclidean"`` (the reference's choice) or ``"cosine"``; see ``pairwise_distance``.
+        k1, k2, lambda_value, chunk_size, progress: as for :func:`re_ranking`.
+
+    Returns:
+        ``[Q, G]`` float32 re-ranked distances (smaller is closer).
+
+    Raises:
+        ValueError: bad shapes, NaN or infinite features, an item at distance 0 from every item, or
+            out-of-range parameters.
+    """
+    check_metric(metric)
+    _check_parameters(k1, k2, lambda_value, chunk_size)
+    return _re_rank(_FeatureBlocks(query_features, gallery_features, metric), k1, k2, lambda_value, chunk_size,
+                    progress)
+
+
+def _check_parameters(k1: int, k2: int, lambda_value: float, chunk_size: int) -> None:
     if k1 < 1 or k2 < 1 or chunk_size < 1:
         raise ValueError(f"k1, k2 and chunk_size must be >= 1, got {k1}, {k2}, {chunk_size}")
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value}")
-    blocks = _Blocks(_as_distances(q_g_dist, "q_g_dist"), _as_distances(q_q_dist, "q_q_dist"),
-                     _as_distances(g_g_dist, "g_g_dist"))
+
+
+def _re_rank(blocks: _Blocks | _FeatureBlocks, k1: int, k2: int, lambda_value: float, chunk_size: int,
+             progress: bool) -> np.ndarray:
+    """The re-ranking of the assembled matrix that ``blocks`` reads (see the module docstring)."""
     size = blocks.size
     num_forward, num_half, num_expand = min(k1 + 1, size), min(round(k1 / 2) + 1, size), min(k2, size)
     row_chunks = blocks.row_chunks(chunk_size)
@@ -104,24 +152,30 @@ def re_ranking(
         return _combine(blocks, weights, row_max, lambda_value, query_chunks, bar)
 
 
-class _Blocks:
-    """The transposed assembled matrix ``[[q_q, q_g], [q_gᵀ, g_g]]ᵀ``, read by rows or entries."""
+class _Assembled:
+    """Sizes of an assembled ``[Q+G, Q+G]`` matrix (queries first) and its row chunks."""
 
-    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
-        self.num_q, self.num_g = q_g.shape
-        if self.num_q == 0 or self.num_g == 0:
-            raise ValueError(f"need at least one query and one gallery item, got q_g_dist of shape {q_g.shape}")
-        for name, block, n in (("q_q_dist", q_q, self.num_q), ("g_g_dist", g_g, self.num_g)):
-            if block.shape != (n, n):
-                raise ValueError(f"{name} must have shape {(n, n)} to match q_g_dist {q_g.shape}, got {block.shape}")
-        self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
-        self.size = self.num_q + self.num_g
-        self.dtype = np.result_type(q_g, q_q, g_g)
+    def __init__(self, num_q: int, num_g: int, shape_text: str) -> None:
+        if num_q == 0 or num_g == 0:
+            raise ValueError(f"need at least one query and one gallery item, got {shape_text}")
+        self.num_q, self.num_g, self.size = num_q, num_g, num_q + num_g
 
     def row_chunks(self, chunk_size: int) -> list[tuple[int, int]]:
         """``(start, stop)`` row ranges of at most ``chunk_size`` rows, none straddling Q."""
         return [(start, min(start + chunk_size, end)) for begin, end in ((0, self.num_q), (self.num_q, self.size))
                 for start in range(begin, end, chunk_size)]
+
+
+class _Blocks(_Assembled):
+    """The transposed assembled matrix ``[[q_q, q_g], [q_gᵀ, g_g]]ᵀ``, read by rows or entries."""
+
+    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
+        super().__init__(*q_g.shape, f"q_g_dist of shape {q_g.shape}")
+        for name, block, n in (("q_q_dist", q_q, self.num_q), ("g_g_dist", g_g, self.num_g)):
+            if block.shape != (n, n):
+                raise ValueError(f"{name} must have shape {(n, n)} to match q_g_dist {q_g.shape}, got {block.shape}")
+        self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
+        self.dtype = np.result_type(q_g, q_q, g_g)
 
     def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
         """float32 squares of rows ``[start, stop)`` (columns of the assembled matrix), written into
@@ -155,6 +209,45 @@ class _Blocks:
         """``[stop − start, G]`` float32 squares of the query-gallery rows ``[start, stop)``."""
         rows = self.q_g[start:stop]
         return np.square(rows, out=np.empty(rows.shape, np.float32))  # float32 squares are exact in float64
+
+
+class _FeatureBlocks(_Assembled):
+    """The assembled matrix of ``pairwise_distance`` over queries then gallery items, computed from the
+    features by rows or entries (it is symmetric, so reading it transposed changes nothing)."""
+
+    _PAIRS = 16384  # entry pairs computed at once: bounds the [pairs, D] temporaries
+
+    def __init__(self, query: Any, gallery: Any, metric: str) -> None:
+        query, gallery = (torch.as_tensor(x).detach().to("cpu", torch.float32) for x in (query, gallery))
+        if query.dim() != 2 or gallery.dim() != 2 or query.shape[1] != gallery.shape[1]:
+            raise ValueError(f"expected query_features [Q, D] and gallery_features [G, D], "
+                             f"got {tuple(query.shape)} and {tuple(gallery.shape)}")
+        super().__init__(len(query), len(gallery), f"features of shapes {tuple(query.shape)} and {tuple(gallery.shape)}")
+        self.features = torch.cat([query, gallery])
+        if not torch.isfinite(self.features).all():
+            raise ValueError("the features contain NaN or infinite entries")
+        self.metric, self.dtype = metric, np.dtype(np.float32)
+
+    def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """float32 squared distances of items ``[start, stop)`` to every item, written into
+        ``out[:stop − start, :Q+G]`` (``scratch`` is not needed)."""
+        rows = pairwise_distance(self.features[start:stop], self.features, self.metric).numpy()
+        return np.square(rows, out=out[:stop - start, :self.size])
+
+    def squared_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 squared distances of the item pairs ``(rows[i], cols[i])``, by the formula of
+        ``pairwise_distance``."""
+        out = np.empty(len(rows), np.float32)
+        for begin in range(0, len(rows), self._PAIRS):
+            a = self.features[torch.from_numpy(rows[begin:begin + self._PAIRS])]
+            b = self.features[torch.from_numpy(cols[begin:begin + self._PAIRS])]
+            out[begin:begin + len(a)] = paired_distance(a, b, self.metric).square().numpy()
+        return out
+
+    def squared_query_gallery(self, start: int, stop: int) -> np.ndarray:
+        """``[stop − start, G]`` float32 squared distances of queries ``[start, stop)`` to the gallery."""
+        rows = pairwise_distance(self.features[start:stop], self.features[self.num_q:], self.metric)
+        return rows.square_().numpy()
 
 
 def _copy_transposed(source: np.ndarray, out: np.ndarray) -> None:
