@@ -180,7 +180,8 @@ def _write_market(folder: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     num_q, num_g = MARKET["queries"], MARKET["gallery"]
     dist = rng.permuted(np.broadcast_to(np.arange(num_g, dtype=np.int32), (num_q, num_g)), axis=1)
-    np.save(folder / "dist.npy", (dist / np.float32(num_g)).astype(np.float32))
+    # `permuted` returns a column-major array; a distance matrix from a matrix product is row-major.
+    np.save(folder / "dist.npy", np.ascontiguousarray(dist / np.float32(num_g), dtype=np.float32))
     for name, size, high in (("q_pids", num_q, MARKET["pids"]), ("g_pids", num_g, MARKET["pids"]),
                              ("q_camids", num_q, MARKET["cameras"]), ("g_camids", num_g, MARKET["cameras"])):
         np.save(folder / f"{name}.npy", rng.integers(0, high, size))
