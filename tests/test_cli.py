@@ -79,6 +79,8 @@ def test_training_is_reproducible_on_cpu(tiny_run, tmp_path):
     (["train", "--config", "missing.yaml", "--out", "x"], "does not exist"),
     (["eval", "--run", "no_such_run"], "not a run folder"),
     (["train", "--config", TINY, "--out", "x", "data.dataset=market1501", "data.root=/nonexistent"], "Market"),
+    (["train", "--config", TINY, "--out", "x", "data.dataset=cuhk03", "data.cuhk03_protocol=classic",
+      "data.cuhk03_split=20"], "data.cuhk03_split: 20 is not allowed"),
 ])
 def test_errors_are_one_clear_line(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True,
@@ -130,3 +132,58 @@ def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
     assert len(result.stdout.splitlines()) == 4
     missing = reidkit("search", "--index", str(index_file), str(tmp_path / "nope.jpg"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def cuhk03_root(tmp_path_factory):
+    """The tiny CUHK03 release of test_cuhk03 (12 identities, 5x3-pixel images) plus a new-protocol file."""
+    pytest.importorskip("h5py")
+    from test_cuhk03 import IDENTITIES, write_new_protocol_config, write_release_mat
+
+    root = tmp_path_factory.mktemp("cuhk03")
+    write_release_mat(root / "cuhk-03.mat")
+    write_new_protocol_config(root / "cuhk03_new_protocol_config_labeled.mat", "labeled", IDENTITIES[:7],
+                              IDENTITIES[7:])
+    return root
+
+
+def test_cuhk03_classic_split_trains_and_evaluates_single_gallery_shot(cuhk03_root, tmp_path):
+    from test_cuhk03 import EMPTY, split_identities
+
+    run = tmp_path / "classic"
+    assert main(["--quiet", "train", "--config", TINY, "--out", str(run), "data.dataset=cuhk03",
+                 f"data.root={cuhk03_root}", "data.cuhk03_protocol=classic", "data.cuhk03_split=2", "train.epochs=1",
+                 "eval.baselines=true", "loss.verification.weight=1", "eval.verify_topk=5"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["protocol"], metrics["repeats"]) == ("single_gallery_shot", 10)
+    # Every first-camera image of the 3 test identities is a query with a match in the second camera.
+    queries = sum((pair, person, slot) not in EMPTY["labeled"] for pair, person in split_identities(2)
+                  for slot in range(1, 6))
+    assert metrics["num_valid_queries"] == queries == 15
+    assert metrics["cmc"][2] == 1.0  # one drawn image for each of the 3 gallery identities
+    assert metrics["verification_rescored"]["protocol"] == "single_gallery_shot"
+    baselines = json.loads((run / "baselines.json").read_text())
+    assert {values["protocol"] for values in baselines.values()} == {"single_gallery_shot"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["protocol"] for r in records if r["kind"] == "eval"] == ["single_gallery_shot"] * 2  # epochs 0, 1
+    assert main(["--quiet", "eval", "--run", str(run), "eval.protocol=all_gallery"]) == 0
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    assert evaluated["protocol"] == "all_gallery" and "repeats" not in evaluated
+    assert evaluated["num_valid_queries"] == 15
+
+
+def test_cuhk03_new_protocol_evaluates_all_gallery_and_eval_overrides_it(cuhk03_root, tmp_path, capsys):
+    run = tmp_path / "new"
+    assert main(["--quiet", "train", "--config", TINY, "--out", str(run), "data.dataset=cuhk03",
+                 f"data.root={cuhk03_root}", "train.epochs=1"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["protocol"] == "all_gallery" and "repeats" not in metrics
+    assert metrics["num_valid_queries"] == 10  # one query per camera of each of the 5 test identities
+    capsys.readouterr()
+    assert main(["--quiet", "eval", "--run", str(run), "eval.protocol=single_gallery_shot",
+                 "eval.single_shot_repeats=3"]) == 0
+    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    assert (evaluated["protocol"], evaluated["repeats"], evaluated["num_valid_queries"]) == \
+        ("single_gallery_shot", 3, 10)
+    assert evaluated["cmc"][4] == 1.0  # 5 gallery identities, one drawn image each
+    assert "single-gallery-shot, mean of 3 draws" in capsys.readouterr().out

@@ -130,7 +130,8 @@ def test_classic_split_counts_pids_and_cameras(release_root, variant, split):
 
 
 def test_classic_split_out_of_range_and_bad_arguments(release_root):
-    with pytest.raises(ValueError, match=r"\[0, 20\)"):
+    with pytest.raises(DatasetError, match=r"holds 20 classic test splits, so split 20 does not exist; "
+                                           r"choose data.cuhk03_split in 0..19"):
         load_cuhk03(release_root, protocol="classic", split=20)
     with pytest.raises(ValueError, match="variant"):
         load_cuhk03(release_root, variant="hand")

@@ -203,3 +203,11 @@ def test_colour_histogram_features_shape_norm_and_discrimination(tmp_path):
     assert np.allclose(features[0], features[1]) and features[0] @ features[2] < 0.1
     with pytest.raises(ValueError, match="bins"):
         colour_histogram_features(paths, bins=0)
+
+
+def test_colour_histogram_of_an_image_with_fewer_rows_than_stripes(tmp_path):
+    Image.new("RGB", (2, 3), (200, 30, 30)).save(tmp_path / "short.png")  # 3 rows: stripes 0, 2, 4
+    stripes = colour_histogram_features([str(tmp_path / "short.png")], bins=4, stripes=6).reshape(6, 4 ** 3)
+    assert not stripes[[1, 3, 5]].any()
+    for row in stripes[[0, 2, 4]]:  # one colour cell per filled stripe, 1/sqrt(3) after normalisation
+        assert np.count_nonzero(row) == 1 and row.max() == pytest.approx(1 / np.sqrt(3))

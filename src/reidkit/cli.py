@@ -60,6 +60,7 @@ def _open_run(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import build_dataset
     from reidkit.engine.evaluator import evaluate_model, write_pictures
@@ -70,7 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
     metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                       workers=data.workers, amp=config.train.amp, progress=not args.quiet,
-                                      pair_feature=config.loss.verification.feature, attributes=attributes)
+                                      pair_feature=config.loss.verification.feature, attributes=attributes,
+                                      protocol=resolve_protocol(config))
     out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -2,7 +2,8 @@
 
 Defaults are the BoT recipe (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person
 Re-identification", CVPRW 2019), so a YAML file only lists what it changes and reads as an ablation row.
-Loading rejects unknown keys (with a "did you mean" hint) and values of the wrong type.
+Loading rejects unknown keys (with a "did you mean" hint), values of the wrong type and out-of-range
+values (e.g. a CUHK03 split that its protocol lacks).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import yaml
 
 from reidkit.errors import ConfigError
 
-DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder"]
+DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03"]
 Metric = Literal["euclidean", "cosine"]
+CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
 
 
 @dataclass
@@ -44,6 +46,22 @@ class DataConfig:
     # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
     attributes: str = ""
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
+    # Used only when dataset == "cuhk03": hand-drawn ("labeled") or DPM ("detected") boxes, the new 767/700
+    # protocol or the classic splits, and the classic split index (0..19; always 0 for the new protocol).
+    cuhk03_variant: Literal["labeled", "detected"] = "labeled"
+    cuhk03_protocol: Literal["new", "classic"] = "new"
+    cuhk03_split: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset != "cuhk03":
+            return
+        if self.cuhk03_protocol == "classic" and not 0 <= self.cuhk03_split < CUHK03_CLASSIC_SPLITS:
+            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              f"data.cuhk03_protocol=classic; choose one of 0..{CUHK03_CLASSIC_SPLITS - 1}")
+        if self.cuhk03_protocol == "new" and self.cuhk03_split != 0:
+            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              "data.cuhk03_protocol=new, which has a single split; use 0 (or "
+                              "data.cuhk03_protocol=classic for the 20 classic splits)")
 
 
 @dataclass
@@ -226,6 +244,15 @@ class EvalConfig:
     ranked_queries: int = 12  # ranked-list pictures written per evaluation
     baselines: bool = False  # also evaluate a colour histogram and the untrained network
     verify_topk: int = 0  # > 0: also report metrics with each query's top-k re-scored by the pair head
+    # "all_gallery": each query ranks the whole gallery (Market-1501 rules); "single_gallery_shot": one drawn
+    # gallery image per identity, mean over single_shot_repeats draws (CUHK03 classic); "auto": see
+    # resolve_protocol.
+    protocol: Literal["auto", "all_gallery", "single_gallery_shot"] = "auto"
+    single_shot_repeats: int = 10  # draws averaged by single_gallery_shot (seed 0)
+
+    def __post_init__(self) -> None:
+        if self.single_shot_repeats < 1:
+            raise ConfigError(f"eval.single_shot_repeats: {self.single_shot_repeats} is not allowed; use 1 or more")
 
 
 @dataclass
@@ -238,6 +265,15 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def resolve_protocol(config: Config) -> str:
+    """The evaluation protocol of `config`: `eval.protocol`, where "auto" is "single_gallery_shot" for
+    CUHK03's classic splits (data.dataset=cuhk03, data.cuhk03_protocol=classic) and "all_gallery" otherwise."""
+    if config.eval.protocol != "auto":
+        return config.eval.protocol
+    classic = config.data.dataset == "cuhk03" and config.data.cuhk03_protocol == "classic"
+    return "single_gallery_shot" if classic else "all_gallery"
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -344,7 +380,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (or the defaults when `path` is None) and apply ``key=value`` overrides.
 
     Raises:
-        ConfigError: missing file, invalid YAML, unknown key, wrong type or a disallowed choice.
+        ConfigError: missing file, invalid YAML, unknown key, wrong type, a disallowed choice or an
+            out-of-range value.
     """
     values: dict[str, Any] = {}
     if path is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from reidkit.data.cuhk03 import load_cuhk03
 from reidkit.data.datasets import ReidDataset, load_dataset, load_market1501
 from reidkit.data.synthetic import SyntheticSpec, generate_dataset
 from reidkit.errors import DatasetError
@@ -16,8 +17,12 @@ def build_dataset(data_config, progress: bool = True) -> ReidDataset:
     For "synthetic", the set is generated at `root` first when `root/synthetic.json` is missing, with
     `synthetic_identities`, `synthetic_cameras` and `synthetic_seed`; it is then read by the Market-1501
     loader, since it is written in that layout. A set generated with other identities, cameras or seed
-    is refused rather than silently reused.
+    is refused rather than silently reused. For "cuhk03", `cuhk03_variant`, `cuhk03_protocol` and
+    `cuhk03_split` pick the boxes, protocol and split.
     """
+    if data_config.dataset == "cuhk03":
+        return load_cuhk03(data_config.root, variant=data_config.cuhk03_variant,
+                           protocol=data_config.cuhk03_protocol, split=data_config.cuhk03_split)
     if data_config.dataset != "synthetic":
         return load_dataset(data_config.dataset, data_config.root)
     root = Path(data_config.root)

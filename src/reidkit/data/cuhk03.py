@@ -63,10 +63,10 @@ def load_cuhk03(root: StrPath, variant: str = "labeled", protocol: str = "new", 
         A ReidDataset named ``cuhk03_<variant>`` (new) or ``cuhk03_<variant>_classic<split>``.
 
     Raises:
-        ValueError: unknown ``variant`` or ``protocol``, or ``split`` out of range.
+        ValueError: unknown ``variant`` or ``protocol``, or a split other than 0 for the new protocol.
         DatasetError: missing files (the message names the expected files and what ``root`` holds),
-            a file of the wrong structure, or a split naming missing images.
-        ImportError: ``cuhk-03.mat`` must be read and h5py is not installed.
+            a file of the wrong structure, a classic split the file lacks, a split naming missing
+            images, or ``cuhk-03.mat`` to read without h5py installed.
     """
     if variant not in VARIANTS or protocol not in PROTOCOLS:
         raise ValueError(f"variant must be one of {VARIANTS} and protocol one of {PROTOCOLS}, "
@@ -105,8 +105,7 @@ def extract_images(mat_path: StrPath, variant: str, image_dir: StrPath) -> int:
     """Write every ``variant`` image of ``cuhk-03.mat`` to ``image_dir`` as PNG; return the count.
 
     Raises:
-        DatasetError: the file lacks ``variant`` or a cell has an unexpected shape.
-        ImportError: h5py is not installed.
+        DatasetError: the file lacks ``variant``, a cell has an unexpected shape, or h5py is not installed.
     """
     from PIL import Image
 
@@ -140,7 +139,8 @@ def _import_h5py() -> Any:
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading cuhk-03.mat (MATLAB v7.3 = HDF5) needs h5py: pip install h5py") from None
+        raise DatasetError("reading cuhk-03.mat (MATLAB v7.3 = HDF5) needs h5py: pip install 'reidkit[cuhk03]' "
+                           "(or pip install h5py)") from None
     return h5py
 
 
@@ -167,7 +167,8 @@ def _classic_splits(mat_path: Path, image_dir: Path, split: int) -> tuple[list[S
             raise DatasetError(f"{mat_path} has no 'testsets' cell; it holds: {', '.join(sorted(mat.keys()))}.")
         refs = np.ravel(mat["testsets"][()])
         if not 0 <= split < len(refs):
-            raise ValueError(f"split must be in [0, {len(refs)}) for the classic protocol, got {split}")
+            raise DatasetError(f"{mat_path} holds {len(refs)} classic test splits, so split {split} does not "
+                               f"exist; choose data.cuhk03_split in 0..{len(refs) - 1}")
         rows = np.asarray(mat[refs[split]][()]).T  # MATLAB [100 x 2], HDF5 (2, 100)
     if rows.ndim != 2 or rows.shape[1] != 2:
         raise DatasetError(f"{mat_path}: testsets[{split}] has MATLAB shape {rows.shape}; expected [N x 2] "

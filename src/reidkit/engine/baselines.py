@@ -19,6 +19,7 @@ def colour_histogram_features(paths: Sequence[str], bins: int = 8, stripes: int 
     Each image is split into ``stripes`` equal horizontal bands; each band gets a joint histogram with
     ``bins`` levels per H, S and V channel, normalised to sum 1 (L1); the square root of the concatenation
     (Hellinger mapping) is then L2-normalised, so Euclidean distance between descriptors is meaningful.
+    In an image with fewer rows than ``stripes``, the bands that get no row stay zero.
 
     Args:
         paths: image files.
@@ -42,6 +43,7 @@ def colour_histogram_features(paths: Sequence[str], bins: int = 8, stripes: int 
         colour_cell = (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]
         stripe = np.arange(hsv.shape[0]) * stripes // hsv.shape[0]
         histogram = np.bincount((stripe[:, None] * cells + colour_cell).ravel(), minlength=stripes * cells)
-        histogram = histogram.reshape(stripes, cells) / (hsv.shape[1] * np.bincount(stripe)[:, None])
+        rows_per_stripe = np.maximum(np.bincount(stripe, minlength=stripes), 1)
+        histogram = histogram.reshape(stripes, cells) / (hsv.shape[1] * rows_per_stripe[:, None])
         features[row] = np.sqrt(histogram).ravel()
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)

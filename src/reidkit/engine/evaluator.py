@@ -16,7 +16,9 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
-from reidkit.metrics.rank import evaluate_rank
+from reidkit.metrics.rank import evaluate_rank, evaluate_single_gallery_shot
+
+PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
 
 
 def autocast_context(device: torch.device, amp: bool):
@@ -76,16 +78,19 @@ def summarize(result: dict) -> dict:
 
 def eval_record(metrics: dict) -> dict:
     """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
-    record = {k: v for k, v in metrics.items() if k in ("rank1", "rank5", "rank10", "mAP", "mINP",
-                                                         "num_valid_queries", "attribute_accuracy")}
+    record = {k: v for k, v in metrics.items() if k in ("protocol", "repeats", "rank1", "rank5", "rank10", "mAP",
+                                                         "mINP", "num_valid_queries", "attribute_accuracy")}
     if "verification_rescored" in metrics:
         record.update({f"verified_{k}": metrics["verification_rescored"][k] for k in ("rank1", "mAP", "mINP")})
     return record
 
 
 def describe_metrics(metrics: dict) -> str:
-    """One line: rank-1, mAP, mINP, and what pair-head re-scoring and attribute heads give when present."""
+    """One line: rank-1, mAP, mINP (and the protocol unless all-gallery), and what pair-head re-scoring and
+    attribute heads give when present."""
     text = f"rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  mINP {metrics['mINP']:.2%}"
+    if metrics.get("protocol") == "single_gallery_shot":
+        text += f" (single-gallery-shot, mean of {metrics['repeats']} draws)"
     if "verification_rescored" in metrics:
         verified = metrics["verification_rescored"]
         text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
@@ -96,12 +101,28 @@ def describe_metrics(metrics: dict) -> str:
 
 
 def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[Sample], max_rank: int = 50,
-                       junk: str = "market") -> dict:
-    """Metrics summary of a [Q, G] distance matrix for query/gallery samples `(path, pid, camid)`."""
+                       junk: str = "market", protocol: str = "all_gallery", repeats: int = 10) -> dict:
+    """Metrics summary of a [Q, G] distance matrix for query/gallery samples `(path, pid, camid)`.
+
+    Args:
+        protocol: "all_gallery" (`evaluate_rank`) or "single_gallery_shot" (`evaluate_single_gallery_shot`
+            with `repeats` draws, seed 0); the summary records it under "protocol" (and "repeats").
+
+    Raises:
+        ValueError: unknown `protocol`.
+        ReidkitError: the data cannot be evaluated, e.g. no query has a true match.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     q_pids, q_camids = np.array([s[1] for s in query]), np.array([s[2] for s in query])
     g_pids, g_camids = np.array([s[1] for s in gallery]), np.array([s[2] for s in gallery])
     try:
-        return summarize(evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, junk=junk))
+        if protocol == "single_gallery_shot":
+            result = evaluate_single_gallery_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
+                                                  junk=junk, repeats=repeats, seed=0)
+            return {"protocol": protocol, "repeats": repeats, **summarize(result)}
+        result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, junk=junk)
+        return {"protocol": protocol, **summarize(result)}
     except ValueError as error:  # e.g. no valid query: the data, not the code, is at fault
         raise ReidkitError(f"cannot evaluate: {error}") from error
 
@@ -109,8 +130,13 @@ def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[S
 def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: int, width: int,
                    device: torch.device | str = "cpu", workers: int = 0, amp: bool = False,
                    progress: bool = True, pair_feature: str = "features",
-                   attributes: dict[int, dict[str, int]] | None = None) -> tuple[dict, np.ndarray]:
+                   attributes: dict[int, dict[str, int]] | None = None, *,
+                   protocol: str) -> tuple[dict, np.ndarray]:
     """Extract query and gallery features and evaluate them; returns (metrics summary, distmat [Q, G]).
+
+    `protocol` is the resolved evaluation protocol, `reidkit.config.resolve_protocol(config)` ("all_gallery"
+    or "single_gallery_shot", with `eval_config.single_shot_repeats` draws); it also applies to the
+    re-scored metrics.
 
     In a distributed run every rank extracts a contiguous shard of the query and gallery sets and rank 0
     gathers them in order and evaluates; the other ranks get ({}, an empty matrix).
@@ -134,12 +160,14 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features
         return {}, np.empty((0, 0), np.float32)
     distmat = distance_matrix(outputs[0][eval_config.feature], outputs[1][eval_config.feature], eval_config.metric)
-    metrics = evaluate_distances(distmat, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk)
+    metrics = evaluate_distances(distmat, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk,
+                                 protocol, eval_config.single_shot_repeats)
     if rescore:
         rescored = rescore_top_k(model, outputs[0][pair_feature], outputs[1][pair_feature], distmat,
                                  eval_config.verify_topk, device)
         metrics["verification_rescored"] = evaluate_distances(rescored, dataset.query, dataset.gallery,
-                                                              eval_config.max_rank, eval_config.junk)
+                                                              eval_config.max_rank, eval_config.junk, protocol,
+                                                              eval_config.single_shot_repeats)
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            eval_config.batch_size, workers, device)
@@ -184,7 +212,11 @@ def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict
 
 def write_pictures(run_dir: str | Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset,
                    eval_config) -> None:
-    """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`."""
+    """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`.
+
+    The CMC curve is the one of `metrics` (its protocol); the ranked lists always show the whole gallery,
+    since a single-gallery-shot draw is one of many and would not explain the metrics by itself.
+    """
     from reidkit.viz.curves import plot_cmc
     from reidkit.viz.ranked import save_ranked_lists
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reidkit.config import Config
+from reidkit.config import Config, resolve_protocol
 from reidkit.data.datasets import ReidDataset
 from reidkit.engine.evaluator import distance_matrix, evaluate_distances, write_pictures
 from reidkit.errors import ReidkitError
@@ -40,10 +40,14 @@ def flatten(values: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts, as 'key: old -> new'."""
-    old, new = flatten(saved), flatten(current)
+    """Dotted keys whose values differ between two nested config dicts, as 'key: old -> new'.
+
+    A key missing from `saved` whose current value is its default is no difference: the key was added
+    to reidkit after `saved` was written, and the default keeps the behaviour `saved` was trained with.
+    """
+    old, new, defaults = flatten(saved), flatten(current), flatten(Config().to_dict())
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key)]
+            if old.get(key) != new.get(key) and not (key not in old and key in defaults and new[key] == defaults[key])]
 
 
 class MetricsLog:
@@ -87,7 +91,8 @@ def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrain
     query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
     gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
     histogram = evaluate_distances(distance_matrix(query, gallery, "euclidean"), dataset.query, dataset.gallery,
-                                   config.eval.max_rank, config.eval.junk)
+                                   config.eval.max_rank, config.eval.junk, resolve_protocol(config),
+                                   config.eval.single_shot_repeats)
     baselines = {"colour_histogram": histogram, "untrained_network": untrained}
     (run_dir / "baselines.json").write_text(json.dumps(baselines, indent=2))
     log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")

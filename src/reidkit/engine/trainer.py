@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reidkit import distributed
-from reidkit.config import Config, save_config
+from reidkit.config import Config, resolve_protocol, save_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
 from reidkit.data.loading import build_train_loader
@@ -239,7 +239,8 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
         distributed.broadcast_buffers(model)
         metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                           workers=data.workers, amp=amp, progress=progress,
-                                          pair_feature=config.loss.verification.feature, attributes=attributes)
+                                          pair_feature=config.loss.verification.feature, attributes=attributes,
+                                          protocol=resolve_protocol(config))
         if not main_process:
             return None
         metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(metrics)})

@@ -4,8 +4,10 @@ One file each: inline CSS, pictures as base64 data URIs, no script, no network a
 sections: config (collapsible), data set, metrics (with baselines.json and pair-head re-scoring when
 present), CMC, training curves per loss term, attribute accuracies (when present), rank-1 per camera pair,
 ranked lists of sample queries and of the worst queries by AP, PCA scatter of gallery features.
-Numbers follow `reidkit.metrics.evaluate_rank` (Market-1501 junk rule, non-interpolated AP). Nothing new
-is stored in the run: what the run's files lack is recomputed from its config, data set and model.
+The metrics table and CMC curve are the run's metrics.json (its evaluation protocol, named in the data set
+section); the sections recomputed here follow `reidkit.metrics.evaluate_rank` (all gallery, Market-1501
+junk rule, non-interpolated AP). Nothing new is stored in the run: what the run's files lack is
+recomputed from its config, data set and model.
 """
 
 from __future__ import annotations
@@ -255,7 +257,8 @@ def _config_section(run_dir: Path) -> str:
 
 
 def _dataset_section(config, dataset, metrics: dict) -> str:
-    valid = (f"<p>{metrics.get('num_valid_queries', '?')} valid queries (junk rule "
+    valid = (f"<p>{metrics.get('num_valid_queries', '?')} valid queries (protocol "
+             f"&quot;{html.escape(metrics.get('protocol', 'all_gallery'))}&quot;, junk rule "
              f"&quot;{html.escape(config.eval.junk)}&quot;).</p>")
     if dataset is None:
         return f"<p>{html.escape(config.data.dataset)} at {html.escape(config.data.root)}: not available.</p>{valid}"
