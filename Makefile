@@ -29,7 +29,7 @@ bench: install
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_train.py --config configs/demo.yaml
 	$(PY) benchmarks/bench_eval.py
-	$(PY) benchmarks/bench_rerank.py --market
+	$(PY) benchmarks/bench_rerank.py --market --msmt
 	$(PY) benchmarks/bench_search.py
 
 # Every recipe of configs/recipes/ on the synthetic set, same budget, seeds 0 and 1 (hours on 2 CPU cores;

@@ -110,8 +110,10 @@ def _measure(method: str, folder: Path | int) -> dict:
 def _row(size: str, method: str, stats: dict, reference: dict | None) -> str:
     if "error" in stats:
         return f"{size:>15} {method:>9}  failed: {stats['error']}"
-    ratios = (f"{reference['seconds'] / stats['seconds']:10.1f}x {reference['peak_mib'] / max(stats['peak_mib'], 1):9.1f}x"
-              if reference and "error" not in reference else f"{'-':>11} {'-':>10}")
+    ratios = f"{'-':>11} {'-':>10}"
+    if reference and "error" not in reference:
+        memory_ratio = reference["peak_mib"] / max(stats["peak_mib"], 1)
+        ratios = f"{reference['seconds'] / stats['seconds']:10.1f}x {memory_ratio:9.1f}x"
     return f"{size:>15} {method:>9} {stats['seconds']:9.2f} {stats['peak_mib']:9.0f} {ratios}"
 
 

@@ -123,7 +123,8 @@ def test_shape_mismatch_raises(shapes: tuple[tuple[int, ...], tuple[int, ...]]) 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_paired_distance_is_the_diagonal_of_pairwise_distance(metric: str) -> None:
     generator = torch.Generator().manual_seed(3)
-    x, y = torch.randn(20, 6, generator=generator, dtype=torch.float64), torch.randn(20, 6, generator=generator, dtype=torch.float64)
+    x = torch.randn(20, 6, generator=generator, dtype=torch.float64)
+    y = torch.randn(20, 6, generator=generator, dtype=torch.float64)
     y[4] = x[4]  # a duplicate: distance exactly 0
     expected = pairwise_distance(x, y, metric).diagonal()
     torch.testing.assert_close(paired_distance(x, y, metric), expected, rtol=0, atol=1e-12)

@@ -222,7 +222,8 @@ def test_features_path_equals_the_distance_blocks_path(num_q, num_g, dim, seed, 
 
 def test_features_path_matches_dense_reference():
     query, gallery = clustered_features(30, 100, 16, 5)
-    blocks = [pairwise_distance(x, y).double().numpy() for x, y in ((query, gallery), (query, query), (gallery, gallery))]
+    pairs = ((query, gallery), (query, query), (gallery, gallery))
+    blocks = [pairwise_distance(x, y).double().numpy() for x, y in pairs]
     expected = dense_re_ranking(*blocks)
     np.testing.assert_allclose(re_ranking_features(query.numpy(), gallery.numpy()), expected, rtol=0, atol=1e-4)
     assert (expected < 1 - 1e-3).sum() > 30  # overlapping k-reciprocal sets: not a trivial all-ones Jaccard

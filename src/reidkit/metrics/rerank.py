@@ -222,7 +222,8 @@ class _FeatureBlocks(_Assembled):
         if query.dim() != 2 or gallery.dim() != 2 or query.shape[1] != gallery.shape[1]:
             raise ValueError(f"expected query_features [Q, D] and gallery_features [G, D], "
                              f"got {tuple(query.shape)} and {tuple(gallery.shape)}")
-        super().__init__(len(query), len(gallery), f"features of shapes {tuple(query.shape)} and {tuple(gallery.shape)}")
+        shapes = f"features of shapes {tuple(query.shape)} and {tuple(gallery.shape)}"
+        super().__init__(len(query), len(gallery), shapes)
         self.features = torch.cat([query, gallery])
         if not torch.isfinite(self.features).all():
             raise ValueError("the features contain NaN or infinite entries")
