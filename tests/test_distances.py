@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from reidkit.losses import pairwise_distance
-from reidkit.losses.distances import paired_distance
 
 # Tolerances per dtype: the Euclidean expansion loses a few ulps of ‖x‖² to cancellation.
 TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 1e-10, "atol": 1e-10}}
@@ -119,21 +118,3 @@ def test_shape_mismatch_raises(shapes: tuple[tuple[int, ...], tuple[int, ...]]) 
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         pairwise_distance(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
 
-
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_paired_distance_is_the_diagonal_of_pairwise_distance(metric: str) -> None:
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randn(20, 6, generator=generator, dtype=torch.float64)
-    y = torch.randn(20, 6, generator=generator, dtype=torch.float64)
-    y[4] = x[4]  # a duplicate: distance exactly 0
-    expected = pairwise_distance(x, y, metric).diagonal()
-    torch.testing.assert_close(paired_distance(x, y, metric), expected, rtol=0, atol=1e-12)
-    assert paired_distance(x, y, metric)[4] == 0
-
-
-def test_paired_distance_worked_example_and_shape_error() -> None:
-    x, y = torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 2.0]])
-    torch.testing.assert_close(paired_distance(x, y), torch.tensor([5.0, 5.0 ** 0.5]))
-    torch.testing.assert_close(paired_distance(x[1:], y[1:], "cosine"), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="same shape"):
-        paired_distance(x, y[:1])

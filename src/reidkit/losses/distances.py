@@ -64,30 +64,3 @@ def pairwise_distance(x: Tensor, y: Tensor, metric: str = "euclidean") -> Tensor
         near_zero = squared <= _SQUARED_EPS
         return squared.clamp_min(_SQUARED_EPS).sqrt().masked_fill(near_zero, 0.0)
 
-
-def paired_distance(x: Tensor, y: Tensor, metric: str = "euclidean") -> Tensor:
-    """Distance between each row of `x` and the same row of `y`: the diagonal of `pairwise_distance(x, y)`,
-    by the same formula, without the `[N, N]` matrix.
-
-    Args:
-        x: Embeddings `[N, D]`.
-        y: Embeddings `[N, D]`.
-        metric: "euclidean" or "cosine".
-
-    Returns:
-        Distances `[N]`, in the promoted dtype of `x` and `y` (at least float32).
-
-    Raises:
-        ValueError: If `metric` is unknown, or `x` and `y` are not 2-D of the same shape.
-    """
-    check_metric(metric)
-    if x.dim() != 2 or x.shape != y.shape:
-        raise ValueError(f"expected x and y of the same shape [N, D], got {tuple(x.shape)} and {tuple(y.shape)}")
-    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        x, y = x.to(dtype), y.to(dtype)
-        if metric == "cosine":
-            return (1.0 - (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(1)).clamp(0.0, 2.0)
-        squared = (x.pow(2).sum(1) + y.pow(2).sum(1) - 2.0 * (x * y).sum(1)).clamp_min(0.0)
-        near_zero = squared <= _SQUARED_EPS
-        return squared.clamp_min(_SQUARED_EPS).sqrt().masked_fill(near_zero, 0.0)

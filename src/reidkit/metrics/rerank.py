@@ -43,12 +43,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from reidkit.losses.distances import check_metric, paired_distance, pairwise_distance
+from reidkit.losses.distances import check_metric
 from reidkit.metrics.rank import as_distance_array
 
 _TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|
 _GROUP_SIZE = 32  # columns per group when bounding a row's nearest neighbours (see _smallest)
 _TILE_ROWS = 1024  # rows per tile of a transposing copy
+_NEAR_ZERO_SQUARED = 1e-12  # squared Euclidean distances returned as 0, as `pairwise_distance` does
 
 
 def re_ranking(
@@ -228,27 +229,48 @@ class _FeatureBlocks(_Assembled):
         if not torch.isfinite(self.features).all():
             raise ValueError("the features contain NaN or infinite entries")
         self.metric, self.dtype = metric, np.dtype(np.float32)
+        # Computed once, not per chunk as `pairwise_distance` would: unit rows (cosine), squared norms (Euclidean).
+        self.units = F.normalize(self.features, dim=1) if metric == "cosine" else None
+        self.norms = self.features.pow(2).sum(1)
+
+    def _squared_block(self, start: int, stop: int, first_column: int) -> Tensor:
+        """``[stop − start, N − first_column]`` squared distances of items ``[start, stop)`` to items
+        ``first_column...``, by ``pairwise_distance``'s formula on the cached rows and norms."""
+        if self.metric == "cosine":
+            units = self.units
+            distance = torch.addmm(torch.ones(1), units[start:stop], units[first_column:].T, alpha=-1.0)
+            return distance.clamp_(0.0, 2.0).square_()
+        squared = torch.addmm(self.norms[first_column:], self.features[start:stop], self.features[first_column:].T,
+                              alpha=-2.0)
+        squared.add_(self.norms[start:stop, None]).clamp_min_(0.0)
+        return squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
 
     def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
         """float32 squared distances of items ``[start, stop)`` to every item, written into
         ``out[:stop − start, :Q+G]`` (``scratch`` is not needed)."""
-        rows = pairwise_distance(self.features[start:stop], self.features, self.metric).numpy()
-        return np.square(rows, out=out[:stop - start, :self.size])
+        rows = out[:stop - start, :self.size]
+        rows[...] = self._squared_block(start, stop, 0).numpy()
+        return rows
 
     def squared_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """float32 squared distances of the item pairs ``(rows[i], cols[i])``, by the formula of
-        ``pairwise_distance``."""
+        ``pairwise_distance`` on the cached rows and norms."""
         out = np.empty(len(rows), np.float32)
+        source = self.units if self.metric == "cosine" else self.features
         for begin in range(0, len(rows), self._PAIRS):
-            a = self.features[torch.from_numpy(rows[begin:begin + self._PAIRS])]
-            b = self.features[torch.from_numpy(cols[begin:begin + self._PAIRS])]
-            out[begin:begin + len(a)] = paired_distance(a, b, self.metric).square().numpy()
+            a, b = (torch.from_numpy(index[begin:begin + self._PAIRS]) for index in (rows, cols))
+            dots = (source[a] * source[b]).sum(1)
+            if self.metric == "cosine":
+                squared = (1.0 - dots).clamp_(0.0, 2.0).square_()
+            else:
+                squared = (self.norms[a] + self.norms[b]).sub_(dots, alpha=2.0).clamp_min_(0.0)
+                squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
+            out[begin:begin + len(a)] = squared.numpy()
         return out
 
     def squared_query_gallery(self, start: int, stop: int) -> np.ndarray:
         """``[stop − start, G]`` float32 squared distances of queries ``[start, stop)`` to the gallery."""
-        rows = pairwise_distance(self.features[start:stop], self.features[self.num_q:], self.metric)
-        return rows.square_().numpy()
+        return self._squared_block(start, stop, self.num_q).numpy()
 
 
 def _copy_transposed(source: np.ndarray, out: np.ndarray) -> None:
