@@ -54,6 +54,30 @@ def test_eval_reproduces_the_training_metrics(tiny_run):
     assert evaluated["cmc"] == pytest.approx(trained["cmc"], abs=1e-6)
 
 
+def test_eval_with_re_ranking_reports_the_re_ranked_features_metrics(tiny_run, tmp_path):
+    from reidkit.config import load_config
+    from reidkit.metrics import evaluate_rank, re_ranking_features
+
+    root, _ = tiny_run
+    result = reidkit("eval", "--run", str(root / "run"), "--out", str(tmp_path / "eval"), "eval.rerank=true",
+                     "eval.rerank_k1=6", "eval.rerank_k2=3")
+    assert result.returncode == 0, result.stderr
+    assert "re-ranked: rank-1" in result.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    features = {}
+    for split in ("query", "gallery"):
+        out = tmp_path / f"{split}.safetensors"
+        assert main(["--quiet", "extract", "--run", str(root / "run"), "--split", split, "--out", str(out)]) == 0
+        features[split] = load_feature_file(out)
+    metric = load_config(root / "run" / "config.yaml").eval.metric
+    reranked = re_ranking_features(features["query"][0], features["gallery"][0], metric, k1=6, k2=3)
+    expected = evaluate_rank(reranked, features["query"][1], features["gallery"][1], features["query"][2],
+                             features["gallery"][2])
+    assert metrics["reranked"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    assert metrics["reranked"]["cmc"] == pytest.approx(expected["cmc"].tolist(), abs=1e-6)
+    assert metrics["reranked"]["mAP"] != pytest.approx(metrics["mAP"], abs=1e-6)  # re-ranking changed the order
+
+
 def test_extract_writes_features(tiny_run):
     root, _ = tiny_run
     out = root / "query.safetensors"

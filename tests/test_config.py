@@ -143,3 +143,13 @@ def test_config_differences_skip_keys_added_since_the_checkpoint_while_at_their_
                                                   f"train.lr: 0.5 -> {current['train']['lr']!r}"]
     current["eval"]["protocol"] = "single_gallery_shot"  # a non-default value of the new key does count
     assert "eval.protocol: None -> 'single_gallery_shot'" in config_differences(saved, current)
+
+
+def test_re_ranking_keys_are_checked():
+    config = load_config(None, ["eval.rerank=true", "eval.rerank_k1=10", "eval.rerank_lambda=0.5"])
+    assert (config.eval.rerank, config.eval.rerank_k1, config.eval.rerank_k2, config.eval.rerank_lambda) == \
+        (True, 10, 6, 0.5)
+    with pytest.raises(ConfigError, match="eval.rerank_lambda: 1.5 is not allowed"):
+        load_config(None, ["eval.rerank_lambda=1.5"])
+    with pytest.raises(ConfigError, match="must be 1 or more"):
+        load_config(None, ["eval.rerank_k2=0"])

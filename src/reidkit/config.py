@@ -249,10 +249,21 @@ class EvalConfig:
     # resolve_protocol.
     protocol: Literal["auto", "all_gallery", "single_gallery_shot"] = "auto"
     single_shot_repeats: int = 10  # draws averaged by single_gallery_shot (seed 0)
+    # Also report the metrics after k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the eval.metric
+    # distances, with its neighbourhood sizes k1, k2 and the weight λ of the original distance.
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
 
     def __post_init__(self) -> None:
         if self.single_shot_repeats < 1:
             raise ConfigError(f"eval.single_shot_repeats: {self.single_shot_repeats} is not allowed; use 1 or more")
+        if self.rerank_k1 < 1 or self.rerank_k2 < 1:
+            raise ConfigError(f"eval.rerank_k1 and eval.rerank_k2 must be 1 or more, got {self.rerank_k1} and "
+                              f"{self.rerank_k2}")
+        if not 0.0 <= self.rerank_lambda <= 1.0:
+            raise ConfigError(f"eval.rerank_lambda: {self.rerank_lambda} is not allowed; use a value in [0, 1]")
 
 
 @dataclass

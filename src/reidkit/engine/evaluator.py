@@ -17,6 +17,7 @@ from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.rank import evaluate_rank, evaluate_single_gallery_shot
+from reidkit.metrics.rerank import re_ranking_features
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
 
@@ -80,8 +81,9 @@ def eval_record(metrics: dict) -> dict:
     """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
     record = {k: v for k, v in metrics.items() if k in ("protocol", "repeats", "rank1", "rank5", "rank10", "mAP",
                                                          "mINP", "num_valid_queries", "attribute_accuracy")}
-    if "verification_rescored" in metrics:
-        record.update({f"verified_{k}": metrics["verification_rescored"][k] for k in ("rank1", "mAP", "mINP")})
+    for key, prefix in (("verification_rescored", "verified"), ("reranked", "reranked")):
+        if key in metrics:
+            record.update({f"{prefix}_{k}": metrics[key][k] for k in ("rank1", "mAP", "mINP")})
     return record
 
 
@@ -94,6 +96,10 @@ def describe_metrics(metrics: dict) -> str:
     if "verification_rescored" in metrics:
         verified = metrics["verification_rescored"]
         text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
+    if "reranked" in metrics:
+        reranked = metrics["reranked"]
+        text += (f"  | re-ranked: rank-1 {reranked['rank1']:.2%}  mAP {reranked['mAP']:.2%}  "
+                 f"mINP {reranked['mINP']:.2%}")
     if metrics.get("attribute_accuracy"):
         accuracy = metrics["attribute_accuracy"]
         text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
@@ -143,8 +149,10 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
 
     With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
-    probability of "same person" (computed on the `pair_feature` output). With `attributes` and a model
-    with attribute heads, it holds `attribute_accuracy` per attribute on the gallery identities.
+    probability of "same person" (computed on the `pair_feature` output). With `eval_config.rerank`, it
+    holds `reranked`: the metrics of the k-reciprocal re-ranked distances (`re_ranking_features`). With
+    `attributes` and a model with attribute heads, it holds `attribute_accuracy` per attribute on the
+    gallery identities.
     """
     transform = build_test_transform(height, width)
     rescore = eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is not None
@@ -168,6 +176,12 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
         metrics["verification_rescored"] = evaluate_distances(rescored, dataset.query, dataset.gallery,
                                                               eval_config.max_rank, eval_config.junk, protocol,
                                                               eval_config.single_shot_repeats)
+    if eval_config.rerank:
+        reranked = re_ranking_features(outputs[0][eval_config.feature], outputs[1][eval_config.feature],
+                                       eval_config.metric, eval_config.rerank_k1, eval_config.rerank_k2,
+                                       eval_config.rerank_lambda, progress=progress)
+        metrics["reranked"] = evaluate_distances(reranked, dataset.query, dataset.gallery, eval_config.max_rank,
+                                                 eval_config.junk, protocol, eval_config.single_shot_repeats)
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            eval_config.batch_size, workers, device)

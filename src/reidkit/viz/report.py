@@ -128,6 +128,8 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
     rows = {"this run": metrics}
     if "verification_rescored" in metrics:
         rows["top-k re-scored by the pair head"] = metrics["verification_rescored"]
+    if "reranked" in metrics:
+        rows["k-reciprocal re-ranking"] = metrics["reranked"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
     notes: list[str] = []
     if dataset is None:
