@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,7 +55,7 @@ def test_eval_reproduces_the_training_metrics(tiny_run):
     assert evaluated["cmc"] == pytest.approx(trained["cmc"], abs=1e-6)
 
 
-def test_eval_with_re_ranking_reports_the_re_ranked_features_metrics(tiny_run, tmp_path):
+def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     from reidkit.config import load_config
     from reidkit.metrics import evaluate_rank, re_ranking_features
 
@@ -76,6 +77,21 @@ def test_eval_with_re_ranking_reports_the_re_ranked_features_metrics(tiny_run, t
     assert metrics["reranked"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
     assert metrics["reranked"]["cmc"] == pytest.approx(expected["cmc"].tolist(), abs=1e-6)
     assert metrics["reranked"]["mAP"] != pytest.approx(metrics["mAP"], abs=1e-6)  # re-ranking changed the order
+    # `reidkit rerank` on the extracted files: same distances, same metrics, before and after.
+    result = reidkit("--quiet", "rerank", "--query", str(tmp_path / "query.safetensors"), "--gallery",
+                     str(tmp_path / "gallery.safetensors"), "--metric", metric, "--k1", "6", "--k2", "3",
+                     "--out", str(tmp_path / "reranked.npy"))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "reranked.npy"), reranked)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f" original: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
+    assert lines[1].startswith(f"re-ranked: rank-1 {expected['cmc'][0]:.2%}  mAP {expected['mAP']:.2%}")
+    missing = reidkit("rerank", "--query", str(tmp_path / "nope.safetensors"), "--gallery", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "does not exist; write one with `reidkit extract" in missing.stderr
+    (tmp_path / "bad.safetensors").write_text("not a tensor file")
+    corrupt = reidkit("rerank", "--query", str(tmp_path / "bad.safetensors"), "--gallery", str(tmp_path / "x"))
+    assert corrupt.returncode == 2 and "is not a feature file written by `reidkit extract`" in corrupt.stderr
+    assert "Traceback" not in missing.stderr + corrupt.stderr
 
 
 def test_extract_writes_features(tiny_run):
