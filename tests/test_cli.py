@@ -164,6 +164,7 @@ def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
     gallery = sorted((root / "data" / "bounding_box_test").glob("*.jpg"))
     assert f"indexed {len(gallery)} images" in result.stdout
+    assert "recall@10" not in result.stdout  # exact search: nothing to measure
     # A gallery image searched against its own gallery comes back first, at distance ~0.
     result = reidkit("search", "--index", str(index_file), str(gallery[5]), "--topk", "3")
     assert result.returncode == 0, result.stderr
@@ -172,6 +173,11 @@ def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
     assert len(result.stdout.splitlines()) == 4
     missing = reidkit("search", "--index", str(index_file), str(tmp_path / "nope.jpg"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    pytest.importorskip("faiss")
+    result = reidkit("index", "--run", str(root / "run"), "--gallery", str(root / "data" / "bounding_box_test"),
+                     "--out", str(tmp_path / "flat.safetensors"), "--backend", "faiss-flat")
+    assert result.returncode == 0, result.stderr
+    assert "recall@10 against exact search, 256 gallery images as queries: 1.000" in result.stdout
 
 
 @pytest.fixture(scope="module")

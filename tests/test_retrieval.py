@@ -314,6 +314,19 @@ def test_recall_detects_a_coarse_search(faiss):
     assert 0.1 < recall_at_k(coarse, exact, k=10) < 0.9
 
 
+def test_sampled_recall_of_an_index_against_exact_search(faiss):
+    from reidkit.engine.indexing import sampled_recall
+
+    gallery = np.random.default_rng(12).normal(size=(2000, 16)).astype(np.float32)
+    assert sampled_recall(make_index(gallery, "euclidean")) == 1.0
+    assert sampled_recall(make_index(gallery, "euclidean", "faiss-flat")) == 1.0
+    coarse = make_index(gallery, "euclidean", "faiss-ivf", nlist=50, nprobe=1)
+    chosen = torch.randperm(2000, generator=torch.Generator().manual_seed(0))[:256].numpy()
+    by_hand = recall_at_k(coarse.search(gallery[chosen], k=10), make_index(gallery, "euclidean").search(
+        gallery[chosen], k=10), k=10)
+    assert sampled_recall(coarse) == pytest.approx(by_hand) and by_hand < 0.9
+
+
 def test_default_parameters(faiss):
     gallery = clustered_data(seed=8, num_items=1000)[1]
     assert make_index(gallery, backend="faiss-ivf").params == {"nlist": 25, "nprobe": 8}  # 1000 // 39

@@ -13,7 +13,7 @@ from reidkit.engine.features import image_outputs
 from reidkit.engine.runs import load_run_config, load_run_model
 from reidkit.engine.trainer import resolve_device
 from reidkit.errors import DatasetError
-from reidkit.retrieval import GalleryIndex, SearchResult
+from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 
 
 def _labels(path: Path) -> tuple[int, int]:
@@ -65,3 +65,14 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -
         if not Path(path).is_file():
             raise DatasetError(f"query image {path} does not exist")
     return index.search(embed_images(index.run_dir, list(image_paths)), k=topk)
+
+
+def sampled_recall(index: GalleryIndex, k: int = 10, num_queries: int = 256, seed: int = 0) -> float:
+    """Recall@k of `index`'s search against exact search, with up to `num_queries` of its own gallery
+    items (drawn with `seed`) as queries: how much an approximate backend loses (1.0 for "exact")."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(index), generator=generator)[:num_queries]
+    queries = index.features[chosen]
+    exact = GalleryIndex(index.features, index.pids, index.camids, index.paths, metric=index.metric)
+    k = min(k, len(index))
+    return recall_at_k(index.search(queries, k), exact.search(queries, k), k)
