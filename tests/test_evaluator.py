@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from reidkit.engine.evaluator import describe_metrics, eval_record, evaluate_distances
-from reidkit.metrics.rank import evaluate_rank, evaluate_single_gallery_shot
+from reidkit.metrics.rank import evaluate_rank
+from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
 
 def random_problem(seed: int = 0):

@@ -7,7 +7,7 @@ import torch
 
 from reidkit.metrics import evaluate_rank
 from reidkit.metrics import rank as rank_module
-from reidkit.metrics.rank import evaluate_single_gallery_shot
+from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
 
 def brute_force_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, junk="market"):

@@ -9,12 +9,8 @@ import torch
 
 from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics import rerank as rerank_module
-from reidkit.metrics.rerank import (
-    alpha_query_expansion,
-    average_query_expansion,
-    re_ranking,
-    re_ranking_features,
-)
+from reidkit.metrics.query_expansion import alpha_query_expansion, average_query_expansion
+from reidkit.metrics.rerank import re_ranking, re_ranking_features
 
 
 def dense_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):

@@ -16,7 +16,8 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
-from reidkit.metrics.rank import evaluate_rank, evaluate_single_gallery_shot
+from reidkit.metrics.rank import evaluate_rank
+from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 from reidkit.metrics.rerank import re_ranking_features
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol

@@ -1,10 +1,7 @@
-"""k-reciprocal re-ranking and query expansion for re-identification retrieval.
+"""k-reciprocal re-ranking for re-identification retrieval.
 
-References:
+Reference:
     Zhong et al., "Re-ranking Person Re-identification with k-reciprocal Encoding", CVPR 2017.
-    Chum et al., "Total Recall: Automatic Query Expansion with a Generative Feature Model for Object
-    Retrieval", ICCV 2007 (average query expansion).
-    Radenović et al., "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018 (αQE).
 
 ``re_ranking`` follows the definition of the reference implementations used by the ReID community:
 the inputs are plain Euclidean distances and are squared inside; the (Q+G)×(Q+G) matrix assembled from
@@ -38,18 +35,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 from tqdm import tqdm
 
 from reidkit.losses.distances import check_metric
-from reidkit.metrics.rank import as_distance_array
+from reidkit.metrics.rerank_blocks import DistanceBlocks, FeatureBlocks, checked_distances
 
 _TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|
 _GROUP_SIZE = 32  # columns per group when bounding a row's nearest neighbours (see _smallest)
-_TILE_ROWS = 1024  # rows per tile of a transposing copy
-_NEAR_ZERO_SQUARED = 1e-12  # squared Euclidean distances returned as 0, as `pairwise_distance` does
 
 
 def re_ranking(
@@ -89,8 +81,8 @@ def re_ranking(
             in float32, an item at distance 0 from every item, or out-of-range parameters.
     """
     _check_parameters(k1, k2, lambda_value, chunk_size)
-    blocks = _Blocks(_as_distances(q_g_dist, "q_g_dist"), _as_distances(q_q_dist, "q_q_dist"),
-                     _as_distances(g_g_dist, "g_g_dist"))
+    blocks = DistanceBlocks(checked_distances(q_g_dist, "q_g_dist"), checked_distances(q_q_dist, "q_q_dist"),
+                     checked_distances(g_g_dist, "g_g_dist"))
     return _re_rank(blocks, k1, k2, lambda_value, chunk_size, progress)
 
 
@@ -127,7 +119,7 @@ def re_ranking_features(
     """
     check_metric(metric)
     _check_parameters(k1, k2, lambda_value, chunk_size)
-    return _re_rank(_FeatureBlocks(query_features, gallery_features, metric), k1, k2, lambda_value, chunk_size,
+    return _re_rank(FeatureBlocks(query_features, gallery_features, metric), k1, k2, lambda_value, chunk_size,
                     progress)
 
 
@@ -138,7 +130,7 @@ def _check_parameters(k1: int, k2: int, lambda_value: float, chunk_size: int) ->
         raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value}")
 
 
-def _re_rank(blocks: _Blocks | _FeatureBlocks, k1: int, k2: int, lambda_value: float, chunk_size: int,
+def _re_rank(blocks: DistanceBlocks | FeatureBlocks, k1: int, k2: int, lambda_value: float, chunk_size: int,
              progress: bool) -> np.ndarray:
     """The re-ranking of the assembled matrix that ``blocks`` reads (see the module docstring)."""
     size = blocks.size
@@ -153,145 +145,7 @@ def _re_rank(blocks: _Blocks | _FeatureBlocks, k1: int, k2: int, lambda_value: f
         return _combine(blocks, weights, row_max, lambda_value, query_chunks, bar)
 
 
-class _Assembled:
-    """Sizes of an assembled ``[Q+G, Q+G]`` matrix (queries first) and its row chunks."""
-
-    def __init__(self, num_q: int, num_g: int, shape_text: str) -> None:
-        if num_q == 0 or num_g == 0:
-            raise ValueError(f"need at least one query and one gallery item, got {shape_text}")
-        self.num_q, self.num_g, self.size = num_q, num_g, num_q + num_g
-
-    def row_chunks(self, chunk_size: int) -> list[tuple[int, int]]:
-        """``(start, stop)`` row ranges of at most ``chunk_size`` rows, none straddling Q."""
-        return [(start, min(start + chunk_size, end)) for begin, end in ((0, self.num_q), (self.num_q, self.size))
-                for start in range(begin, end, chunk_size)]
-
-
-class _Blocks(_Assembled):
-    """The transposed assembled matrix ``[[q_q, q_g], [q_gᵀ, g_g]]ᵀ``, read by rows or entries."""
-
-    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
-        super().__init__(*q_g.shape, f"q_g_dist of shape {q_g.shape}")
-        for name, block, n in (("q_q_dist", q_q, self.num_q), ("g_g_dist", g_g, self.num_g)):
-            if block.shape != (n, n):
-                raise ValueError(f"{name} must have shape {(n, n)} to match q_g_dist {q_g.shape}, got {block.shape}")
-        self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
-        self.dtype = np.result_type(q_g, q_q, g_g)
-
-    def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """float32 squares of rows ``[start, stop)`` (columns of the assembled matrix), written into
-        ``out[:stop − start, :Q+G]``; ``scratch`` (input dtype, may be ``out``) receives the raw rows."""
-        q, count = self.num_q, stop - start
-        raw = scratch[:count, :self.size]
-        if stop <= q:
-            _copy_transposed(self.q_q[:, start:stop], raw[:, :q])
-            raw[:, q:] = self.q_g[start:stop]
-        else:
-            _copy_transposed(self.q_g[:, start - q:stop - q], raw[:, :q])
-            _copy_transposed(self.g_g[:, start - q:stop - q], raw[:, q:])
-        return np.square(raw, out=out[:count, :self.size])
-
-    def squared_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """float32 squares of the entries ``(rows[i], cols[i])``, i.e. of assembled entries ``(cols[i], rows[i])``."""
-        q, out = self.num_q, np.empty(len(rows), self.dtype)
-        a, b = cols, rows
-        a_query, b_query = a < q, b < q
-        m = a_query & b_query
-        out[m] = self.q_q[a[m], b[m]]
-        m = a_query & ~b_query
-        out[m] = self.q_g[a[m], b[m] - q]
-        m = ~a_query & b_query
-        out[m] = self.q_g[b[m], a[m] - q]
-        m = ~a_query & ~b_query
-        out[m] = self.g_g[a[m] - q, b[m] - q]
-        return np.square(out, out=out).astype(np.float32, copy=False)
-
-    def squared_query_gallery(self, start: int, stop: int) -> np.ndarray:
-        """``[stop − start, G]`` float32 squares of the query-gallery rows ``[start, stop)``."""
-        rows = self.q_g[start:stop]
-        return np.square(rows, out=np.empty(rows.shape, np.float32))  # float32 squares are exact in float64
-
-
-class _FeatureBlocks(_Assembled):
-    """The assembled matrix of ``pairwise_distance`` over queries then gallery items, computed from the
-    features by rows or entries (it is symmetric, so reading it transposed changes nothing)."""
-
-    _PAIRS = 16384  # entry pairs computed at once: bounds the [pairs, D] temporaries
-
-    def __init__(self, query: Any, gallery: Any, metric: str) -> None:
-        query, gallery = (torch.as_tensor(x).detach().to("cpu", torch.float32) for x in (query, gallery))
-        if query.dim() != 2 or gallery.dim() != 2 or query.shape[1] != gallery.shape[1]:
-            raise ValueError(f"expected query_features [Q, D] and gallery_features [G, D], "
-                             f"got {tuple(query.shape)} and {tuple(gallery.shape)}")
-        shapes = f"features of shapes {tuple(query.shape)} and {tuple(gallery.shape)}"
-        super().__init__(len(query), len(gallery), shapes)
-        self.features = torch.cat([query, gallery])
-        if not torch.isfinite(self.features).all():
-            raise ValueError("the features contain NaN or infinite entries")
-        self.metric, self.dtype = metric, np.dtype(np.float32)
-        # Computed once, not per chunk as `pairwise_distance` would: unit rows (cosine), squared norms (Euclidean).
-        self.units = F.normalize(self.features, dim=1) if metric == "cosine" else None
-        self.norms = self.features.pow(2).sum(1)
-
-    def _squared_block(self, start: int, stop: int, first_column: int) -> Tensor:
-        """``[stop − start, N − first_column]`` squared distances of items ``[start, stop)`` to items
-        ``first_column...``, by ``pairwise_distance``'s formula on the cached rows and norms."""
-        if self.metric == "cosine":
-            units = self.units
-            distance = torch.addmm(torch.ones(1), units[start:stop], units[first_column:].T, alpha=-1.0)
-            return distance.clamp_(0.0, 2.0).square_()
-        squared = torch.addmm(self.norms[first_column:], self.features[start:stop], self.features[first_column:].T,
-                              alpha=-2.0)
-        squared.add_(self.norms[start:stop, None]).clamp_min_(0.0)
-        return squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
-
-    def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """float32 squared distances of items ``[start, stop)`` to every item, written into
-        ``out[:stop − start, :Q+G]`` (``scratch`` is not needed)."""
-        rows = out[:stop - start, :self.size]
-        rows[...] = self._squared_block(start, stop, 0).numpy()
-        return rows
-
-    def squared_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """float32 squared distances of the item pairs ``(rows[i], cols[i])``, by the formula of
-        ``pairwise_distance`` on the cached rows and norms."""
-        out = np.empty(len(rows), np.float32)
-        source = self.units if self.metric == "cosine" else self.features
-        for begin in range(0, len(rows), self._PAIRS):
-            a, b = (torch.from_numpy(index[begin:begin + self._PAIRS]) for index in (rows, cols))
-            dots = (source[a] * source[b]).sum(1)
-            if self.metric == "cosine":
-                squared = (1.0 - dots).clamp_(0.0, 2.0).square_()
-            else:
-                squared = (self.norms[a] + self.norms[b]).sub_(dots, alpha=2.0).clamp_min_(0.0)
-                squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
-            out[begin:begin + len(a)] = squared.numpy()
-        return out
-
-    def squared_query_gallery(self, start: int, stop: int) -> np.ndarray:
-        """``[stop − start, G]`` float32 squared distances of queries ``[start, stop)`` to the gallery."""
-        return self._squared_block(start, stop, self.num_q).numpy()
-
-
-def _copy_transposed(source: np.ndarray, out: np.ndarray) -> None:
-    """``out[...] = source.T`` by tiles of source rows: a cache-friendly transposing copy."""
-    for start in range(0, len(source), _TILE_ROWS):
-        out[:, start:start + _TILE_ROWS] = source[start:start + _TILE_ROWS].T
-
-
-def _as_distances(dist: Any, name: str) -> np.ndarray:
-    """`as_distance_array` of a distance block, also refusing NaN and infinite entries."""
-    dist = as_distance_array(dist, name)
-    if dist.size:
-        low, high = dist.min(), dist.max()  # NaN and ±inf propagate; no full-size temporary
-        if np.isnan(low) or np.isnan(high):
-            raise ValueError(f"{name} contains NaN entries")
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError(f"{name} contains infinite entries")
-    return dist
-
-
-def _nearest(blocks: _Blocks, row_chunks: list, num: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(blocks: DistanceBlocks, row_chunks: list, num: int, bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
     """Initial ranks ``[Q+G, num]`` (first ``num`` of a stable argsort per row) and row maxima ``[Q+G]``."""
     size, rows = blocks.size, max(stop - start for start, stop in row_chunks)
     neighbours = np.empty((size, num), np.intp)
@@ -359,7 +213,7 @@ def _reciprocal_mask(neighbours: np.ndarray, row_chunks: list) -> np.ndarray:
     return mask
 
 
-def _reciprocal_weights(blocks: _Blocks, neighbours: np.ndarray, row_max: np.ndarray, num_forward: int,
+def _reciprocal_weights(blocks: DistanceBlocks, neighbours: np.ndarray, row_max: np.ndarray, num_forward: int,
                         num_half: int, row_chunks: list, bar: tqdm) -> sp.csr_matrix:
     """V ``[Q+G, Q+G]``: exp(−d) over the expanded k-reciprocal set of each row, rows summing to 1."""
     size = blocks.size
@@ -399,7 +253,7 @@ def _local_query_expansion(weights: sp.csr_matrix, nearest: np.ndarray) -> sp.cs
     return expanded
 
 
-def _combine(blocks: _Blocks, weights: sp.csr_matrix, row_max: np.ndarray, lambda_value: float,
+def _combine(blocks: DistanceBlocks, weights: sp.csr_matrix, row_max: np.ndarray, lambda_value: float,
              query_chunks: list, bar: tqdm) -> np.ndarray:
     """``[Q, G]`` float32 (1 − λ)·Jaccard + λ·normalised squared distance, by chunks of queries."""
     gallery = weights[blocks.num_q:].tocsc()  # inverted index: column x → gallery items with V[g, x] ≠ 0
@@ -428,75 +282,3 @@ def _shared_mass(query: sp.csr_matrix, gallery: sp.csc_matrix) -> np.ndarray:
     mins = np.minimum(np.repeat(query.data, lengths), gallery.data[positions])
     cells = np.repeat(np.repeat(np.arange(num_rows), row_counts), lengths) * num_gallery + gallery.indices[positions]
     return np.bincount(cells, weights=mins, minlength=num_rows * num_gallery).reshape(num_rows, num_gallery)
-
-
-@torch.no_grad()
-def alpha_query_expansion(
-    query_features: Tensor,
-    gallery_features: Tensor,
-    top_k: int = 5,
-    alpha: float = 3.0,
-    chunk_size: int = 1024,
-) -> tuple[Tensor, Tensor]:
-    """αQE (Radenović et al., TPAMI 2018) of query and gallery features.
-
-    Features are L2-normalised first. Each feature f becomes normalise(f + Σ_n max(cos(f, g_n), 0)^α ·
-    g_n) over its ``top_k`` most similar gallery features g_n; a gallery item skips itself (by index)
-    and uses its ``top_k`` most similar other items. ``alpha = 0`` weighs every neighbour 1
-    (average query expansion). No gradient flows.
-
-    Args:
-        query_features: ``[Q, D]`` query features (torch or numpy).
-        gallery_features: ``[G, D]`` gallery features.
-        top_k: neighbours per feature (≥ 0), clamped to the gallery size (minus one for gallery items).
-        alpha: exponent α ≥ 0 of the similarity weights.
-        chunk_size: rows processed at once; memory O(chunk_size · (G + top_k · D)).
-
-    Returns:
-        ``(query, gallery)`` expanded L2-normalised features, ``[Q, D]`` and ``[G, D]``, in the promoted
-        floating dtype of the inputs (at least float32).
-
-    Raises:
-        ValueError: features not 2-D, differing dimensions, non-finite values, or negative
-            ``top_k``/``alpha`` or ``chunk_size`` < 1.
-    """
-    if top_k < 0 or alpha < 0 or chunk_size < 1:
-        raise ValueError(f"top_k and alpha must be >= 0 and chunk_size >= 1, got {top_k}, {alpha}, {chunk_size}")
-    query, gallery = (torch.as_tensor(x) for x in (query_features, gallery_features))
-    dtype = torch.promote_types(torch.promote_types(query.dtype, gallery.dtype), torch.float32)
-    query, gallery = query.to(dtype), gallery.to(dtype)
-    if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"features must be [N, D] with equal D, got {tuple(query.shape)} and {tuple(gallery.shape)}")
-    if not (torch.isfinite(query).all() and torch.isfinite(gallery).all()):
-        raise ValueError("features contain NaN or infinite values")
-    query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
-    return (_expand(query, gallery, top_k, alpha, chunk_size, skip_self=False),
-            _expand(gallery, gallery, top_k, alpha, chunk_size, skip_self=True))
-
-
-def average_query_expansion(
-    query_features: Tensor, gallery_features: Tensor, top_k: int = 5, chunk_size: int = 1024
-) -> tuple[Tensor, Tensor]:
-    """Average query expansion (Chum et al., ICCV 2007): αQE with α = 0.
-
-    Each L2-normalised feature becomes the L2-normalised mean of itself and its ``top_k`` most similar
-    gallery features (a gallery item skips itself). Arguments, returns and errors as
-    ``alpha_query_expansion``.
-    """
-    return alpha_query_expansion(query_features, gallery_features, top_k, 0.0, chunk_size)
-
-
-def _expand(features: Tensor, gallery: Tensor, top_k: int, alpha: float, chunk_size: int, skip_self: bool) -> Tensor:
-    """Rows of ``features`` ``[N, D]`` plus their weighted ``top_k`` gallery neighbours, L2-normalised."""
-    num = min(top_k, len(gallery) - int(skip_self))
-    expanded = torch.empty_like(features)
-    for start in range(0, len(features), chunk_size):
-        rows = features[start:start + chunk_size]
-        similarity = rows @ gallery.T
-        if skip_self:
-            index = torch.arange(len(rows), device=rows.device)
-            similarity[index, index + start] = -torch.inf
-        top_similarity, top_index = similarity.topk(num, dim=1)
-        weight = top_similarity.clamp_min(0).pow(alpha)  # 0^0 = 1: alpha = 0 averages
-        expanded[start:start + chunk_size] = rows + (weight.unsqueeze(2) * gallery[top_index]).sum(dim=1)
-    return F.normalize(expanded, dim=1)
