@@ -57,13 +57,14 @@ def test_eval_reproduces_the_training_metrics(tiny_run):
 
 def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     from reidkit.config import load_config
-    from reidkit.metrics import evaluate_rank, re_ranking_features
+    from reidkit.losses.distances import pairwise_distance
+    from reidkit.metrics import alpha_query_expansion, evaluate_rank, re_ranking_features
 
     root, _ = tiny_run
     result = reidkit("eval", "--run", str(root / "run"), "--out", str(tmp_path / "eval"), "eval.rerank=true",
-                     "eval.rerank_k1=6", "eval.rerank_k2=3")
+                     "eval.rerank_k1=6", "eval.rerank_k2=3", "eval.query_expansion=alpha", "eval.qe_top_k=2")
     assert result.returncode == 0, result.stderr
-    assert "re-ranked: rank-1" in result.stdout
+    assert "re-ranked: rank-1" in result.stdout and "query expansion: rank-1" in result.stdout
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     features = {}
     for split in ("query", "gallery"):
@@ -77,6 +78,10 @@ def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     assert metrics["reranked"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
     assert metrics["reranked"]["cmc"] == pytest.approx(expected["cmc"].tolist(), abs=1e-6)
     assert metrics["reranked"]["mAP"] != pytest.approx(metrics["mAP"], abs=1e-6)  # re-ranking changed the order
+    expanded = alpha_query_expansion(features["query"][0], features["gallery"][0], top_k=2, alpha=3.0)
+    expected_qe = evaluate_rank(pairwise_distance(*expanded, metric), features["query"][1], features["gallery"][1],
+                                features["query"][2], features["gallery"][2])
+    assert metrics["query_expanded"]["mAP"] == pytest.approx(expected_qe["mAP"], abs=1e-6)
     # `reidkit rerank` on the extracted files: same distances, same metrics, before and after.
     result = reidkit("--quiet", "rerank", "--query", str(tmp_path / "query.safetensors"), "--gallery",
                      str(tmp_path / "gallery.safetensors"), "--metric", metric, "--k1", "6", "--k2", "3",

@@ -153,3 +153,7 @@ def test_re_ranking_keys_are_checked():
         load_config(None, ["eval.rerank_lambda=1.5"])
     with pytest.raises(ConfigError, match="must be 1 or more"):
         load_config(None, ["eval.rerank_k2=0"])
+    with pytest.raises(ConfigError, match="eval.qe_top_k and eval.qe_alpha must be 0 or more"):
+        load_config(None, ["eval.query_expansion=alpha", "eval.qe_alpha=-1"])
+    with pytest.raises(ConfigError, match="query_expansion"):
+        load_config(None, ["eval.query_expansion=median"])

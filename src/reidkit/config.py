@@ -255,6 +255,12 @@ class EvalConfig:
     rerank_k1: int = 20
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
+    # Also report the metrics after query expansion of query and gallery features: "average" (Chum et al.,
+    # ICCV 2007) or "alpha" (αQE, Radenović et al., TPAMI 2018), over each feature's qe_top_k nearest
+    # gallery features, weighted by similarity^qe_alpha for "alpha".
+    query_expansion: Literal["none", "average", "alpha"] = "none"
+    qe_top_k: int = 5
+    qe_alpha: float = 3.0
 
     def __post_init__(self) -> None:
         if self.single_shot_repeats < 1:
@@ -264,6 +270,9 @@ class EvalConfig:
                               f"{self.rerank_k2}")
         if not 0.0 <= self.rerank_lambda <= 1.0:
             raise ConfigError(f"eval.rerank_lambda: {self.rerank_lambda} is not allowed; use a value in [0, 1]")
+        if self.qe_top_k < 0 or self.qe_alpha < 0:
+            raise ConfigError(f"eval.qe_top_k and eval.qe_alpha must be 0 or more, got {self.qe_top_k} and "
+                              f"{self.qe_alpha}")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
+from reidkit.metrics.query_expansion import alpha_query_expansion
 from reidkit.metrics.rerank import re_ranking_features
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
@@ -82,7 +83,8 @@ def eval_record(metrics: dict) -> dict:
     """The scalars of a metrics summary for metrics.jsonl (the CMC curve stays in metrics.json)."""
     record = {k: v for k, v in metrics.items() if k in ("protocol", "repeats", "rank1", "rank5", "rank10", "mAP",
                                                          "mINP", "num_valid_queries", "attribute_accuracy")}
-    for key, prefix in (("verification_rescored", "verified"), ("reranked", "reranked")):
+    for key, prefix in (("verification_rescored", "verified"), ("reranked", "reranked"),
+                        ("query_expanded", "query_expanded")):
         if key in metrics:
             record.update({f"{prefix}_{k}": metrics[key][k] for k in ("rank1", "mAP", "mINP")})
     return record
@@ -97,10 +99,10 @@ def describe_metrics(metrics: dict) -> str:
     if "verification_rescored" in metrics:
         verified = metrics["verification_rescored"]
         text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
-    if "reranked" in metrics:
-        reranked = metrics["reranked"]
-        text += (f"  | re-ranked: rank-1 {reranked['rank1']:.2%}  mAP {reranked['mAP']:.2%}  "
-                 f"mINP {reranked['mINP']:.2%}")
+    for key, name in (("reranked", "re-ranked"), ("query_expanded", "query expansion")):
+        if key in metrics:
+            text += (f"  | {name}: rank-1 {metrics[key]['rank1']:.2%}  mAP {metrics[key]['mAP']:.2%}  "
+                     f"mINP {metrics[key]['mINP']:.2%}")
     if metrics.get("attribute_accuracy"):
         accuracy = metrics["attribute_accuracy"]
         text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
@@ -151,7 +153,8 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
     probability of "same person" (computed on the `pair_feature` output). With `eval_config.rerank`, it
-    holds `reranked`: the metrics of the k-reciprocal re-ranked distances (`re_ranking_features`). With
+    holds `reranked`: the metrics of the k-reciprocal re-ranked distances (`re_ranking_features`); with
+    `eval_config.query_expansion` other than "none", `query_expanded`: those of the expanded features. With
     `attributes` and a model with attribute heads, it holds `attribute_accuracy` per attribute on the
     gallery identities.
     """
@@ -183,6 +186,13 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                                        eval_config.rerank_lambda, progress=progress)
         metrics["reranked"] = evaluate_distances(reranked, dataset.query, dataset.gallery, eval_config.max_rank,
                                                  eval_config.junk, protocol, eval_config.single_shot_repeats)
+    if eval_config.query_expansion != "none":
+        alpha = 0.0 if eval_config.query_expansion == "average" else eval_config.qe_alpha
+        expanded = alpha_query_expansion(outputs[0][eval_config.feature], outputs[1][eval_config.feature],
+                                         eval_config.qe_top_k, alpha)
+        metrics["query_expanded"] = evaluate_distances(distance_matrix(*expanded, eval_config.metric), dataset.query,
+                                                       dataset.gallery, eval_config.max_rank, eval_config.junk,
+                                                       protocol, eval_config.single_shot_repeats)
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            eval_config.batch_size, workers, device)

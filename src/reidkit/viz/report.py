@@ -130,6 +130,8 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
         rows["top-k re-scored by the pair head"] = metrics["verification_rescored"]
     if "reranked" in metrics:
         rows["k-reciprocal re-ranking"] = metrics["reranked"]
+    if "query_expanded" in metrics:
+        rows["query expansion"] = metrics["query_expanded"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
     notes: list[str] = []
     if dataset is None:
