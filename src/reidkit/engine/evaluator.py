@@ -16,10 +16,10 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
-from reidkit.metrics.rank import evaluate_rank
-from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 from reidkit.metrics.query_expansion import alpha_query_expansion
+from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.rerank import re_ranking_features
+from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
 
@@ -171,28 +171,26 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
         outputs.append({key: value.cpu() for key, value in gathered.items() if value is not None})
     if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features
         return {}, np.empty((0, 0), np.float32)
-    distmat = distance_matrix(outputs[0][eval_config.feature], outputs[1][eval_config.feature], eval_config.metric)
-    metrics = evaluate_distances(distmat, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk,
-                                 protocol, eval_config.single_shot_repeats)
+
+    def score(distances: np.ndarray) -> dict:
+        return evaluate_distances(distances, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk,
+                                  protocol, eval_config.single_shot_repeats)
+
+    query, gallery = outputs[0][eval_config.feature], outputs[1][eval_config.feature]
+    distmat = distance_matrix(query, gallery, eval_config.metric)
+    metrics = score(distmat)
     if rescore:
-        rescored = rescore_top_k(model, outputs[0][pair_feature], outputs[1][pair_feature], distmat,
-                                 eval_config.verify_topk, device)
-        metrics["verification_rescored"] = evaluate_distances(rescored, dataset.query, dataset.gallery,
-                                                              eval_config.max_rank, eval_config.junk, protocol,
-                                                              eval_config.single_shot_repeats)
+        metrics["verification_rescored"] = score(rescore_top_k(model, outputs[0][pair_feature],
+                                                               outputs[1][pair_feature], distmat,
+                                                               eval_config.verify_topk, device))
     if eval_config.rerank:
-        reranked = re_ranking_features(outputs[0][eval_config.feature], outputs[1][eval_config.feature],
-                                       eval_config.metric, eval_config.rerank_k1, eval_config.rerank_k2,
-                                       eval_config.rerank_lambda, progress=progress)
-        metrics["reranked"] = evaluate_distances(reranked, dataset.query, dataset.gallery, eval_config.max_rank,
-                                                 eval_config.junk, protocol, eval_config.single_shot_repeats)
+        metrics["reranked"] = score(re_ranking_features(query, gallery, eval_config.metric, eval_config.rerank_k1,
+                                                        eval_config.rerank_k2, eval_config.rerank_lambda,
+                                                        progress=progress))
     if eval_config.query_expansion != "none":
         alpha = 0.0 if eval_config.query_expansion == "average" else eval_config.qe_alpha
-        expanded = alpha_query_expansion(outputs[0][eval_config.feature], outputs[1][eval_config.feature],
-                                         eval_config.qe_top_k, alpha)
-        metrics["query_expanded"] = evaluate_distances(distance_matrix(*expanded, eval_config.metric), dataset.query,
-                                                       dataset.gallery, eval_config.max_rank, eval_config.junk,
-                                                       protocol, eval_config.single_shot_repeats)
+        expanded = alpha_query_expansion(query, gallery, eval_config.qe_top_k, alpha)
+        metrics["query_expanded"] = score(distance_matrix(*expanded, eval_config.metric))
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            eval_config.batch_size, workers, device)

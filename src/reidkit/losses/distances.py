@@ -13,7 +13,7 @@ METRICS = ("euclidean", "cosine")
 
 # Squared distances at or below this are returned as exactly 0 with a zero gradient: sqrt has an infinite
 # slope at 0, and duplicate embeddings (or d(a, a)) would otherwise give NaN/inf gradients.
-_SQUARED_EPS = 1e-12
+SQUARED_EPS = 1e-12
 
 
 def check_metric(metric: str) -> None:
@@ -61,6 +61,5 @@ def pairwise_distance(x: Tensor, y: Tensor, metric: str = "euclidean") -> Tensor
             cosine = F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
             return (1.0 - cosine).clamp(0.0, 2.0)
         squared = (x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1) - 2.0 * (x @ y.T)).clamp_min(0.0)
-        near_zero = squared <= _SQUARED_EPS
-        return squared.clamp_min(_SQUARED_EPS).sqrt().masked_fill(near_zero, 0.0)
-
+        near_zero = squared <= SQUARED_EPS
+        return squared.clamp_min(SQUARED_EPS).sqrt().masked_fill(near_zero, 0.0)

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reidkit.losses.distances import SQUARED_EPS
 from reidkit.metrics.rank import as_distance_array
 
 _TILE_ROWS = 1024  # rows per tile of a transposing copy
-_NEAR_ZERO_SQUARED = 1e-12  # squared Euclidean distances returned as 0, as `pairwise_distance` does
 
 
 class AssembledMatrix:
@@ -112,7 +112,7 @@ class FeatureBlocks(AssembledMatrix):
         squared = torch.addmm(self.norms[first_column:], self.features[start:stop], self.features[first_column:].T,
                               alpha=-2.0)
         squared.add_(self.norms[start:stop, None]).clamp_min_(0.0)
-        return squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
+        return squared.masked_fill_(squared <= SQUARED_EPS, 0.0)
 
     def squared_rows(self, start: int, stop: int, scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
         """float32 squared distances of items ``[start, stop)`` to every item, written into
@@ -133,7 +133,7 @@ class FeatureBlocks(AssembledMatrix):
                 squared = (1.0 - dots).clamp_(0.0, 2.0).square_()
             else:
                 squared = (self.norms[a] + self.norms[b]).sub_(dots, alpha=2.0).clamp_min_(0.0)
-                squared.masked_fill_(squared <= _NEAR_ZERO_SQUARED, 0.0)
+                squared.masked_fill_(squared <= SQUARED_EPS, 0.0)
             out[begin:begin + len(a)] = squared.numpy()
         return out
 

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from reidkit.errors import ReidkitError
+from reidkit.losses.distances import SQUARED_EPS
 
 FAISS_BACKENDS = ("faiss-flat", "faiss-ivf", "faiss-hnsw")
 APPROXIMATE_BACKENDS = ("faiss-ivf", "faiss-hnsw")
@@ -28,8 +29,6 @@ MIN_POINTS_PER_CELL = 39
 DEFAULT_NPROBE = 8
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_SEARCH = 64
-# Squared L2 distances at or below this are reported as exactly 0, as `pairwise_distance` does.
-_SQUARED_EPS = 1e-12
 
 
 def import_faiss():
@@ -154,7 +153,7 @@ def search(index, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray,
         distances = np.clip(1.0 - scores, 0.0, 2.0)
     else:
         squared = np.maximum(scores, 0.0)
-        distances = np.where(squared <= _SQUARED_EPS, 0.0, np.sqrt(squared))
+        distances = np.where(squared <= SQUARED_EPS, 0.0, np.sqrt(squared))
     distances = np.where(indices < 0, np.inf, distances)
     return distances.astype(np.float32), indices.astype(np.int64)
 
