@@ -9,8 +9,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,8 +24,8 @@ test: install
 
 # Speed and memory tables, each against a reference measured in the same run (see README "Benchmarks").
 bench: install
-	$(PY) -m pip install --quiet --disable-pip-version-check cython
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps torchreid==0.2.5 fastreid==1.4.0
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir cython
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps torchreid==0.2.5 fastreid==1.4.0
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_train.py --config configs/demo.yaml
 	$(PY) benchmarks/bench_eval.py
