@@ -69,7 +69,7 @@ def run(tmp_path_factory):
     run.mkdir()
     save_config(config, run / "config.yaml")
     save_weights(model, run / "model.safetensors", model_metadata(model, config))
-    metrics, _ = evaluate_model(model, dataset, config.eval, 32, 16, progress=False, protocol="all_gallery")
+    metrics = evaluate_model(model, dataset, config.eval, 32, 16, progress=False, protocol="all_gallery").metrics
     log = MetricsLog(run / "metrics.jsonl")
     for step in range(1, 7):
         log.write({"kind": "train", "epoch": 1 + (step > 3), "step": step, "lr": 3.5e-4, "loss": 9.0 / step,

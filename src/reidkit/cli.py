@@ -69,10 +69,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config, device, model = _open_run(args)
     dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
     attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
-    metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                      workers=data.workers, amp=config.train.amp, progress=not args.quiet,
-                                      pair_feature=config.loss.verification.feature, attributes=attributes,
-                                      protocol=resolve_protocol(config))
+    metrics, distmat, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
+                                            workers=data.workers, amp=config.train.amp, progress=not args.quiet,
+                                            pair_feature=config.loss.verification.feature, attributes=attributes,
+                                            protocol=resolve_protocol(config))
     out = Path(args.out or Path(args.run) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +23,16 @@ from reidkit.metrics.rerank import re_ranking_features
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
+
+
+class Evaluation(NamedTuple):
+    """What `evaluate_model` computed: the metrics summary, the `[Q, G]` distances of the retrieval feature
+    and that feature of the query `[Q, D]` and gallery `[G, D]` (float32, data set order)."""
+
+    metrics: dict
+    distmat: np.ndarray
+    query_features: torch.Tensor
+    gallery_features: torch.Tensor
 
 
 def autocast_context(device: torch.device, amp: bool):
@@ -140,15 +151,15 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                    device: torch.device | str = "cpu", workers: int = 0, amp: bool = False,
                    progress: bool = True, pair_feature: str = "features",
                    attributes: dict[int, dict[str, int]] | None = None, *,
-                   protocol: str) -> tuple[dict, np.ndarray]:
-    """Extract query and gallery features and evaluate them; returns (metrics summary, distmat [Q, G]).
+                   protocol: str) -> Evaluation:
+    """Extract query and gallery features and evaluate them: metrics, distances and features (`Evaluation`).
 
     `protocol` is the resolved evaluation protocol, `reidkit.config.resolve_protocol(config)` ("all_gallery"
     or "single_gallery_shot", with `eval_config.single_shot_repeats` draws); it also applies to the
     re-scored metrics.
 
     In a distributed run every rank extracts a contiguous shard of the query and gallery sets and rank 0
-    gathers them in order and evaluates; the other ranks get ({}, an empty matrix).
+    gathers them in order and evaluates; the other ranks get empty metrics, distances and features.
 
     With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
@@ -170,7 +181,7 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
         gathered = {key: gather_to_main(value.to(device)) for key, value in local.items()}  # NCCL: on device
         outputs.append({key: value.cpu() for key, value in gathered.items() if value is not None})
     if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features
-        return {}, np.empty((0, 0), np.float32)
+        return Evaluation({}, np.empty((0, 0), np.float32), torch.empty(0, 0), torch.empty(0, 0))
 
     def score(distances: np.ndarray) -> dict:
         return evaluate_distances(distances, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk,
@@ -194,7 +205,7 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            eval_config.batch_size, workers, device)
-    return metrics, distmat
+    return Evaluation(metrics, distmat, query, gallery)
 
 
 @torch.no_grad()

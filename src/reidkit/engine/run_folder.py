@@ -6,12 +6,11 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from reidkit.config import Config, resolve_protocol
 from reidkit.data.datasets import ReidDataset
-from reidkit.engine.evaluator import distance_matrix, evaluate_distances, write_pictures
+from reidkit.engine.evaluator import Evaluation, distance_matrix, evaluate_distances, write_pictures
 from reidkit.errors import ReidkitError
 
 
@@ -72,16 +71,17 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def finish_run(run_dir: Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset, config: Config) -> Path:
+def finish_run(run_dir: Path, evaluation: Evaluation, dataset: ReidDataset, config: Config) -> Path:
     """Write `metrics.json`, the CMC curve, training curves, ranked lists and `report.html` of a finished
-    run; returns the report's path."""
+    run from its final evaluation; returns the report's path."""
     from reidkit.viz.curves import plot_training_curves
     from reidkit.viz.report import write_report
 
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_pictures(run_dir, metrics, distmat, dataset, config.eval)
+    (run_dir / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2))
+    write_pictures(run_dir, evaluation.metrics, evaluation.distmat, dataset, config.eval)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
-    return write_report(run_dir, distmat=distmat, dataset=dataset)
+    return write_report(run_dir, distmat=evaluation.distmat, dataset=dataset,
+                        gallery_features=evaluation.gallery_features)
 
 
 def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:

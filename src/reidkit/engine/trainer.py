@@ -29,7 +29,7 @@ from reidkit.data.loading import build_train_loader
 from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
 from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, save_weights
-from reidkit.engine.evaluator import autocast_context, describe_metrics, eval_record, evaluate_model
+from reidkit.engine.evaluator import Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
                                        write_baselines)
@@ -234,18 +234,18 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
     trainer = Trainer(forward_model, objective, optimizer, device, amp)
     metadata = model_metadata(model, config)
 
-    def evaluate(epoch: int, step: int) -> tuple[dict, np.ndarray] | None:
-        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the metrics, the others None."""
+    def evaluate(epoch: int, step: int) -> Evaluation | None:
+        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the evaluation, the others None."""
         distributed.broadcast_buffers(model)
-        metrics, distmat = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                          workers=data.workers, amp=amp, progress=progress,
-                                          pair_feature=config.loss.verification.feature, attributes=attributes,
-                                          protocol=resolve_protocol(config))
+        evaluation = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
+                                    workers=data.workers, amp=amp, progress=progress,
+                                    pair_feature=config.loss.verification.feature, attributes=attributes,
+                                    protocol=resolve_protocol(config))
         if not main_process:
             return None
-        metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(metrics)})
-        log(f"eval epoch {epoch}: " + describe_metrics(metrics))
-        return metrics, distmat
+        metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(evaluation.metrics)})
+        log(f"eval epoch {epoch}: " + describe_metrics(evaluation.metrics))
+        return evaluation
 
     def checkpoint(name: str) -> None:
         if not main_process:
@@ -307,9 +307,9 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
         position.epoch, position.step_in_epoch = epoch + 1, 0
         if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
             final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
-            if main_process and final[0]["mAP"] > position.best_map:
-                position.best_map = final[0]["mAP"]
-                checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final[0])})
+            if main_process and final.metrics["mAP"] > position.best_map:
+                position.best_map = final.metrics["mAP"]
+                checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final.metrics)})
         if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
             checkpoint(f"epoch_{epoch:03d}")
 
@@ -320,7 +320,6 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
     if not main_process:
         return {}
     save_weights(model, run_dir / "model.safetensors", metadata)
-    metrics, distmat = final
-    metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-    finish_run(run_dir, metrics, distmat, dataset, config)
-    return metrics
+    final.metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
+    finish_run(run_dir, final, dataset, config)
+    return final.metrics
