@@ -82,11 +82,14 @@ def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     expected_qe = evaluate_rank(pairwise_distance(*expanded, metric), features["query"][1], features["gallery"][1],
                                 features["query"][2], features["gallery"][2])
     assert metrics["query_expanded"]["mAP"] == pytest.approx(expected_qe["mAP"], abs=1e-6)
-    # `reidkit rerank` on the extracted files: same distances, same metrics, before and after.
-    result = reidkit("--quiet", "rerank", "--query", str(tmp_path / "query.safetensors"), "--gallery",
-                     str(tmp_path / "gallery.safetensors"), "--metric", metric, "--k1", "6", "--k2", "3",
-                     "--out", str(tmp_path / "reranked.npy"))
+    # `reidkit rerank` on the extracted files: same distances, same metrics, before and after; without
+    # --metric it re-ranks the distance the run evaluates with, which `extract` stored in the file.
+    assert metric == "cosine"
+    result = reidkit("rerank", "--query", str(tmp_path / "query.safetensors"), "--gallery",
+                     str(tmp_path / "gallery.safetensors"), "--k1", "6", "--k2", "3",
+                     "--out", str(tmp_path / "reranked.npy"), "--quiet")
     assert result.returncode == 0, result.stderr
+    assert "cosine distance" in result.stdout
     np.testing.assert_array_equal(np.load(tmp_path / "reranked.npy"), reranked)
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f" original: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
@@ -126,6 +129,8 @@ def test_training_is_reproducible_on_cpu(tiny_run, tmp_path):
     (["train", "--config", TINY, "--out", "x", "data.dataset=market1501", "data.root=/nonexistent"], "Market"),
     (["train", "--config", TINY, "--out", "x", "data.dataset=cuhk03", "data.cuhk03_protocol=classic",
       "data.cuhk03_split=20"], "data.cuhk03_split: 20 is not allowed"),
+    (["synth", "--out", "x", "--identities", "3"], "identities must be in 4..9999"),
+    (["train", "--config", TINY, "--out", "x", "data.synthetic_cameras=1"], "cameras must be in 2..9"),
 ])
 def test_errors_are_one_clear_line(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True,
@@ -138,8 +143,9 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
 def test_help_lists_the_commands():
     result = reidkit("--help")
     assert result.returncode == 0
-    for command in ("synth", "train", "eval", "extract", "verify", "index", "search"):
-        assert command in result.stdout
+    for command in ("synth", "train", "eval", "extract", "rerank", "verify", "index", "search", "report", "export",
+                    "serve"):
+        assert f"\n    {command} " in result.stdout
 
 
 def test_attribute_and_verification_heads_end_to_end(tiny_run, tmp_path):

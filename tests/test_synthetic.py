@@ -17,7 +17,7 @@ from reidkit.data.synthetic import SyntheticSpec, generate_dataset
 from reidkit.data.synthetic_draw import Placement, Pose, draw_person
 from reidkit.data.synthetic_identity import ATTRIBUTE_NAMES, LOWER_COLOURS, UPPER_COLOURS, sample_identity
 from reidkit.engine.baselines import colour_histogram_features
-from reidkit.errors import DatasetError
+from reidkit.errors import ConfigError, DatasetError
 
 TINY = SyntheticSpec(identities=8, cameras=3, images_per_identity=(4, 8), junk_fraction=0.1, distractor_fraction=0.1)
 NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
@@ -167,8 +167,8 @@ def test_backpack_is_a_large_patch_from_behind_and_straps_from_the_front():
     {"images_per_identity": (3, 6)}, {"images_per_identity": (9, 6)}, {"occlusion_prob": 1.5},
     {"misalignment": -0.1}, {"blur": -1.0}, {"height": 16},
 ])
-def test_invalid_spec_raises_value_error(changes):
-    with pytest.raises(ValueError, match=next(iter(changes))):
+def test_invalid_spec_raises_config_error(changes):
+    with pytest.raises(ConfigError, match=next(iter(changes))):
         SyntheticSpec(**changes)
 
 

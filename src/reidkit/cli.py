@@ -15,6 +15,8 @@ from pathlib import Path
 from reidkit.errors import ReidkitError
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
+RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. eval.flip=true "
+                      "eval.metric=euclidean (the model keys must stay those the run was trained with)")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -105,7 +107,11 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
     from reidkit.metrics import evaluate_features, evaluate_rank, re_ranking_features
 
+    from reidkit.engine.features import feature_file_metadata
+
     (q_features, q_pids, q_camids), (g_features, g_pids, g_camids) = map(_read_feature_file, (args.query, args.gallery))
+    if args.metric is None:  # the metric the run evaluates these features with
+        args.metric = feature_file_metadata(args.query).get("metric", "euclidean")
     try:
         original = evaluate_features(q_features, g_features, q_pids, g_pids, q_camids, g_camids, metric=args.metric,
                                      junk=args.junk)
@@ -210,16 +216,19 @@ def cmd_search(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reidkit", description="Person re-identification toolkit.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    quiet = argparse.ArgumentParser(add_help=False)  # --quiet also after the command name
+    quiet.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = commands.add_parser("synth", help="generate the synthetic multi-camera data set (Market-1501 layout)")
+    synth = commands.add_parser("synth", parents=[quiet], help="generate the synthetic multi-camera data set (Market-1501 layout)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--identities", type=int, default=300, help="number of identities (half train)")
-    synth.add_argument("--cameras", type=int, default=6, help="number of cameras")
+    synth.add_argument("--identities", type=int, default=300,
+                       help="number of identities, half train and half test (4 to 9999; default 300)")
+    synth.add_argument("--cameras", type=int, default=6, help="number of cameras (2 to 9; default 6)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     synth.set_defaults(func=cmd_synth)
 
-    train = commands.add_parser("train", help="train a model and evaluate it; writes a run folder")
+    train = commands.add_parser("train", parents=[quiet], help="train a model and evaluate it; writes a run folder")
     train.add_argument("--config", help="YAML config (defaults: the BoT recipe)")
     train.add_argument("--out", help="run folder to write (must not hold a run yet)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
@@ -231,31 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a trained run on its query/gallery sets")
+    evaluate = commands.add_parser("eval", parents=[quiet], help="evaluate a trained run on its query/gallery sets")
     evaluate.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     evaluate.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     evaluate.add_argument("--out", help="folder for metrics and pictures (default RUN/eval)")
-    evaluate.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    evaluate.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     evaluate.set_defaults(func=cmd_eval)
 
-    extract = commands.add_parser("extract", help="write features of a data set split to .safetensors")
+    extract = commands.add_parser("extract", parents=[quiet], help="write features of a data set split to .safetensors")
     extract.add_argument("--run", required=True, help="run folder written by `reidkit train`")
-    extract.add_argument("--split", choices=["query", "gallery", "train"], default="gallery")
+    extract.add_argument("--split", choices=["query", "gallery", "train"], default="gallery",
+                         help="data set split to extract (default gallery)")
     extract.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     extract.add_argument("--out", required=True, help="output .safetensors file (features, pids, camids)")
-    extract.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    extract.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     extract.add_argument("--onnx", help="ONNX file from `reidkit export`: extract with onnxruntime, no PyTorch model")
     extract.set_defaults(func=cmd_extract)
 
-    verify = commands.add_parser("verify", help="probability that two images show the same person (pair head)")
+    verify = commands.add_parser("verify", parents=[quiet], help="probability that two images show the same person (pair head)")
     verify.add_argument("image_a", help="first image file")
     verify.add_argument("image_b", help="second image file")
     verify.add_argument("--run", required=True, help="run trained with loss.verification.weight > 0")
     verify.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
-    verify.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    verify.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     verify.set_defaults(func=cmd_verify)
 
-    index = commands.add_parser("index", help="embed a folder of gallery images into a searchable index")
+    index = commands.add_parser("index", parents=[quiet], help="embed a folder of gallery images into a searchable index")
     index.add_argument("--run", required=True, help="run folder whose model embeds the images")
     index.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
     index.add_argument("--out", help="index file (default RUN/index.safetensors)")
@@ -264,24 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--metric", choices=["cosine", "euclidean"], help="default: the run's eval.metric")
     index.set_defaults(func=cmd_index)
 
-    search = commands.add_parser("search", help="rank the indexed gallery for query images")
+    search = commands.add_parser("search", parents=[quiet], help="rank the indexed gallery for query images")
     search.add_argument("--index", required=True, help="file written by `reidkit index`")
     search.add_argument("images", nargs="+", help="query image files")
-    search.add_argument("--topk", type=int, default=10, help="results per query")
+    search.add_argument("--topk", type=int, default=10, help="results per query (default 10)")
     search.set_defaults(func=cmd_search)
 
-    report = commands.add_parser("report", help="write a self-contained HTML report of a run, or compare runs")
+    report = commands.add_parser("report", parents=[quiet], help="write a self-contained HTML report of a run, or compare runs")
     report.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     report.add_argument("--compare", nargs="+", metavar="RUN", help="more run folders: write a comparison instead")
     report.add_argument("--out", help="HTML file (default RUN/report.html, or RUN/compare.html with --compare)")
     report.set_defaults(func=cmd_report)
 
-    rerank = commands.add_parser("rerank", help="k-reciprocal re-ranking of extracted query/gallery features, "
+    rerank = commands.add_parser("rerank", parents=[quiet], help="k-reciprocal re-ranking of extracted query/gallery features, "
                                  "with metrics before and after")
     rerank.add_argument("--query", required=True, help="query feature file from `reidkit extract --split query`")
     rerank.add_argument("--gallery", required=True, help="gallery feature file from `reidkit extract --split gallery`")
-    rerank.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean",
-                        help="distance that is re-ranked (default euclidean, as in Zhong et al.)")
+    rerank.add_argument("--metric", choices=["euclidean", "cosine"],
+                        help="distance that is re-ranked (default: the run's eval.metric, stored in the query "
+                             "file by `reidkit extract`; euclidean for files without it)")
     rerank.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbourhood size (default 20)")
     rerank.add_argument("--k2", type=int, default=6, help="local query expansion size, 1 = off (default 6)")
     rerank.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
@@ -291,25 +302,27 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--out", help="save the [Q, G] float32 re-ranked distances as .npy")
     rerank.set_defaults(func=cmd_rerank)
 
-    export = commands.add_parser("export", help="export a run's retrieval feature to ONNX, checked against PyTorch")
+    export = commands.add_parser("export", parents=[quiet], help="export a run's retrieval feature to ONNX, checked against PyTorch")
     export.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     export.add_argument("--out", required=True, help="output .onnx file (dynamic batch axis)")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17; 18 and newer "
+                                                               "need the onnxscript package)")
     export.add_argument("--height", type=int, help="input height (default: the run's data.height)")
     export.add_argument("--width", type=int, help="input width (default: the run's data.width)")
     export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
-    export.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    export.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     export.set_defaults(func=cmd_export)
 
-    serve = commands.add_parser("serve", help="web page and JSON API searching a gallery index by image")
+    serve = commands.add_parser("serve", parents=[quiet], help="web page and JSON API searching a gallery index by image")
     serve.add_argument("--index", required=True, help="gallery index written by `reidkit index`")
     serve.add_argument("--run", help="run folder of the model that made the index (needed to search by upload)")
     serve.add_argument("--queries", help="query features from `reidkit extract --split query` "
                                          "(default: the run's query split, embedded at start-up)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument("--topk", type=int, default=10, help="gallery images per search")
-    serve.add_argument("--max-upload-bytes", type=int, default=5_000_000, help="largest accepted image file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--topk", type=int, default=10, help="gallery images per search (default 10)")
+    serve.add_argument("--max-upload-bytes", type=int, default=5_000_000,
+                       help="largest accepted image file in bytes (default 5000000)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

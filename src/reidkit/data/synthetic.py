@@ -28,7 +28,7 @@ from tqdm import tqdm
 from reidkit.data.synthetic_camera import Camera, make_camera
 from reidkit.data.synthetic_draw import Placement, render_person, render_scene
 from reidkit.data.synthetic_identity import ATTRIBUTE_NAMES, Identity, sample_identity
-from reidkit.errors import DatasetError
+from reidkit.errors import ConfigError, DatasetError
 
 SPLIT_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 MANIFEST = "synthetic.json"  # written last: its presence means a complete data set
@@ -83,7 +83,7 @@ class SyntheticSpec:
                     for name in ("junk_fraction", "distractor_fraction", "blur", "noise", "clutter")]
         for valid, message in checks:
             if not valid:
-                raise ValueError(message)
+                raise ConfigError(message)
 
 
 @dataclass(frozen=True)

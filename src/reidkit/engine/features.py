@@ -18,8 +18,8 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                   progress: bool = True) -> torch.Tensor:
     """Extract features of `samples` as `config.eval` says and write them to `out`; returns [N, D].
 
-    The file holds tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64, and the image
-    paths as JSON in the metadata key `paths`.
+    The file holds tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64; its metadata holds
+    the image paths as JSON (`paths`), the `feature`, `flip` and the `metric` the run evaluates with.
     """
     from safetensors.torch import save_file
 
@@ -33,7 +33,8 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
                "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)},
               str(out), metadata={"paths": json.dumps([s[0] for s in samples]),
-                                  "feature": config.eval.feature, "flip": str(config.eval.flip)})
+                                  "feature": config.eval.feature, "flip": str(config.eval.flip),
+                                  "metric": config.eval.metric})
     return features
 
 
@@ -44,6 +45,14 @@ def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, tor
     with safe_open(str(path), framework="pt") as handle:
         paths = json.loads(handle.metadata()["paths"])
         return handle.get_tensor("features"), handle.get_tensor("pids"), handle.get_tensor("camids"), paths
+
+
+def feature_file_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a feature file (`paths`, `feature`, `flip`, `metric`; older files lack `metric`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def image_outputs(model: nn.Module, paths: list[str], config, device: torch.device, keys: tuple[str, ...],
