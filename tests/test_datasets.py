@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -271,8 +273,8 @@ def test_train_loader_is_reproducible(tmp_path: Path, workers: int) -> None:
     samples = _write_random_images(tmp_path, [pid for pid in range(6) for _ in range(2)])
     transform = build_train_transform(8, 4, pad=1)
 
-    def epochs() -> list[dict[str, torch.Tensor]]:
-        torch.manual_seed(123)  # augmentation RNG of the main process (used when workers=0)
+    def epochs(global_seed: int) -> list[dict[str, torch.Tensor]]:
+        torch.manual_seed(global_seed)  # ignored: each image's augmentation is seeded from (seed, epoch, batch, slot)
         loader = build_train_loader(samples, transform, p=2, k=2, seed=7, workers=workers)
         batches = []
         for epoch in range(2):
@@ -280,7 +282,7 @@ def test_train_loader_is_reproducible(tmp_path: Path, workers: int) -> None:
             batches += list(loader)
         return batches
 
-    first, second = epochs(), epochs()
+    first, second = epochs(123), epochs(999)
     assert len(first) == len(second) == 2 * 3
     for a, b in zip(first, second):
         assert a["images"].shape == (4, 3, 8, 4)
@@ -288,6 +290,31 @@ def test_train_loader_is_reproducible(tmp_path: Path, workers: int) -> None:
         assert torch.equal(a["pids"], b["pids"]) and a["pids"].unique().numel() == 2
     order = [batch["indices"].tolist() for batch in first]
     assert order[:3] != order[3:]  # a new order each epoch
+
+
+def test_train_batches_ignore_workers_and_the_global_rng(tmp_path: Path) -> None:
+    """Same seed ⇒ bitwise-equal batches with 0 or 2 workers, whatever the global torch/random/NumPy state
+    between building the loader and iterating it: each image's augmentation comes from its own seed."""
+    samples = _write_random_images(tmp_path, [pid for pid in range(4) for _ in range(2)])
+    transform = build_train_transform(8, 4, pad=1)
+
+    def batches(workers: int, global_seed: int) -> list[dict[str, torch.Tensor]]:
+        torch.manual_seed(1000 + global_seed)
+        loader = build_train_loader(samples, transform, p=2, k=2, seed=7, workers=workers)
+        torch.manual_seed(global_seed)
+        random.seed(global_seed)
+        np.random.seed(global_seed)
+        loader.batch_sampler.set_epoch(1)
+        return list(loader)
+
+    reference = batches(0, 1)
+    assert len(reference) == 2
+    for workers, global_seed in [(0, 999), (2, 999), (2, 1)]:
+        for a, b in zip(reference, batches(workers, global_seed), strict=True):
+            assert torch.equal(a["indices"], b["indices"]) and torch.equal(a["images"], b["images"])
+    # The augmentation is really random (else the equalities above could not fail): one image, 8 seeds.
+    dataset = ImageDataset(samples, transform)
+    assert len({dataset[(0, seed)]["images"].numpy().tobytes() for seed in range(8)}) > 1
 
 
 def test_test_loader_keeps_order(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """Attribute heads and the verification pair head: data mapping, losses, symmetry, re-scoring."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from reidkit.engine.evaluator import rescore_top_k
 from reidkit.errors import DatasetError
 from reidkit.losses.verification import VerificationLoss, balanced_pairs
 from reidkit.models.heads import PairHead
-from reidkit.models.reid import build_model
+from reidkit.models.reid import ReidModel, build_model
 
 ATTRIBUTES = {7: {"gender": 1, "age": 4}, 3: {"gender": 2, "age": 1}, 9: {"gender": 1, "age": 2}}
 
@@ -82,3 +84,59 @@ def test_rescoring_reorders_only_the_top_k():
     rescored = rescore_top_k(_ByIndexHead(), torch.zeros(1, 1), gallery, distmat, k=3)
     assert np.argsort(rescored[0], kind="stable").tolist() == [1, 2, 0, 3]
     assert rescored[0, 3] == pytest.approx(0.4)  # outside the top k: unchanged, still last
+
+
+def _hand_set_pair_head(head: PairHead, same_bias: float = 2.0) -> PairHead:
+    """Classifier columns [different, same] over the fusion [(a − b)², a ⊙ b] (each D wide), BN an identity:
+    logit_same = same_bias − Σ_d (a_d − b_d)², logit_different = 0."""
+    d = head.classifier.in_features // 2
+    with torch.no_grad():
+        head.norm.eps = 0.0  # eval BN: (x − 0) / sqrt(1 + 0) · 1 + 0 = x exactly
+        head.norm.running_mean.zero_()
+        head.norm.running_var.fill_(1.0)
+        head.norm.weight.fill_(1.0)
+        head.norm.bias.zero_()
+        head.classifier.weight.zero_()
+        head.classifier.weight[1, :d] = -1.0
+        head.classifier.bias.copy_(torch.tensor([0.0, same_bias]))
+    return head.eval()
+
+
+def test_verify_is_the_probability_of_the_same_column_by_hand():
+    """P(same) = softmax([0, 2 − Σ(a − b)²])[1] = sigmoid(2 − Σ(a − b)²).
+
+    a = (1, 2, 3, 0), b = (0, 4, 3, 1): a − b = (1, −2, 0, −1), Σ(a − b)² = 6 ⇒ sigmoid(−4) = 0.017986;
+    (a, a): sigmoid(2) = 0.880797. Swapping the same/different columns gives sigmoid(4) and sigmoid(−2);
+    |a − b| instead of (a − b)² gives sigmoid(−2); the products first in the fusion (Σ a ⊙ b = 17) give
+    sigmoid(−15)."""
+    model = ReidModel(torch.nn.Identity(), feat_dim=4, num_classes=3, pair_head=True)
+    _hand_set_pair_head(model.pair_head)
+    model.eval()
+    a = torch.tensor([[1.0, 2.0, 3.0, 0.0], [1.0, 2.0, 3.0, 0.0]])
+    b = torch.tensor([[0.0, 4.0, 3.0, 1.0], [1.0, 2.0, 3.0, 0.0]])
+    with torch.no_grad():
+        probability = model.verify(a, b)
+    expected = torch.tensor([1 / (1 + math.exp(4.0)), 1 / (1 + math.exp(-2.0))])
+    torch.testing.assert_close(probability, expected)
+    assert probability.tolist() == pytest.approx([0.017986, 0.880797], abs=1e-6)
+
+
+def test_verification_loss_by_hand():
+    """A pair head with all-zero classifier scores every pair [0, 0] ⇒ CE = ln 2 for every pair and the mean.
+
+    With bias (0, 1) (logit_same = 1) on labels [0, 0, 0, 0, 1]: 6 positive pairs (i < j among the four
+    0s) and 4 negatives (each 0 with the 1), so L = (6·softplus(−1) + 4·softplus(1)) / 10
+    = (6·0.313262 + 4·1.313262) / 10 = 0.713262 (labels flipped: 0.913262; summed: 7.13262)."""
+    head = PairHead(4)  # training mode: the BN normalises the batch, the zero classifier ignores it
+    with torch.no_grad():
+        head.classifier.weight.zero_()
+        head.classifier.bias.zero_()
+    features = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    loss = VerificationLoss(head)(features, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-7)
+    with torch.no_grad():
+        head.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
+    # fewer negatives (4) than positives (6): balanced_pairs keeps all of them, so no random draw matters
+    loss = VerificationLoss(head)(features[:5], torch.tensor([0, 0, 0, 0, 1]))
+    assert loss.item() == pytest.approx((6 * math.log1p(math.exp(-1)) + 4 * math.log1p(math.exp(1))) / 10, abs=1e-6)
+    assert loss.item() == pytest.approx(0.713262, abs=1e-6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,10 @@ class CheckpointManager:
         return weights, state
 
     def _prune(self, newest: str) -> None:
-        names = sorted({path.name.split(".")[0] for path in self.directory.glob("*.state.pt")})
+        # oldest first by number: "epoch_1000" is newer than "epoch_999" although it sorts before it as text
+        found = (re.fullmatch(r"(epoch|step)_(\d+)", path.name.split(".")[0])
+                 for path in self.directory.glob("*.state.pt"))
+        names = [match.group(0) for match in sorted(filter(None, found), key=lambda m: (m[1], int(m[2])))]
         epochs = [n for n in names if n.startswith("epoch_")]
         stale = [n for n in names if n.startswith("step_") and n != newest] + epochs[:-self.keep]
         for name in stale:

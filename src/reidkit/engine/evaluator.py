@@ -35,6 +35,17 @@ class Evaluation(NamedTuple):
     gallery_features: torch.Tensor
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """`model` in evaluation mode inside the block; its train/eval mode restored after it, errors included."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def autocast_context(device: torch.device, amp: bool):
     """bfloat16 autocast on CUDA when `amp` is set; a no-op elsewhere."""
     if amp and device.type == "cuda":
@@ -52,18 +63,16 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
     of the already normalised tensor, so normalisation happens once.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
     chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
-    for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
-        images = batch["images"].to(device, non_blocking=True)
-        with autocast_context(device, amp):
-            outputs = model(images)
-            mirrored = model(torch.flip(images, dims=[3])) if flip else None
-        for key in keys:
-            value = outputs[key].float()
-            chunks[key].append((value + mirrored[key].float()).div(2).cpu() if flip else value.cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
+            images = batch["images"].to(device, non_blocking=True)
+            with autocast_context(device, amp):
+                outputs = model(images)
+                mirrored = model(torch.flip(images, dims=[3])) if flip else None
+            for key in keys:
+                value = outputs[key].float()
+                chunks[key].append((value + mirrored[key].float()).div(2).cpu() if flip else value.cpu())
     return {key: torch.cat(values) if values else torch.empty(0) for key, values in chunks.items()}
 
 
@@ -217,10 +226,10 @@ def rescore_top_k(model: nn.Module, query_features: torch.Tensor, gallery_featur
     k = min(k, distmat.shape[1])
     top = np.argpartition(distmat, k - 1, axis=1)[:, :k]
     rows = np.repeat(np.arange(len(distmat)), k)
-    model.eval()
-    probabilities = [model.verify(query_features[rows[i:i + 8192]].to(device),
-                                  gallery_features[top.ravel()[i:i + 8192]].to(device)).float().cpu()
-                     for i in range(0, rows.size, 8192)]
+    with eval_mode(model):
+        probabilities = [model.verify(query_features[rows[i:i + 8192]].to(device),
+                                      gallery_features[top.ravel()[i:i + 8192]].to(device)).float().cpu()
+                         for i in range(0, rows.size, 8192)]
     rescored = distmat.copy()
     rescored[rows, top.ravel()] = -torch.cat(probabilities).numpy()
     return rescored
@@ -234,13 +243,13 @@ def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict
     if not samples:
         return {}
     loader = build_test_loader(samples, transform, batch_size=batch_size, workers=workers)
-    model.eval()
     correct: dict[str, int] = {}
-    for batch in loader:
-        predictions = model(batch["images"].to(device))["attr_logits"]
-        for name, logits in predictions.items():
-            truth = torch.tensor([attributes[int(pid)][name] - 1 for pid in batch["pids"]])
-            correct[name] = correct.get(name, 0) + int((logits.argmax(1).cpu() == truth).sum())
+    with eval_mode(model):
+        for batch in loader:
+            predictions = model(batch["images"].to(device))["attr_logits"]
+            for name, logits in predictions.items():
+                truth = torch.tensor([attributes[int(pid)][name] - 1 for pid in batch["pids"]])
+                correct[name] = correct.get(name, 0) + int((logits.argmax(1).cpu() == truth).sum())
     return {name: count / len(samples) for name, count in correct.items()}
 
 
