@@ -70,7 +70,7 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     configs = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
-    assert {p.name for p in configs} >= {"demo.yaml", "tiny.yaml", "bot_r50_market.yaml"}
+    assert {p.name for p in configs} >= {"demo.yaml", "tiny.yaml", "bot_r50_market.yaml", "agw_r50_market.yaml"}
     for path in configs:
         assert isinstance(load_config(path), Config)
         assert yaml.safe_load(path.read_text())  # not empty

@@ -85,3 +85,47 @@ def test_wrong_weights_are_refused(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable weights file"):
         build_backbone("resnet18", weights=tmp_path / "junk.pth")
+
+
+def test_non_local_block_against_a_loop_over_positions():
+    """z_i = x_i + W·Σ_j (θ(x_i)·φ(x_j) / HW) g(x_j), W a 1×1 conv then BatchNorm (eval: affine map)."""
+    from reidkit.models.non_local import NonLocalBlock
+
+    torch.manual_seed(0)
+    block = NonLocalBlock(4).double().eval()
+    bn = block.out[1]
+    with torch.no_grad():  # a non-trivial BatchNorm so the residual branch counts
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1)
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+
+    def conv(layer, v):  # a 1×1 convolution at one position: W v + b
+        return layer.weight[:, :, 0, 0] @ v + layer.bias
+
+    expected = torch.empty_like(x)
+    for n in range(2):
+        positions = [x[n, :, i, j] for i in range(3) for j in range(5)]
+        for index, x_i in enumerate(positions):
+            y = sum(conv(block.theta, x_i) @ conv(block.phi, x_j) / 15 * conv(block.g, x_j) for x_j in positions)
+            w_y = conv(block.out[0], y)
+            z = x_i + (w_y - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+            expected[n, :, index // 5, index % 5] = z
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_non_local_blocks_start_as_the_identity_so_imagenet_weights_keep_their_output(tmp_path):
+    torch.manual_seed(0)
+    torch.save(BACKBONES["resnet50"]().state_dict(), tmp_path / "r50.pth")
+    plain = build_backbone("resnet50", weights=tmp_path / "r50.pth").eval()
+    agw = build_backbone("resnet50", weights=tmp_path / "r50.pth", non_local=True).eval()
+    kinds = [[type(block).__name__ for block in stage] for stage in (agw.layer2, agw.layer3)]
+    assert kinds == [["Bottleneck"] * 3 + ["NonLocalBlock", "Bottleneck", "NonLocalBlock"],
+                     ["Bottleneck"] * 4 + ["NonLocalBlock", "Bottleneck"] * 2 + ["NonLocalBlock"]]
+    x = torch.randn(2, 3, 64, 32)
+    torch.testing.assert_close(agw(x), plain(x))
+    model = build_model("resnet50", num_classes=3, pooling="gem", non_local=True)
+    out = model(x)
+    out["logits"].logsumexp(1).mean().backward()
+    inserted = model.backbone.layer3[4]
+    assert inserted.out[0].weight.grad.abs().sum() == 0  # BN scale 0: no gradient reaches W yet ...
+    assert inserted.out[1].weight.grad.abs().sum() > 0  # ... but the scale itself learns

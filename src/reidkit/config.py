@@ -69,6 +69,7 @@ class ModelConfig:
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
     pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
+    non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)
     weights: str = ""  # local .safetensors/.pth of an ImageNet backbone; empty = random init (no downloads)
 
 

@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 
 from reidkit.errors import ConfigError
+from reidkit.models.non_local import with_non_local
 
 BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
     "resnet18": torchvision.models.resnet18,
@@ -26,13 +27,15 @@ BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet without its pooling and classifier: images [N,3,H,W] -> maps [N,C,h,w]."""
 
-    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1) -> None:
+    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1, non_local: bool = False) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ConfigError(f"model.last_stride must be 1 or 2, got {last_stride}")
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        if non_local:  # AGW: 2 blocks after the last residual blocks of stage 2, 3 after those of stage 3
+            self.layer2, self.layer3 = with_non_local(self.layer2, 2), with_non_local(self.layer3, 3)
         first_block = self.layer4[0]
         strided_conv = first_block.conv2 if hasattr(first_block, "conv3") else first_block.conv1
         strided_conv.stride = (last_stride, last_stride)
@@ -68,13 +71,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None) -> ResNetTrunk:
+def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
+                   non_local: bool = False) -> ResNetTrunk:
     """Build a ResNet trunk by name, optionally loading ImageNet weights from a local file.
 
     Args:
         name: one of BACKBONES.
         last_stride: stride of the last stage (1 or 2).
         weights: a torchvision ResNet state dict (`fc.*` ignored); None or "" keeps random init.
+        non_local: insert AGW's non-local blocks in stages 2 and 3 (after the weights are loaded; they start
+            as the identity).
 
     Raises:
         KeyError: unknown name (lists the choices).
@@ -94,4 +100,4 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
                 f"{weights} does not match {name}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
                 f"wrong shape {wrong_shape[:5]} (first 5 of each)")
         resnet.load_state_dict(state, strict=False)
-    return ResNetTrunk(resnet, last_stride)
+    return ResNetTrunk(resnet, last_stride, non_local)

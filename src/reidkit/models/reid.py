@@ -51,9 +51,9 @@ class ReidModel(nn.Module):
 
 def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
                 weights: str | None = None, attributes: dict[str, int] | None = None,
-                pair_head: bool = False) -> ReidModel:
+                pair_head: bool = False, non_local: bool = False) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
-    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights)
+    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights, non_local=non_local)
     return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
                      pair_head=pair_head)
 
@@ -61,4 +61,5 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
 def model_kwargs(model_config) -> dict:
     """Map a `reidkit.config.ModelConfig` to `build_model` keyword arguments."""
     return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
-            "pooling": model_config.pooling, "weights": model_config.weights or None}
+            "pooling": model_config.pooling, "weights": model_config.weights or None,
+            "non_local": model_config.non_local}
