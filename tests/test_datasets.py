@@ -133,6 +133,16 @@ def test_dukemtmc_names(tmp_path: Path) -> None:
     assert [(pid, camid) for _, pid, camid in data.gallery] == [(9, 6)]
 
 
+def test_two_digit_camera_numbers_are_read_whole(tmp_path: Path) -> None:
+    """`_c13` is camera 13 (0-based 12), not camera 1: a multi-digit camera must not merge with camera 1."""
+    for name in ("bounding_box_train/0005_c12_f0046985.jpg", "bounding_box_train/0005_c1_f0000001.jpg",
+                 "query/0009_c13s1_000002_00.jpg", "bounding_box_test/0009_c1s1_000003_00.jpg"):
+        _write(tmp_path, name)
+    data = load_dukemtmc(str(tmp_path))
+    assert sorted(camid for _, _, camid in data.train) == [0, 11]
+    assert [camid for _, _, camid in data.query] == [12] and [camid for _, _, camid in data.gallery] == [0]
+
+
 def _write_msmt(root: Path, train_folder: str = "train", test_folder: str = "test") -> None:
     lists = {
         "list_train.txt": (train_folder, ["0002/0002_001_03_0303morning_0001_0.jpg 2",

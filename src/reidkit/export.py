@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from reidkit.data.images import read_rgb
 from reidkit.errors import ReidkitError
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
@@ -136,8 +137,11 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, heig
     transform = build_test_transform(height, width)
     images = []
     for path, _, _ in samples:
-        with Image.open(path) as image:
-            images.append(transform(image.convert("RGB")))
+        try:
+            images.append(transform(read_rgb(path)))
+        except (OSError, ValueError) as error:
+            raise ReidkitError(f"cannot read query image {path} for the parity check ({error}); replace "
+                               f"or delete the file") from error
     batch = torch.stack(images)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +181,7 @@ def preprocess_images(image_paths: Sequence[str | Path], height: int, width: int
     batch = np.empty((len(image_paths), 3, height, width), np.float32)
     for index, path in enumerate(image_paths):
         try:
-            with Image.open(path) as image:
-                resized = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+            resized = read_rgb(path).resize((width, height), Image.Resampling.BILINEAR)
         except (OSError, ValueError) as error:
             raise ReidkitError(f"cannot read image {path} ({error})") from error
         pixels = np.asarray(resized, dtype=np.float32) / 255.0

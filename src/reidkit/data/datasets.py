@@ -25,7 +25,7 @@ Sample = tuple[str, int, int]  # (path, pid, camid), camid 0-based
 StrPath = str | os.PathLike[str]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d)")  # also matches DukeMTMC-reID names
+MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")  # also matches DukeMTMC-reID names (c1..c8, c10..)
 SPLITS = ("train", "query", "gallery")
 
 

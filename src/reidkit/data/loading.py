@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from reidkit.data.datasets import Sample
+from reidkit.data.images import read_rgb
 from reidkit.data.samplers import PKSampler, SeededBatchSampler
 from reidkit.errors import DatasetError
 
@@ -50,8 +51,7 @@ class ImageDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         path, pid, camid = self.samples[index]
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
+            rgb = read_rgb(path)
         except (OSError, ValueError) as error:
             if self.skip_bad_images:
                 return None

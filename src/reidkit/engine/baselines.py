@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+
+from reidkit.data.images import read_rgb
 
 
 def colour_histogram_features(paths: Sequence[str], bins: int = 8, stripes: int = 6) -> np.ndarray:
@@ -37,8 +38,7 @@ def colour_histogram_features(paths: Sequence[str], bins: int = 8, stripes: int 
     cells = bins ** 3
     features = np.zeros((len(paths), stripes * cells), dtype=np.float32)
     for row, path in enumerate(paths):
-        with Image.open(path) as image:
-            hsv = np.asarray(image.convert("RGB").convert("HSV"), dtype=np.int64)
+        hsv = np.asarray(read_rgb(path).convert("HSV"), dtype=np.int64)
         levels = hsv * bins // 256
         colour_cell = (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]
         stripe = np.arange(hsv.shape[0]) * stripes // hsv.shape[0]

@@ -35,6 +35,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from reidkit.data.images import to_rgb
 from reidkit.errors import ReidkitError
 
 IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}  # accepted upload content type → PIL format
@@ -97,7 +98,7 @@ def decode_upload(data: bytes, content_type: str | None, max_upload_bytes: int, 
             raise UploadError(413, f"the image is {width}×{height} = {width * height} pixels; the limit is "
                                    f"{max_pixels} pixels")
         try:
-            return ImageOps.exif_transpose(image).convert("RGB")  # phone pictures: apply the EXIF rotation
+            return to_rgb(ImageOps.exif_transpose(image))  # phone pictures: apply the EXIF rotation
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise UploadError(400, f"the image is corrupt or truncated ({error})") from error
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from reidkit.data.images import read_rgb
 from reidkit.metrics.rank import JUNK_RULES
 
 CELL_SIZE = (128, 256)  # (width, height) of each image: 64×128 person crops scaled ×2
@@ -115,8 +116,7 @@ def _draw_cell(picture: Image.Image, draw: ImageDraw.ImageDraw, column: int, pat
     """Frame of ``color``, the resized image inside it, and caption lines below."""
     x, y = _cell_origin(column)
     draw.rectangle([x, y, x + CELL_SIZE[0] + 2 * FRAME - 1, y + CELL_SIZE[1] + 2 * FRAME - 1], fill=color)
-    with Image.open(path) as image:
-        picture.paste(image.convert("RGB").resize(CELL_SIZE), (x + FRAME, y + FRAME))
+    picture.paste(read_rgb(path).resize(CELL_SIZE), (x + FRAME, y + FRAME))
     caption_top = y + CELL_SIZE[1] + 2 * FRAME + 3
     for line_index, line in enumerate(lines):
         draw.text((x, caption_top + 17 * line_index), line, fill="black", font=font)
