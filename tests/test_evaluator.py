@@ -153,3 +153,18 @@ def test_attribute_accuracy_and_rescoring_leave_the_model_training(tmp_path):
     pair_model = ReidModel(torch.nn.Identity(), feat_dim=4, num_classes=3, pair_head=True).train()
     rescore_top_k(pair_model, torch.randn(2, 4), torch.randn(3, 4), np.zeros((2, 3), np.float32), k=2)
     assert pair_model.training
+
+
+def test_non_finite_model_outputs_are_refused_with_the_fix():
+    from reidkit.engine.evaluator import extract_outputs
+    from reidkit.errors import ReidkitError
+    from reidkit.models.reid import build_model
+
+    model = build_model("resnet18", num_classes=3)
+    loader = [{"images": torch.randn(2, 3, 32, 16)}, {"images": torch.randn(2, 3, 32, 16)}]
+    assert torch.isfinite(extract_outputs(model, loader, ("features",), progress=False)["features"]).all()
+    with torch.no_grad():
+        model.head.bn.running_var[5] = float("nan")  # diverged BNNeck statistics: bn_features NaN in eval
+    with pytest.raises(ReidkitError, match="'bn_features' outputs for images of batch 1.*earlier checkpoint"):
+        extract_outputs(model, loader, ("bn_features",), progress=False)
+    assert model.training  # the mode is restored after the error

@@ -318,3 +318,17 @@ def test_nearest_selection_equals_a_stable_argsort(layout):
     padded[:, :size] = values
     expected = np.argsort(values, axis=1, kind="stable")[:, :num]
     np.testing.assert_array_equal(rerank_module._smallest(padded, num, group_size), expected)
+
+
+def test_queries_sharing_no_neighbour_with_the_gallery():
+    """Queries that are each other's only neighbours have an empty overlap with every gallery item:
+    Jaccard distance 1 everywhere, as in the dense reference (an integer overlap array once broke this)."""
+    _, gallery = clustered_features(1, 40, 8, 7)
+    query = torch.full((5, 8), 50.0) + 0.01 * torch.arange(5.0)[:, None]
+    blocks = [pairwise_distance(x, y).double().numpy() for x, y in ((query, gallery), (query, query),
+                                                                   (gallery, gallery))]
+    expected = dense_re_ranking(*blocks, k1=3, k2=2)
+    result = re_ranking_features(query, gallery, k1=3, k2=2)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+    jaccard_part = (expected - 0.3 * blocks[0] ** 2 / (blocks[0] ** 2).max(1, keepdims=True)) / 0.7
+    np.testing.assert_allclose(jaccard_part, 1.0, atol=1e-6)

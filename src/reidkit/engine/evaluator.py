@@ -61,6 +61,9 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
 
     With `flip`, each output is the mean over the image and its horizontal mirror; the mirror is taken
     of the already normalised tensor, so normalisation happens once.
+
+    Raises:
+        ReidkitError: the model gave NaN or infinite outputs (diverged weights).
     """
     device = torch.device(device)
     chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
@@ -73,6 +76,10 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
             for key in keys:
                 value = outputs[key].float()
                 chunks[key].append((value + mirrored[key].float()).div(2).cpu() if flip else value.cpu())
+                if not torch.isfinite(chunks[key][-1]).all():
+                    raise ReidkitError(f"the model gives NaN or infinite '{key}' outputs for images of batch "
+                                       f"{len(chunks[key])}: its weights have diverged; use an earlier checkpoint "
+                                       f"(--weights RUN/checkpoints/epoch_NNN.safetensors) or retrain")
     return {key: torch.cat(values) if values else torch.empty(0) for key, values in chunks.items()}
 
 

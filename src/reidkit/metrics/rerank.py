@@ -281,4 +281,5 @@ def _shared_mass(query: sp.csr_matrix, gallery: sp.csc_matrix) -> np.ndarray:
     positions = np.arange(int(lengths.sum())) - np.repeat(offsets - starts, lengths)
     mins = np.minimum(np.repeat(query.data, lengths), gallery.data[positions])
     cells = np.repeat(np.repeat(np.arange(num_rows), row_counts), lengths) * num_gallery + gallery.indices[positions]
-    return np.bincount(cells, weights=mins, minlength=num_rows * num_gallery).reshape(num_rows, num_gallery)
+    shared = np.bincount(cells, weights=mins, minlength=num_rows * num_gallery)  # int64 when nothing is shared
+    return shared.astype(np.float64, copy=False).reshape(num_rows, num_gallery)
