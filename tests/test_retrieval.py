@@ -250,10 +250,10 @@ def test_from_feature_file(tmp_path):
                                   brute_force(queries, gallery, "euclidean", 5)[0])
     with pytest.raises(ReidkitError, match="not a reidkit gallery index.*from_feature_file"):
         GalleryIndex.load(tmp_path / "gallery_features.safetensors")
-    with pytest.raises(ReidkitError, match="feature file not found"):
+    with pytest.raises(ReidkitError, match="does not exist; write one with `reidkit extract"):
         GalleryIndex.from_feature_file(tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
-    with pytest.raises(ReidkitError, match="cannot read feature file"):
+    with pytest.raises(ReidkitError, match="is not a feature file written by `reidkit extract`"):
         GalleryIndex.from_feature_file(tmp_path / "bad.safetensors")
 
 

@@ -90,7 +90,11 @@ def _session(onnx_path: str | Path):
     onnxruntime = _require("onnxruntime")
     if not Path(onnx_path).is_file():
         raise ReidkitError(f"ONNX file {onnx_path} does not exist; write it with `reidkit export`")
-    return onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise ReidkitError(f"{onnx_path} is not a loadable ONNX model ({type(error).__name__}); write one with "
+                           f"`reidkit export`") from error
 
 
 def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, height: int | None = None,

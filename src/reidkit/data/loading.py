@@ -28,13 +28,15 @@ class ImageDataset(Dataset):
         transform: maps an RGB PIL image to a tensor `[3, H, W]` (see `reidkit.data.transforms`).
         skip_bad_images: return None for an unreadable image (the collate function drops it and
             counts it) instead of raising.
+        training: the images train a model: an unreadable one's error offers `data.skip_bad_images`.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
-                 skip_bad_images: bool = False) -> None:
+                 skip_bad_images: bool = False, training: bool = False) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.skip_bad_images = skip_bad_images
+        self.training = training
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -55,10 +57,8 @@ class ImageDataset(Dataset):
         except (OSError, ValueError) as error:
             if self.skip_bad_images:
                 return None
-            raise DatasetError(
-                f"cannot read image {path} ({error}); delete or replace the file, "
-                f"or set data.skip_bad_images=true to skip unreadable training images."
-            ) from error
+            skip = ", or set data.skip_bad_images=true to skip unreadable training images" if self.training else ""
+            raise DatasetError(f"cannot read image {path} ({error}); delete or replace the file{skip}") from error
         if seed is None:
             images = self.transform(rgb)
         else:
@@ -115,7 +115,7 @@ def build_train_loader(
     pk_sampler = batch_sampler or PKSampler([pid for _, pid, _ in samples], p, k, seed)
     slot_offset = getattr(pk_sampler, "rank", 0) * getattr(pk_sampler, "p_local", p) * k
     return DataLoader(
-        ImageDataset(samples, transform, skip_bad_images),
+        ImageDataset(samples, transform, skip_bad_images, training=True),
         batch_sampler=SeededBatchSampler(pk_sampler, seed, slot_offset),
         num_workers=workers,
         worker_init_fn=seed_worker,

@@ -12,6 +12,7 @@ from reidkit.data.datasets import Sample
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.engine.evaluator import extract_features
+from reidkit.errors import ReidkitError
 
 
 def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
@@ -39,12 +40,35 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
 
 
 def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Read `(features [N,D], pids [N], camids [N], paths)` written by `extract_split`."""
+    """Read `(features [N,D], pids [N], camids [N], paths)` written by `extract_split`.
+
+    Raises:
+        ReidkitError: the file is missing, not a feature file, inconsistent, or holds NaN/inf features.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        paths = json.loads(handle.metadata()["paths"])
-        return handle.get_tensor("features"), handle.get_tensor("pids"), handle.get_tensor("camids"), paths
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise ReidkitError(f"feature file {path} {problem}; write one with `reidkit extract --run RUN --split "
+                           f"query|gallery --out FILE`")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            paths = json.loads(handle.metadata()["paths"])
+            features, pids, camids = (handle.get_tensor(key) for key in ("features", "pids", "camids"))
+    except Exception as error:  # safetensors, JSON and key errors alike: the file is not what we wrote
+        raise ReidkitError(f"{path} is not a feature file written by `reidkit extract` "
+                           f"({type(error).__name__}: {error})") from error
+    if not (features.ndim == 2 and features.is_floating_point()
+            and len(features) == len(pids) == len(camids) == len(paths)):
+        raise ReidkitError(f"{path} is not a feature file written by `reidkit extract`: features "
+                           f"{tuple(features.shape)} {features.dtype}, {len(pids)} pids, {len(camids)} camids, "
+                           f"{len(paths)} paths (expected float [N, D] and N of each)")
+    bad_rows = int((~torch.isfinite(features)).any(dim=1).sum())
+    if bad_rows:
+        raise ReidkitError(f"{path} holds NaN or infinite features in {bad_rows} of {len(features)} rows; "
+                           f"extract them again with weights that have not diverged")
+    return features, pids, camids, paths
 
 
 def feature_file_metadata(path: str | Path) -> dict[str, str]:

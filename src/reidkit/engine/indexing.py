@@ -45,7 +45,9 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     """
     gallery_dir = Path(gallery_dir)
     if not gallery_dir.is_dir():
-        raise DatasetError(f"gallery folder {gallery_dir} does not exist")
+        problem = "is a file; give the folder that holds the gallery images" if gallery_dir.exists() \
+            else "does not exist"
+        raise DatasetError(f"gallery folder {gallery_dir} {problem}")
     paths = sorted(p for p in gallery_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise DatasetError(f"no {', '.join(IMAGE_EXTENSIONS)} images under {gallery_dir}")
@@ -54,7 +56,7 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     labels = [_labels(p) for p in paths]
     return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
                         metric=metric or config.eval.metric, backend=backend,
-                        run_dir=str(run_dir))
+                        run_dir=str(Path(run_dir).resolve()))  # searchable from any working folder
 
 
 def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
@@ -63,7 +65,8 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -
         raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
     for path in image_paths:
         if not Path(path).is_file():
-            raise DatasetError(f"query image {path} does not exist")
+            problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"
+            raise DatasetError(f"query image {path} {problem}")
     return index.search(embed_images(index.run_dir, list(image_paths)), k=topk)
 
 

@@ -226,13 +226,7 @@ class GalleryIndex:
         """
         from reidkit.engine.features import load_feature_file
 
-        if not Path(path).is_file():
-            raise ReidkitError(f"feature file not found: {path}")
-        try:
-            features, pids, camids, paths = load_feature_file(path)
-        except Exception as error:  # safetensors errors for bad bytes, KeyError for a missing entry
-            raise ReidkitError(f"cannot read feature file {path} (corrupt, or not written by extract_split): "
-                               f"{type(error).__name__}: {error}") from error
+        features, pids, camids, paths = load_feature_file(path)
         return cls(features, pids, camids, paths, metric, backend, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                    ef_search=ef_search)
 

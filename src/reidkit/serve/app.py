@@ -149,8 +149,6 @@ def load_query_set(path: str | Path) -> QuerySet:
     """A QuerySet from a feature file written by `extract_split` (`reidkit extract --split query`)."""
     from reidkit.engine.features import load_feature_file
 
-    if not Path(path).is_file():
-        raise ReidkitError(f"query feature file not found: {path}; write it with `reidkit extract --split query`")
     features, pids, camids, paths = load_feature_file(path)
     return QuerySet(features.float(), paths, pids.tolist(), camids.tolist())
 
