@@ -134,7 +134,10 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, heig
     if parity_images < 1:
         raise ValueError(f"parity_images must be >= 1, got {parity_images}")
     config = load_run_config(run_dir, overrides)
-    height, width = height or config.data.height, width or config.data.width
+    height = config.data.height if height is None else height
+    width = config.data.width if width is None else width
+    if height < 16 or width < 8:
+        raise ReidkitError(f"export input size {height}×{width} is too small; give at least 16×8 pixels")
     module = _feature_module(load_run_model(run_dir, config, weights).cpu(), config.eval.feature,
                              config.eval.flip)
     samples = build_dataset(config.data, progress=False).query[:parity_images]
