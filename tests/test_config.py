@@ -157,3 +157,154 @@ def test_re_ranking_keys_are_checked():
         load_config(None, ["eval.query_expansion=alpha", "eval.qe_alpha=-1"])
     with pytest.raises(ConfigError, match="query_expansion"):
         load_config(None, ["eval.query_expansion=median"])
+
+
+# Out-of-range values are refused at load, naming the key, the value and the allowed range, before any work.
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epochs=0"], r"train\.epochs: 0 is not allowed; use 1 or more"),
+    (["train.lr=0"], r"train\.lr: 0\.0 is not allowed; use a number > 0"),
+    (["train.lr=-1e-3"], r"train\.lr: -0\.001 is not allowed"),
+    (["train.weight_decay=-1e-4"], r"train\.weight_decay: -0\.0001 is not allowed; use a number >= 0"),
+    (["train.momentum=-0.1"], r"train\.momentum: -0\.1 is not allowed; use a value in \[0, 1\)"),
+    (["train.momentum=1"], r"train\.momentum: 1\.0 is not allowed"),
+    (["train.warmup_epochs=-1"], r"train\.warmup_epochs: -1 is not allowed; use 0 or more"),
+    (["train.warmup_factor=0"], r"train\.warmup_factor: 0\.0 is not allowed; use a value in \(0, 1\]"),
+    (["train.warmup_factor=1.5"], r"train\.warmup_factor: 1\.5 is not allowed"),
+    (["train.milestones=[70, 40]"], r"train\.milestones: \[70, 40\] is not allowed; use increasing epochs >= 1"),
+    (["train.milestones=[40, 40]"], r"train\.milestones: \[40, 40\] is not allowed"),
+    (["train.milestones=[0, 40]"], r"train\.milestones: \[0, 40\] is not allowed"),
+    (["train.gamma=0"], r"train\.gamma: 0\.0 is not allowed; use a number > 0"),
+    (["train.gamma=-0.1"], r"train\.gamma: -0\.1 is not allowed"),
+    (["train.device=gpu"], r"train\.device: 'gpu' is not allowed; use auto, cpu, cuda or cuda:N"),
+    (["train.device=cuda:x"], r"train\.device: 'cuda:x' is not allowed"),
+    (["train.seed=-1"], r"train\.seed: -1 is not allowed"),
+    (["train.eval_every=0"], r"train\.eval_every: 0 is not allowed; use 1 or more"),
+    (["train.checkpoint_every=0"], r"train\.checkpoint_every: 0 is not allowed; use 1 or more"),
+    (["train.checkpoint_every_steps=-1"], r"train\.checkpoint_every_steps: -1 is not allowed; use 0"),
+    (["train.keep_checkpoints=0"], r"train\.keep_checkpoints: 0 is not allowed; use 1 or more"),
+    (["train.log_every=0"], r"train\.log_every: 0 is not allowed; use 1 or more"),
+    (["data.height=15"], r"data\.height: 15 is not allowed; use 16 or more"),
+    (["data.width=0"], r"data\.width: 0 is not allowed; use 8 or more"),
+    (["data.p=1"], r"data\.p: 1 is not allowed; use 2 or more"),
+    (["data.k=0"], r"data\.k: 0 is not allowed; use 1 or more"),
+    (["data.workers=-1"], r"data\.workers: -1 is not allowed; use 0 or more"),
+    (["data.flip_prob=1.5"], r"data\.flip_prob: 1\.5 is not allowed; use a probability in \[0, 1\]"),
+    (["data.flip_prob=-0.5"], r"data\.flip_prob: -0\.5 is not allowed"),
+    (["data.pad=-1"], r"data\.pad: -1 is not allowed; use 0 or more"),
+    (["data.erasing_prob=2"], r"data\.erasing_prob: 2\.0 is not allowed; use a probability in \[0, 1\]"),
+    (["data.dataset=synthetic", "data.synthetic_identities=3"],
+     r"data\.synthetic_identities: 3 is not allowed; identities must be in 4\.\.9999"),
+    (["data.dataset=synthetic", "data.synthetic_identities=10000"], r"data\.synthetic_identities: 10000"),
+    (["data.dataset=synthetic", "data.synthetic_cameras=1"],
+     r"data\.synthetic_cameras: 1 is not allowed; cameras must be in 2\.\.9"),
+    (["data.dataset=synthetic", "data.synthetic_cameras=10"], r"data\.synthetic_cameras: 10 is not allowed"),
+    (["data.dataset=synthetic", "data.synthetic_seed=-1"], r"data\.synthetic_seed: -1 is not allowed"),
+    (["model.last_stride=3"], r"model\.last_stride: 3 is not allowed; use 1 or 2"),
+    (["eval.batch_size=0"], r"eval\.batch_size: 0 is not allowed; use 1 or more"),
+    (["eval.max_rank=0"], r"eval\.max_rank: 0 is not allowed; use 1 or more"),
+    (["eval.ranked_queries=-1"], r"eval\.ranked_queries: -1 is not allowed; use 0"),
+    (["eval.verify_topk=-1"], r"eval\.verify_topk: -1 is not allowed; use 0"),
+    (["eval.verify_topk=5"], r"eval\.verify_topk=5 needs a pair head.*loss\.verification\.weight > 0"),
+    (["eval.single_shot_repeats=0"], r"eval\.single_shot_repeats: 0 is not allowed"),
+    (["eval.rerank_k1=0"], r"eval\.rerank_k1 and eval\.rerank_k2 must be 1 or more"),
+    (["eval.qe_top_k=-1"], r"eval\.qe_top_k and eval\.qe_alpha must be 0 or more"),
+    (["loss.id.weight=-1"], r"loss\.id\.weight: -1\.0 is not allowed; use 0 or more \(0 disables the term\)"),
+    (["loss.center.weight=-0.001"], r"loss\.center\.weight: -0\.001 is not allowed"),
+    (["loss.id.label_smoothing=1"], r"loss\.id\.label_smoothing: 1\.0 is not allowed; use a value in \[0, 1\)"),
+    (["loss.id.label_smoothing=-0.1"], r"loss\.id\.label_smoothing: -0\.1 is not allowed"),
+    (["loss.trihard.margin=-0.3"], r"loss\.trihard\.margin: -0\.3 is not allowed; use a number >= 0, or null"),
+    (["loss.adaptive_triplet.weight=1", "loss.adaptive_triplet.margin=-1"], r"loss\.adaptive_triplet\.margin: -1"),
+    (["loss.triplet.weight=1", "loss.triplet.margin=-1"], r"loss\.triplet\.margin: -1\.0 is not allowed"),
+    (["loss.contrastive.weight=1", "loss.contrastive.margin=-1"], r"loss\.contrastive\.margin: -1\.0 is not allowed"),
+    (["loss.improved_triplet.weight=1", "loss.improved_triplet.margin=-1"], r"loss\.improved_triplet\.margin: -1"),
+    (["loss.quadruplet.weight=1", "loss.quadruplet.alpha=-1"], r"loss\.quadruplet\.alpha: -1\.0 is not allowed"),
+    (["loss.quadruplet.weight=1", "loss.quadruplet.beta=-1"], r"loss\.quadruplet\.beta: -1\.0 is not allowed"),
+    (["loss.lifted.weight=1", "loss.lifted.margin=-1"], r"loss\.lifted\.margin: -1\.0 is not allowed"),
+    (["loss.hap2s.weight=1", "loss.hap2s.margin=-1"], r"loss\.hap2s\.margin: -1\.0 is not allowed"),
+    (["loss.hap2s.weight=1", "loss.hap2s.sigma=0"], r"loss\.hap2s\.sigma: 0\.0 is not allowed; use a number > 0"),
+    (["loss.circle_pair.weight=1", "loss.circle_pair.margin=1"], r"loss\.circle_pair\.margin: 1\.0 is not allowed"),
+    (["loss.circle_pair.weight=1", "loss.circle_pair.gamma=0"], r"loss\.circle_pair\.gamma: 0\.0 is not allowed"),
+    (["loss.norm_softmax.weight=1", "loss.norm_softmax.temperature=0"],
+     r"loss\.norm_softmax\.temperature: 0\.0 is not allowed; use a number > 0"),
+    (["loss.cosface.weight=1", "loss.cosface.scale=0"], r"loss\.cosface\.scale: 0\.0 is not allowed; use a number > 0"),
+    (["loss.cosface.weight=1", "loss.cosface.margin=-0.1"], r"loss\.cosface\.margin: -0\.1 is not allowed; use a "
+                                                            r"value in \[0, 2\]"),
+    (["loss.arcface.weight=1", "loss.arcface.scale=-30"], r"loss\.arcface\.scale: -30\.0 is not allowed"),
+    (["loss.arcface.weight=1", "loss.arcface.margin_rad=2"], r"loss\.arcface\.margin_rad: 2\.0 is not allowed; use a "
+                                                             r"value in \[0, pi/2\]"),
+    (["loss.circle.weight=1", "loss.circle.scale=0"], r"loss\.circle\.scale: 0\.0 is not allowed"),
+    (["loss.circle.weight=1", "loss.circle.margin=-0.25"], r"loss\.circle\.margin: -0\.25 is not allowed"),
+])
+def test_out_of_range_values_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_values_at_the_edges_of_their_ranges_load():
+    config = load_config(None, [
+        "train.epochs=1", "train.warmup_epochs=0", "train.warmup_factor=1", "train.momentum=0", "train.weight_decay=0",
+        "train.milestones=[]", "train.gamma=1", "train.checkpoint_every_steps=0", "train.keep_checkpoints=1",
+        "train.device=cuda:1", "data.height=16", "data.width=8", "data.p=2", "data.k=1", "data.workers=0",
+        "data.flip_prob=0", "data.pad=0", "data.erasing_prob=1", "eval.ranked_queries=0", "eval.qe_top_k=0",
+        "loss.id.label_smoothing=0", "loss.trihard.margin=0", "loss.arcface.weight=1", "loss.arcface.margin_rad=0"])
+    assert (config.train.epochs, config.data.height, config.data.width) == (1, 16, 8)
+    assert load_config(None, ["loss.trihard.margin=null"]).loss.trihard.margin is None  # soft margin
+    assert load_config(None, ["train.device=mps"]).train.device == "mps"  # any device string torch accepts
+    # Milestones are read only by the step scheduler; the settings of a term with weight 0 are not read.
+    assert load_config(None, ["train.scheduler=cosine", "train.milestones=[0]"]).train.milestones == [0]
+    assert load_config(None, ["loss.cosface.scale=0"]).loss.cosface.scale == 0
+    # The synthetic_* keys are checked only for data.dataset=synthetic, like the cuhk03_* keys.
+    assert load_config(None, ["data.synthetic_cameras=1"]).data.synthetic_cameras == 1
+    config = load_config(None, ["loss.verification.weight=1", "eval.verify_topk=5"])
+    assert config.eval.verify_topk == 5
+
+
+def test_out_of_range_value_in_a_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 5, log_every: 0}\n")
+    with pytest.raises(ConfigError, match=r"train\.log_every: 0 is not allowed; use 1 or more"):
+        load_config(path)
+    assert load_config(path, ["train.log_every=1"]).train.log_every == 1
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("- model\n- train\n", [], r"c\.yaml: the top level must be a mapping of sections .* got list"),
+    ("3\n", ["train.epochs=1"], r"c\.yaml: the top level must be a mapping of sections .* got int 3"),
+    ("train: 5\n", [], r"^train: expected a mapping of keys, got 5"),
+    ("train: 5\n", ["train.epochs=1"], r"^train: expected a mapping of keys, got 5"),
+    ("train:\n", ["train.epochs=1"], r"^train: expected a mapping of keys, got None"),
+    ("loss: {trihard: 0.3}\n", ["loss.trihard.margin=0.2"], r"^loss\.trihard: expected a mapping of keys, got 0\.3"),
+    ("", [], r"c\.yaml is empty; list the keys it changes"),
+    ("# only a comment\n", [], r"c\.yaml is empty"),
+])
+def test_yaml_that_is_not_a_mapping_is_refused(tmp_path, text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_evaluate_model_refuses_verify_topk_without_a_pair_head():
+    from reidkit.engine.evaluator import evaluate_model
+    from reidkit.errors import ReidkitError
+    from reidkit.models.reid import build_model
+
+    config = load_config(None, ["loss.verification.weight=1", "eval.verify_topk=5"])  # but the model has no head
+    model = build_model(num_classes=4, backbone="resnet18")
+    with pytest.raises(ReidkitError, match=r"eval\.verify_topk=5 needs a pair head: .* set eval\.verify_topk=0"):
+        evaluate_model(model, None, config.eval, 32, 16, progress=False, protocol="all_gallery")
+
+
+def test_cli_refuses_an_out_of_range_value_in_one_line_before_any_work(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny = Path(__file__).parent.parent / "configs" / "tiny.yaml"
+    result = subprocess.run([sys.executable, "-m", "reidkit", "train", "--config", str(tiny), "--out",
+                             str(tmp_path / "run"), f"data.root={tmp_path / 'data'}", "train.epochs=0"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["reidkit: error: train.epochs: 0 is not allowed; use 1 or more"]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # nothing was started

@@ -11,6 +11,7 @@ from reidkit.config import LossConfig, load_config
 from reidkit.losses import (adaptive_weighted_triplet_loss, batch_contrastive_loss, batch_improved_triplet_loss,
                             batch_quadruplet_loss, batch_triplet_loss, circle_pair_loss, hap2s_loss,
                             lifted_structured_loss, trihard_loss)
+from reidkit.errors import ConfigError
 from reidkit.models.heads import PairHead
 from reidkit.losses.objective import LossTerm, Objective, build_objective
 
@@ -50,8 +51,10 @@ def test_term_reads_its_configured_feature():
 
 
 def test_empty_or_duplicate_terms_are_refused():
+    with pytest.raises(ConfigError, match="no loss term has a weight > 0"):
+        load_config(None, ["loss.id.weight=0", "loss.trihard.weight=0"])
     with pytest.raises(ValueError, match="no loss term"):
-        build_objective(load_config(None, ["loss.id.weight=0", "loss.trihard.weight=0"]).loss, 4, 6)
+        Objective([])
     term = LossTerm("id", 1.0, torch.nn.Identity(), "logits")
     with pytest.raises(ValueError, match="unique"):
         Objective([term, term])

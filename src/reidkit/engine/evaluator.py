@@ -177,7 +177,7 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     In a distributed run every rank extracts a contiguous shard of the query and gallery sets and rank 0
     gathers them in order and evaluates; the other ranks get empty metrics, distances and features.
 
-    With `eval_config.verify_topk` > 0 and a model with a pair head, the summary also holds
+    With `eval_config.verify_topk` > 0 (a model without a pair head is refused), the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
     probability of "same person" (computed on the `pair_feature` output). With `eval_config.rerank`, it
     holds `reranked`: the metrics of the k-reciprocal re-ranked distances (`re_ranking_features`); with
@@ -185,8 +185,11 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     `attributes` and a model with attribute heads, it holds `attribute_accuracy` per attribute on the
     gallery identities.
     """
+    if eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is None:
+        raise ReidkitError(f"eval.verify_topk={eval_config.verify_topk} needs a pair head: this run was trained "
+                           "without loss.verification; set eval.verify_topk=0")
     transform = build_test_transform(height, width)
-    rescore = eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is not None
+    rescore = eval_config.verify_topk > 0
     keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
     outputs = []
     for samples in (dataset.query, dataset.gallery):

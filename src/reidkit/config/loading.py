@@ -1,0 +1,152 @@
+"""Configs from YAML files and `key=value` overrides, checked key by key and type by type; back to YAML."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import reprlib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reidkit.config.sections import Config
+from reidkit.errors import ConfigError
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` converted to the annotated type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {allowed}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (type(value) is not tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+    return ConfigError(f"unknown config key '{key}'{suggestion} (allowed: {', '.join(allowed)})")
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown_key(f"{prefix}{key}", names)
+        if _is_dataclass_type(hints[key]):
+            kwargs[key] = _from_dict(hints[key], value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_value(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from nested plain values, checking every key and type."""
+    return _from_dict(Config, values or {})
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.epochs=10")
+    key, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # bare words such as resnet18 or cosine are strings
+    if raw in ("null", "None"):
+        value = None
+    if raw in ("true", "false"):
+        value = raw == "true"
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``a.b.c=value`` of `overrides` in the nested dict `values` (returned; input unchanged)."""
+    if not isinstance(values or {}, dict):
+        raise ConfigError(f"config: expected a mapping of sections (data, model, ...), got {values!r}")
+    values = yaml.safe_load(yaml.safe_dump(values or {}))
+    for text in overrides:
+        path, value = _parse_override(text)
+        cls: type = Config
+        node = values
+        for depth, part in enumerate(path):
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                raise _unknown_key(".".join(path[: depth + 1]), list(hints))
+            if depth == len(path) - 1:
+                if _is_dataclass_type(hints[part]):
+                    raise ConfigError(f"override '{text}' names a section; set one of its keys instead")
+                node[part] = value
+            else:
+                if not _is_dataclass_type(hints[part]):
+                    raise ConfigError(f"override '{text}': '{part}' is not a section")
+                cls = hints[part]
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{'.'.join(path[: depth + 1])}: expected a mapping of keys, got {node!r}")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: missing or empty file, invalid YAML, a file or section that is not a mapping, unknown key,
+            wrong type, a disallowed choice or an out-of-range value.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        if values is None:
+            raise ConfigError(f"config file {path} is empty; list the keys it changes (see configs/ for examples), "
+                              "or leave out --config for the defaults")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, loss:, train:, "
+                              f"eval:), got {type(values).__name__} {reprlib.repr(values)}")
+    return config_from_dict(apply_overrides(values, overrides or []))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write `config` as YAML with every field, so a run folder records exactly what ran."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+

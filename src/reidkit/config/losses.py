@@ -1,0 +1,177 @@
+"""The `loss` section: one dataclass per loss term (weight 0 disables it) and the ranges each accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from reidkit.config.rules import FeatureKey, Metric, PairStrategy, TripletStrategy, refuse_bad
+from reidkit.errors import ConfigError
+
+
+@dataclass
+class IdLossConfig:
+    weight: float = 1.0  # every term: 0 disables it
+    label_smoothing: float = 0.1  # epsilon of label-smoothed cross-entropy on the classifier logits
+    # Split the classifier by class over the ranks of a distributed run (exact softmax through
+    # all-reduces) for data sets with very many identities; reads bn_features instead of the model's logits.
+    sharded: bool = False
+
+
+@dataclass
+class AttributeLossConfig:
+    weight: float = 0.0  # mean cross-entropy of the attribute heads (needs data.attributes)
+
+
+@dataclass
+class EmbeddingTermConfig:
+    weight: float = 0.0
+    feature: FeatureKey = "features"  # BoT: metric losses on the feature before the BNNeck
+
+
+@dataclass
+class PairwiseTermConfig(EmbeddingTermConfig):
+    cross_rank: bool = False  # distributed runs: mine pairs over the global batch of all ranks
+
+
+@dataclass
+class MetricTermConfig(PairwiseTermConfig):
+    metric: Metric = "euclidean"
+
+
+@dataclass
+class TriHardLossConfig(MetricTermConfig):
+    weight: float = 1.0
+    margin: float | None = 0.3  # null = soft margin log(1 + exp(d_ap - d_an))
+
+
+@dataclass
+class AdaptiveTripletLossConfig(MetricTermConfig):
+    margin: float | None = None  # softmax(d)-weighted positives, softmax(-d)-weighted negatives
+
+
+@dataclass
+class ContrastiveLossConfig(MetricTermConfig):
+    margin: float = 1.0
+    strategy: PairStrategy = "hard"  # which pairs of the PK batch count
+
+
+@dataclass
+class TripletLossConfig(MetricTermConfig):
+    margin: float | None = 0.3
+    strategy: TripletStrategy = "random"  # "hard" is TriHard; "adaptive" = adaptive hard sample mining
+
+
+@dataclass
+class ImprovedTripletLossConfig(MetricTermConfig):
+    margin: float = 0.3
+    strategy: TripletStrategy = "random"
+
+
+@dataclass
+class QuadrupletLossConfig(MetricTermConfig):
+    alpha: float = 0.3  # margin of the triplet term
+    beta: float = 0.15  # margin of the weaker term against a pair of two other identities
+    strategy: PairStrategy = "hard"
+
+
+@dataclass
+class LiftedLossConfig(MetricTermConfig):
+    margin: float = 1.0
+
+
+@dataclass
+class HAP2SLossConfig(MetricTermConfig):
+    margin: float = 0.5
+    sigma: float = 0.5  # temperature of the hard-aware point-to-set weights
+
+
+@dataclass
+class CirclePairLossConfig(PairwiseTermConfig):
+    margin: float = 0.25
+    gamma: float = 128.0
+
+
+@dataclass
+class NormSoftmaxLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    temperature: float = 0.05
+
+
+@dataclass
+class CosFaceLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 30.0
+    margin: float = 0.35  # subtracted from the target cosine
+
+
+@dataclass
+class ArcFaceLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 30.0
+    margin_rad: float = 0.5  # added to the target angle, in radians
+
+
+@dataclass
+class CircleClassLossConfig(EmbeddingTermConfig):
+    feature: FeatureKey = "bn_features"
+    scale: float = 64.0
+    margin: float = 0.25
+
+
+@dataclass
+class LossConfig:
+    """One entry per loss term; the objective is the sum of weight × term over terms with weight > 0."""
+
+    id: IdLossConfig = field(default_factory=IdLossConfig)
+    trihard: TriHardLossConfig = field(default_factory=TriHardLossConfig)
+    adaptive_triplet: AdaptiveTripletLossConfig = field(default_factory=AdaptiveTripletLossConfig)
+    contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    triplet: TripletLossConfig = field(default_factory=TripletLossConfig)
+    improved_triplet: ImprovedTripletLossConfig = field(default_factory=ImprovedTripletLossConfig)
+    quadruplet: QuadrupletLossConfig = field(default_factory=QuadrupletLossConfig)
+    lifted: LiftedLossConfig = field(default_factory=LiftedLossConfig)
+    hap2s: HAP2SLossConfig = field(default_factory=HAP2SLossConfig)
+    circle_pair: CirclePairLossConfig = field(default_factory=CirclePairLossConfig)
+    norm_softmax: NormSoftmaxLossConfig = field(default_factory=NormSoftmaxLossConfig)
+    cosface: CosFaceLossConfig = field(default_factory=CosFaceLossConfig)
+    arcface: ArcFaceLossConfig = field(default_factory=ArcFaceLossConfig)
+    circle: CircleClassLossConfig = field(default_factory=CircleClassLossConfig)
+    center: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # BoT: weight 0.001 here
+    attribute: AttributeLossConfig = field(default_factory=AttributeLossConfig)
+    verification: PairwiseTermConfig = field(default_factory=PairwiseTermConfig)  # Siamese pair head
+
+    def __post_init__(self) -> None:
+        """Refuse a negative weight, and a setting of an enabled term (weight > 0) that its loss would refuse."""
+        for name in (f.name for f in dataclasses.fields(self)):
+            term = getattr(self, name)
+            refuse_bad(f"loss.{name}", term, [("weight", term.weight >= 0, "use 0 or more (0 disables the term)")])
+            if term.weight > 0:
+                refuse_bad(f"loss.{name}", term, [(key, ok(getattr(term, key)), fix)
+                                                   for key, (ok, fix) in _LOSS_RULES.get(name, {}).items()])
+        if not any(getattr(self, f.name).weight > 0 for f in dataclasses.fields(self)):
+            raise ConfigError("no loss term has a weight > 0; set one, e.g. loss.id.weight=1")
+
+
+_AT_LEAST_0 = (lambda v: v >= 0, "use a number >= 0")
+_SOFT_OR_AT_LEAST_0 = (lambda v: v is None or v >= 0, "use a number >= 0, or null for the soft margin")
+_POSITIVE = (lambda v: 0 < v < math.inf, "use a number > 0")
+_UNIT = (lambda v: 0 <= v < 1, "use a value in [0, 1)")
+# Loss term -> {key: (accepts(value), fix)}: the ranges the loss modules check, refused before any work.
+_LOSS_RULES: dict[str, dict[str, tuple[typing.Callable[[Any], bool], str]]] = {
+    "id": {"label_smoothing": _UNIT}, "trihard": {"margin": _SOFT_OR_AT_LEAST_0},
+    "adaptive_triplet": {"margin": _SOFT_OR_AT_LEAST_0}, "triplet": {"margin": _SOFT_OR_AT_LEAST_0},
+    "contrastive": {"margin": _AT_LEAST_0}, "improved_triplet": {"margin": _AT_LEAST_0},
+    "quadruplet": {"alpha": _AT_LEAST_0, "beta": _AT_LEAST_0}, "lifted": {"margin": _AT_LEAST_0},
+    "hap2s": {"margin": _AT_LEAST_0, "sigma": _POSITIVE}, "circle_pair": {"margin": _UNIT, "gamma": _POSITIVE},
+    "norm_softmax": {"temperature": _POSITIVE},
+    "cosface": {"scale": _POSITIVE, "margin": (lambda v: 0 <= v <= 2, "use a value in [0, 2] (cosine units)")},
+    "arcface": {"scale": _POSITIVE,
+                "margin_rad": (lambda v: 0 <= v <= math.pi / 2, "use a value in [0, pi/2] (radians)")},
+    "circle": {"scale": _POSITIVE, "margin": _UNIT},
+}
+
+

@@ -1,0 +1,204 @@
+"""The sections of a run config (data, model, loss, train, eval) and the `Config` that holds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reidkit.config.losses import LossConfig
+from reidkit.config.rules import DatasetName, Metric, is_device, refuse_bad
+from reidkit.errors import ConfigError
+
+CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
+MIN_HEIGHT, MIN_WIDTH = 16, 8  # smallest input size accepted (the tests train at 32x16)
+
+
+@dataclass
+class DataConfig:
+    dataset: DatasetName = "market1501"
+    root: str = "data/market1501"
+    height: int = 256
+    width: int = 128
+    p: int = 16  # identities per batch
+    k: int = 4  # images per identity in a batch (batch size = p * k)
+    workers: int = 4  # DataLoader worker processes
+    flip_prob: float = 0.5  # random horizontal flip; 0 disables
+    pad: int = 10  # zero padding before the random crop; 0 disables
+    erasing_prob: float = 0.5  # random erasing (Zhong et al. 2020); 0 disables
+    # Used only when dataset == "synthetic" and `root` holds no data yet: the set is generated there.
+    synthetic_identities: int = 300
+    synthetic_cameras: int = 6
+    synthetic_seed: int = 0
+    # Per-identity attributes for loss.attribute: a CSV (`pid,<name>,...`, Market-1501 codes) or the public
+    # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
+    attributes: str = ""
+    skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
+    # Used only when dataset == "cuhk03": hand-drawn ("labeled") or DPM ("detected") boxes, the new 767/700
+    # protocol or the classic splits, and the classic split index (0..19; always 0 for the new protocol).
+    cuhk03_variant: Literal["labeled", "detected"] = "labeled"
+    cuhk03_protocol: Literal["new", "classic"] = "new"
+    cuhk03_split: int = 0
+
+    def __post_init__(self) -> None:
+        refuse_bad("data", self, [
+            ("height", self.height >= MIN_HEIGHT, f"use {MIN_HEIGHT} or more pixels (e.g. 256; 64 for quick runs)"),
+            ("width", self.width >= MIN_WIDTH, f"use {MIN_WIDTH} or more pixels (e.g. 128; 32 for quick runs)"),
+            ("p", self.p >= 2, "use 2 or more identities per batch"),
+            ("k", self.k >= 1, "use 1 or more images per identity"),
+            ("workers", self.workers >= 0, "use 0 or more (0: load in the main process)"),
+            ("flip_prob", 0.0 <= self.flip_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
+            ("pad", self.pad >= 0, "use 0 or more pixels (0 disables it)"),
+            ("erasing_prob", 0.0 <= self.erasing_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
+        ])
+        if self.dataset == "synthetic":  # the synthetic_* keys are read only for the synthetic set
+            refuse_bad("data", self, [
+                ("synthetic_identities", 4 <= self.synthetic_identities <= 9999,
+                 "identities must be in 4..9999 (4-digit pids)"),
+                ("synthetic_cameras", 2 <= self.synthetic_cameras <= 9,
+                 "cameras must be in 2..9 (one digit in the file name)"),
+                ("synthetic_seed", self.synthetic_seed >= 0, "use 0 or more"),
+            ])
+        if self.dataset != "cuhk03":
+            return
+        if self.cuhk03_protocol == "classic" and not 0 <= self.cuhk03_split < CUHK03_CLASSIC_SPLITS:
+            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              f"data.cuhk03_protocol=classic; choose one of 0..{CUHK03_CLASSIC_SPLITS - 1}")
+        if self.cuhk03_protocol == "new" and self.cuhk03_split != 0:
+            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              "data.cuhk03_protocol=new, which has a single split; use 0 (or "
+                              "data.cuhk03_protocol=classic for the 20 classic splits)")
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
+    last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
+    pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
+    non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)
+    weights: str = ""  # local .safetensors/.pth of an ImageNet backbone; empty = random init (no downloads)
+
+    def __post_init__(self) -> None:
+        refuse_bad("model", self, [("last_stride", self.last_stride in (1, 2), "use 1 or 2")])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 120
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    warmup_epochs: int = 10  # linear warm-up from lr * warmup_factor
+    warmup_factor: float = 0.01
+    scheduler: Literal["step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [40, 70])  # step scheduler
+    gamma: float = 0.1  # step scheduler decay
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    seed: int = 0
+    eval_every: int = 40  # epochs; the last epoch is always evaluated
+    checkpoint_every: int = 1  # epochs between *.safetensors checkpoints
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimiser steps mid-epoch (0: epoch ends only)
+    keep_checkpoints: int = 3  # epoch checkpoints kept (plus best.safetensors and the run's model)
+    nonfinite: Literal["stop", "skip"] = "stop"  # NaN/Inf loss: stop naming the term, or skip the batch
+    log_every: int = 20  # steps between metrics.jsonl records
+
+    def __post_init__(self) -> None:
+        steps = self.milestones
+        refuse_bad("train", self, [
+            ("epochs", self.epochs >= 1, "use 1 or more"),
+            ("lr", 0 < self.lr < math.inf, "use a number > 0 (e.g. 3.5e-4)"),
+            ("weight_decay", self.weight_decay >= 0, "use a number >= 0 (0: none)"),
+            ("momentum", 0 <= self.momentum < 1, "use a value in [0, 1)"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "use 0 or more (0: no warm-up)"),
+            ("warmup_factor", 0 < self.warmup_factor <= 1, "use a value in (0, 1] (the first epoch's share of lr)"),
+            ("milestones", self.scheduler != "step" or all(a < b for a, b in zip([0, *steps], steps)),
+             "use increasing epochs >= 1 for train.scheduler=step, e.g. [40, 70] (or [] for no decay)"),
+            ("gamma", 0 < self.gamma < math.inf, "use a number > 0 (e.g. 0.1: the rate is multiplied by it at "
+                                                 "each milestone)"),
+            ("device", is_device(self.device), "use auto, cpu, cuda or cuda:N"),
+            ("seed", 0 <= self.seed < 2**32, "use a value in 0..2**32-1"),
+            ("eval_every", self.eval_every >= 1, "use 1 or more epochs (the last epoch is always evaluated)"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "use 1 or more epochs"),
+            ("checkpoint_every_steps", self.checkpoint_every_steps >= 0, "use 0 (epoch ends only) or more steps"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, "use 1 or more"),
+            ("log_every", self.log_every >= 1, "use 1 or more steps"),
+        ])
+
+
+@dataclass
+class EvalConfig:
+    feature: Literal["bn_features", "features"] = "bn_features"  # BNNeck output, as in BoT
+    metric: Metric = "cosine"
+    flip: bool = False  # average the features of the image and its mirror
+    batch_size: int = 256
+    max_rank: int = 50
+    junk: Literal["market", "none"] = "market"  # "none" for single-camera custom data
+    ranked_queries: int = 12  # ranked-list pictures written per evaluation
+    baselines: bool = False  # also evaluate a colour histogram and the untrained network
+    verify_topk: int = 0  # > 0: also report metrics with each query's top-k re-scored by the pair head
+    # "all_gallery": each query ranks the whole gallery (Market-1501 rules); "single_gallery_shot": one drawn
+    # gallery image per identity, mean over single_shot_repeats draws (CUHK03 classic); "auto": see
+    # resolve_protocol.
+    protocol: Literal["auto", "all_gallery", "single_gallery_shot"] = "auto"
+    single_shot_repeats: int = 10  # draws averaged by single_gallery_shot (seed 0)
+    # Also report the metrics after k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the eval.metric
+    # distances, with its neighbourhood sizes k1, k2 and the weight λ of the original distance.
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    # Also report the metrics after query expansion of query and gallery features: "average" (Chum et al.,
+    # ICCV 2007) or "alpha" (αQE, Radenović et al., TPAMI 2018), over each feature's qe_top_k nearest
+    # gallery features, weighted by similarity^qe_alpha for "alpha".
+    query_expansion: Literal["none", "average", "alpha"] = "none"
+    qe_top_k: int = 5
+    qe_alpha: float = 3.0
+
+    def __post_init__(self) -> None:
+        refuse_bad("eval", self, [
+            ("batch_size", self.batch_size >= 1, "use 1 or more"),
+            ("max_rank", self.max_rank >= 1, "use 1 or more (the length of the CMC curve)"),
+            ("ranked_queries", self.ranked_queries >= 0, "use 0 (none) or more"),
+            ("verify_topk", self.verify_topk >= 0, "use 0 (off) or more"),
+        ])
+        if self.single_shot_repeats < 1:
+            raise ConfigError(f"eval.single_shot_repeats: {self.single_shot_repeats} is not allowed; use 1 or more")
+        if self.rerank_k1 < 1 or self.rerank_k2 < 1:
+            raise ConfigError(f"eval.rerank_k1 and eval.rerank_k2 must be 1 or more, got {self.rerank_k1} and "
+                              f"{self.rerank_k2}")
+        if not 0.0 <= self.rerank_lambda <= 1.0:
+            raise ConfigError(f"eval.rerank_lambda: {self.rerank_lambda} is not allowed; use a value in [0, 1]")
+        if self.qe_top_k < 0 or self.qe_alpha < 0:
+            raise ConfigError(f"eval.qe_top_k and eval.qe_alpha must be 0 or more, got {self.qe_top_k} and "
+                              f"{self.qe_alpha}")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.eval.verify_topk > 0 and not self.loss.verification.weight > 0:
+            raise ConfigError(f"eval.verify_topk={self.eval.verify_topk} needs a pair head, which only "
+                              "loss.verification trains; set loss.verification.weight > 0 or eval.verify_topk=0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_protocol(config: Config) -> str:
+    """The evaluation protocol of `config`: `eval.protocol`, where "auto" is "single_gallery_shot" for
+    CUHK03's classic splits (data.dataset=cuhk03, data.cuhk03_protocol=classic) and "all_gallery" otherwise."""
+    if config.eval.protocol != "auto":
+        return config.eval.protocol
+    classic = config.data.dataset == "cuhk03" and config.data.cuhk03_protocol == "classic"
+    return "single_gallery_shot" if classic else "all_gallery"
+
+
