@@ -1,6 +1,7 @@
 """End to end through the command line on configs/tiny.yaml: train, eval, extract, errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file as save_weights_file
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import load_weights
@@ -87,13 +89,17 @@ def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     assert metric == "cosine"
     result = reidkit("rerank", "--query", str(tmp_path / "query.safetensors"), "--gallery",
                      str(tmp_path / "gallery.safetensors"), "--k1", "6", "--k2", "3",
-                     "--out", str(tmp_path / "reranked.npy"), "--quiet")
+                     "--out", str(tmp_path / "new" / "reranked"), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "cosine distance" in result.stdout
-    np.testing.assert_array_equal(np.load(tmp_path / "reranked.npy"), reranked)
+    assert result.stdout.rstrip().endswith(f"to {tmp_path / 'new' / 'reranked.npy'}")  # the file numpy wrote
+    np.testing.assert_array_equal(np.load(tmp_path / "new" / "reranked.npy"), reranked)
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f" original: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
     assert lines[1].startswith(f"re-ranked: rank-1 {expected['cmc'][0]:.2%}  mAP {expected['mAP']:.2%}")
+    folder = reidkit("rerank", "--query", str(tmp_path), "--gallery", str(tmp_path / "x"))
+    assert folder.returncode == 2 and f"{tmp_path} is a folder; give a file written by `reidkit extract" \
+        in folder.stderr
     missing = reidkit("rerank", "--query", str(tmp_path / "nope.safetensors"), "--gallery", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist; write one with `reidkit extract" in missing.stderr
     (tmp_path / "bad.safetensors").write_text("not a tensor file")
@@ -129,7 +135,6 @@ def test_training_is_reproducible_on_cpu(tiny_run, tmp_path):
     (["train", "--config", TINY, "--out", "x", "data.dataset=market1501", "data.root=/nonexistent"], "Market"),
     (["train", "--config", TINY, "--out", "x", "data.dataset=cuhk03", "data.cuhk03_protocol=classic",
       "data.cuhk03_split=20"], "data.cuhk03_split: 20 is not allowed"),
-    (["synth", "--out", "x", "--identities", "3"], "identities must be in 4..9999"),
     (["train", "--config", TINY, "--out", "x", "data.synthetic_cameras=1"], "cameras must be in 2..9"),
 ])
 def test_errors_are_one_clear_line(args, message, tmp_path):
@@ -138,6 +143,44 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("reidkit: error:") and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_output_paths_are_refused_before_the_work(tiny_run, tmp_path):
+    run = str(tiny_run[0] / "run")
+    (tmp_path / "file.txt").write_text("")
+    cases = [(["extract", "--run", run, "--out", str(tmp_path)], f"--out {tmp_path} is a folder"),
+             (["extract", "--run", run, "--out", str(tmp_path / "file.txt" / "q.safetensors")],
+              f"{tmp_path / 'file.txt'} is a file, not a folder"),
+             (["index", "--run", run, "--gallery", str(tmp_path), "--out", str(tmp_path)], "is a folder"),
+             (["eval", "--run", run, "--out", str(tmp_path / "file.txt")], "is a file; give a folder"),
+             (["export", "--run", run, "--out", str(tmp_path)], "is a folder"),
+             (["report", "--run", run, "--out", str(tmp_path)], "is a folder")]
+    for args, message in cases:
+        result = reidkit(*args)
+        assert result.returncode == 2 and result.stderr.startswith("reidkit: error:"), (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # nothing half-written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--index", "i", "q.jpg", "--topk", "0"], "argument --topk: 0 is not in 1.."),
+    (["export", "--run", "r", "--out", "m.onnx", "--opset", "5"], "argument --opset: 5 is not in 9..23"),
+    (["export", "--run", "r", "--out", "m.onnx", "--height", "0"], "argument --height: 0 is not in 16.."),
+    (["serve", "--index", "i", "--port", "70000"], "argument --port: 70000 is not in 1..65535"),
+    (["synth", "--out", "x", "--cameras", "10"], "argument --cameras: 10 is not in 2..9"),
+    (["search", "--index", "i", "q.jpg", "--topk", "x"], "argument --topk: invalid integer value: 'x'"),
+])
+def test_out_of_range_options_are_refused_by_the_parser(args, message):
+    result = reidkit(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_overrides_may_follow_the_options(tmp_path):
+    """`verify A B --run R eval.flip=true` (README order): the override is taken, not "unrecognized"."""
+    result = reidkit("verify", "a.jpg", "b.jpg", "--run", str(tmp_path / "none"), "eval.flip=true")
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+    result = reidkit("verify", "a.jpg", "b.jpg", "--run", str(tmp_path / "none"), "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
 
 
 def test_help_lists_the_commands():
@@ -184,11 +227,27 @@ def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
     assert len(result.stdout.splitlines()) == 4
     missing = reidkit("search", "--index", str(index_file), str(tmp_path / "nope.jpg"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # An index built with a relative --run is searchable from any folder; a changed model is refused.
+    shutil.copytree(root / "run", tmp_path / "copy", ignore=shutil.ignore_patterns("checkpoints"))
+    built = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "index", "--run", "copy", "--gallery",
+                            str(root / "data" / "bounding_box_test"), "--out", "copy.safetensors"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    elsewhere = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "search", "--index",
+                                str(tmp_path / "copy.safetensors"), str(gallery[5]), "--topk", "3"],
+                               capture_output=True, text=True, cwd=root)
+    assert elsewhere.returncode == 0 and elsewhere.stdout == result.stdout, elsewhere.stderr
+    weights, metadata = load_weights(tmp_path / "copy" / "model.safetensors")
+    save_weights_file({name: value + 0.01 if value.is_floating_point() else value for name, value in weights.items()},
+                      str(tmp_path / "copy" / "model.safetensors"), metadata=metadata)
+    changed = reidkit("search", "--index", str(tmp_path / "copy.safetensors"), str(gallery[5]))
+    assert changed.returncode == 2 and "changed after this index was built" in changed.stderr
     pytest.importorskip("faiss")
     result = reidkit("index", "--run", str(root / "run"), "--gallery", str(root / "data" / "bounding_box_test"),
                      "--out", str(tmp_path / "flat.safetensors"), "--backend", "faiss-flat")
     assert result.returncode == 0, result.stderr
-    assert "recall@10 against exact search, 256 gallery images as queries: 1.000" in result.stdout
+    queries = min(len(gallery), 256)
+    assert f"recall@10 against exact search, {queries} gallery images as queries: 1.000" in result.stdout
 
 
 @pytest.fixture(scope="module")

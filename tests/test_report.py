@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from reidkit.metrics import evaluate_rank
+from reidkit.viz.compare import compare_runs
 from reidkit.viz.embedding_plot import pca_2d, top_identities
-from reidkit.viz.report import average_precisions, camera_pair_rank1, compare_runs, write_report
+from reidkit.viz.report import average_precisions, camera_pair_rank1, write_report
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "camera-pairs", "ranked", "worst", "embedding"}

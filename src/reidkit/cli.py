@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
+from reidkit.outputs import output_file, output_folder
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
 RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. eval.flip=true "
@@ -65,18 +66,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import evaluate_model, write_pictures
-    from reidkit.engine.evaluator import describe_metrics
+    from reidkit.engine.evaluator import describe_metrics, evaluate_model, write_pictures
 
     config, device, model = _open_run(args)
+    out = output_folder(args.out or Path(args.run) / "eval")
     dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
     attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
     metrics, distmat, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                             workers=data.workers, amp=config.train.amp, progress=not args.quiet,
                                             pair_feature=config.loss.verification.feature, attributes=attributes,
                                             protocol=resolve_protocol(config))
-    out = Path(args.out or Path(args.run) / "eval")
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_pictures(out, metrics, distmat, dataset, config.eval)
     print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)")
@@ -87,6 +86,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from reidkit.data.build import build_dataset
     from reidkit.engine.features import extract_split
 
+    args.out = output_file(args.out)
     if args.onnx:  # onnxruntime inference: no torch model is built
         from reidkit.engine.runs import load_run_config
         from reidkit.export import extract_split_onnx
@@ -110,6 +110,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from reidkit.engine.features import feature_file_metadata
 
     (q_features, q_pids, q_camids), (g_features, g_pids, g_camids) = map(_read_feature_file, (args.query, args.gallery))
+    out = output_file(args.out, ".npy") if args.out else None
     if args.metric is None:  # the metric the run evaluates these features with
         args.metric = feature_file_metadata(args.query).get("metric", "euclidean")
     try:
@@ -123,9 +124,9 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     for name, result in (("original", original), ("re-ranked", reranked)):
         print(f"{name:>9}: rank-1 {result['cmc'][0]:.2%}  mAP {result['mAP']:.2%}  mINP {result['mINP']:.2%}  "
               f"({result['num_valid_queries']} valid queries, {args.metric} distance)")
-    if args.out:
-        np.save(args.out, distances)
-        print(f"wrote the [{distances.shape[0]}, {distances.shape[1]}] re-ranked distances to {args.out}")
+    if out:
+        np.save(out, distances)
+        print(f"wrote the [{distances.shape[0]}, {distances.shape[1]}] re-ranked distances to {out}")
     return 0
 
 
@@ -133,22 +134,18 @@ def _read_feature_file(path: str):
     """``(features, pids, camids)`` of a file written by ``reidkit extract``, or one clear error."""
     from reidkit.engine.features import load_feature_file
 
-    if not Path(path).is_file():
-        raise ReidkitError(f"{path} does not exist; write one with `reidkit extract --run RUN --split query "
-                           f"--out FILE` (and --split gallery)")
-    try:
-        return load_feature_file(path)[:3]
-    except Exception as error:  # safetensors, JSON and key errors alike: the file is not what we wrote
-        raise ReidkitError(f"{path} is not a feature file written by `reidkit extract` ({error})") from error
+    return load_feature_file(path)[:3]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reidkit.viz.report import compare_runs, write_report
+    from reidkit.viz.compare import compare_runs
+    from reidkit.viz.report import write_report
 
+    out = output_file(args.out) if args.out else None
     if args.compare:
-        out = compare_runs([args.run, *args.compare], args.out or Path(args.run) / "compare.html")
+        out = compare_runs([args.run, *args.compare], out or Path(args.run) / "compare.html")
     else:
-        out = write_report(args.run, out_path=args.out)
+        out = write_report(args.run, out_path=out)
     print(f"wrote {out}")
     return 0
 
@@ -156,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from reidkit.export import export_onnx
 
-    info = export_onnx(args.run, args.out, opset=args.opset, height=args.height, width=args.width,
+    info = export_onnx(args.run, output_file(args.out), opset=args.opset, height=args.height, width=args.width,
                        weights=args.weights, overrides=args.overrides)
     print(f"wrote {info['path']}: images [batch, 3, {info['height']}, {info['width']}] → {info['feature']} "
           f"[batch, {info['feat_dim']}], opset {info['opset']}; max |ONNX − PyTorch| = "
@@ -173,6 +170,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import torch
+
     from reidkit.engine.features import image_outputs
 
     config, device, model = _open_run(args)
@@ -180,7 +179,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ReidkitError(f"{args.run} has no pair head; train with loss.verification.weight > 0 to use verify")
     key = config.loss.verification.feature
     features = image_outputs(model, [args.image_a, args.image_b], config, device, (key,))[key].to(device)
-    probability = float(model.verify(features[:1], features[1:]))
+    with torch.no_grad():
+        probability = float(model.verify(features[:1], features[1:]))
     print(f"P(same person) = {probability:.4f}  ({'same' if probability >= 0.5 else 'different'})")
     return 0
 
@@ -188,13 +188,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from reidkit.engine.indexing import build_gallery_index, sampled_recall
 
+    out = output_file(args.out or Path(args.run) / "index.safetensors")
     index = build_gallery_index(args.run, args.gallery, backend=args.backend, metric=args.metric,
                                 progress=not args.quiet)
-    out = Path(args.out or Path(args.run) / "index.safetensors")
     index.save(out)
     print(f"indexed {len(index)} images ({index.dim}-d, {index.metric}, {index.backend}) into {out}")
     if index.backend != "exact":
-        print(f"recall@10 against exact search, 256 gallery images as queries: {sampled_recall(index):.3f}")
+        print(f"recall@10 against exact search, {min(len(index), 256)} gallery images as queries: "
+              f"{sampled_recall(index):.3f}")
     return 0
 
 
@@ -208,9 +209,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"query {query}")
         for rank, (item, distance) in enumerate(zip(indices, distances), start=1):
             if item >= 0:
-                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {index.camids[item] + 1:>2}  "
-                      f"{index.paths[item]}")
+                camera = index.camids[item] + 1 if index.camids[item] >= 0 else "?"
+                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  {index.paths[item]}")
     return 0
+
+
+def int_in(low: int, high: int | None = None):
+    """argparse type: an int in [low, high] (no upper bound when high is None)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high if high is not None else ''}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its "invalid integer value" message
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", parents=[quiet], help="generate the synthetic multi-camera data set (Market-1501 layout)")
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--identities", type=int, default=300,
+    synth.add_argument("--identities", type=int_in(4, 9999), default=300,
                        help="number of identities, half train and half test (4 to 9999; default 300)")
-    synth.add_argument("--cameras", type=int, default=6, help="number of cameras (2 to 9; default 6)")
+    synth.add_argument("--cameras", type=int_in(2, 9), default=6, help="number of cameras (2 to 9; default 6)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     synth.set_defaults(func=cmd_synth)
 
@@ -277,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", parents=[quiet], help="rank the indexed gallery for query images")
     search.add_argument("--index", required=True, help="file written by `reidkit index`")
     search.add_argument("images", nargs="+", help="query image files")
-    search.add_argument("--topk", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--topk", type=int_in(1), default=10, help="results per query (default 10)")
     search.set_defaults(func=cmd_search)
 
     report = commands.add_parser("report", parents=[quiet], help="write a self-contained HTML report of a run, or compare runs")
@@ -305,10 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[quiet], help="export a run's retrieval feature to ONNX, checked against PyTorch")
     export.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     export.add_argument("--out", required=True, help="output .onnx file (dynamic batch axis)")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17; 18 and newer "
+    export.add_argument("--opset", type=int_in(9, 23), default=17, help="ONNX opset version, 9 to 23 (default 17; 18 and newer "
                                                                "need the onnxscript package)")
-    export.add_argument("--height", type=int, help="input height (default: the run's data.height)")
-    export.add_argument("--width", type=int, help="input width (default: the run's data.width)")
+    export.add_argument("--height", type=int_in(16), help="input height (default: the run's data.height)")
+    export.add_argument("--width", type=int_in(8), help="input width (default: the run's data.width)")
     export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     export.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     export.set_defaults(func=cmd_export)
@@ -319,9 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queries", help="query features from `reidkit extract --split query` "
                                          "(default: the run's query split, embedded at start-up)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    serve.add_argument("--topk", type=int, default=10, help="gallery images per search (default 10)")
-    serve.add_argument("--max-upload-bytes", type=int, default=5_000_000,
+    serve.add_argument("--port", type=int_in(1, 65535), default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--topk", type=int_in(1), default=10, help="gallery images per search (default 10)")
+    serve.add_argument("--max-upload-bytes", type=int_in(1), default=5_000_000,
                        help="largest accepted image file in bytes (default 5000000)")
     serve.set_defaults(func=cmd_serve)
     return parser
@@ -352,7 +364,12 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in t and not t.startswith("-") for t in extra):
+        args.overrides = [*args.overrides, *extra]  # key=value overrides after the options
+    elif extra:
+        parser.parse_args(argv)  # argparse's own message for the unrecognised arguments
     args.argv = argv
     try:
         return args.func(args)

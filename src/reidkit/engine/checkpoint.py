@@ -132,12 +132,21 @@ class CheckpointManager:
         """(model state dict, training state) of the last checkpoint, or None when there is none.
 
         Raises:
-            ReidkitError: `last.json` names files that are missing or damaged.
+            ReidkitError: `last.json` is damaged, names files that are missing or damaged, or is missing
+                while complete checkpoints are present.
         """
         pointer = self.directory / "last.json"
         if not pointer.is_file():
+            if self.complete_checkpoints():  # resuming without it would start over and lose the work
+                raise ReidkitError(f"{pointer} (the name of the checkpoint to resume from) is missing; "
+                                   + self._repair(pointer))
             return None
-        name = json.loads(pointer.read_text())["name"]
+        name = self._pointed_name(pointer)
+        missing = [f"{name}{suffix}" for suffix in (".safetensors", ".state.pt")
+                   if not (self.directory / f"{name}{suffix}").is_file()]
+        if missing:
+            raise ReidkitError(f"{pointer} names checkpoint {name!r}, but {' and '.join(missing)} "
+                               f"{'is' if len(missing) == 1 else 'are'} missing; {self._repair(pointer)}")
         weights, _ = load_weights(self.directory / f"{name}.safetensors")
         state_path = self.directory / f"{name}.state.pt"
         try:
@@ -145,6 +154,38 @@ class CheckpointManager:
         except Exception as error:  # unpickling refusals and truncation both mean "not a state file"
             raise ReidkitError(f"{state_path} is not a readable training state ({error})") from error
         return weights, state
+
+    def complete_checkpoints(self) -> list[str]:
+        """Names of the checkpoints with both files on disk, oldest first (by the time they were written)."""
+        names = [path.name[: -len(".state.pt")] for path in self.directory.glob("*.state.pt")
+                 if re.fullmatch(r"(epoch|step)_\d+", path.name[: -len(".state.pt")])
+                 and (self.directory / path.name.replace(".state.pt", ".safetensors")).is_file()]
+        return sorted(names, key=lambda name: ((self.directory / f"{name}.state.pt").stat().st_mtime_ns, name))
+
+    def _pointed_name(self, pointer: Path) -> str:
+        """The checkpoint name in `last.json`; a ReidkitError naming the file when it is damaged."""
+        try:
+            values = json.loads(pointer.read_text(encoding="utf-8"))
+        except ValueError as error:  # not JSON, or not UTF-8
+            raise ReidkitError(f"{pointer} is damaged (not JSON: {error}); {self._repair(pointer)}") from error
+        if not isinstance(values, dict):
+            raise ReidkitError(f"{pointer} is damaged (a JSON {type(values).__name__}, not an object like "
+                               f"{{\"name\": \"epoch_002\"}}); {self._repair(pointer)}")
+        name = values.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"(epoch|step)_\d+", name):
+            found = f"its \"name\" is {name!r}" if "name" in values else "it has no \"name\""
+            raise ReidkitError(f"{pointer} is damaged ({found}, not a checkpoint name such as epoch_002); "
+                               + self._repair(pointer))
+        return name
+
+    def _repair(self, pointer: Path) -> str:
+        """How to fix a damaged or missing `last.json`: the checkpoints present and the newest one."""
+        names = self.complete_checkpoints()
+        if not names:
+            return (f"no complete checkpoint (NAME.safetensors + NAME.state.pt) is left in {self.directory}; "
+                    "train again without --resume into a new --out")
+        return (f"checkpoints present: {', '.join(names)}; to resume from the newest, write "
+                f"{{\"name\": \"{names[-1]}\"}} into {pointer} and run `reidkit train --resume` again")
 
     def _prune(self, newest: str) -> None:
         # oldest first by number: "epoch_1000" is newer than "epoch_999" although it sorts before it as text

@@ -3,6 +3,7 @@ images with the same run's model and search."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -56,13 +57,27 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     labels = [_labels(p) for p in paths]
     return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
                         metric=metric or config.eval.metric, backend=backend,
-                        run_dir=str(Path(run_dir).resolve()))  # searchable from any working folder
+                        run_dir=str(Path(run_dir).resolve()),  # searchable from any working folder
+                        model_digest=model_digest(run_dir))
+
+
+def model_digest(run_dir: str | Path) -> str:
+    """SHA-256 of the run's final weights file `model.safetensors` ("" when there is none)."""
+    path = Path(run_dir) / "model.safetensors"
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
     """Embed `image_paths` with the model of the run that built `index` and search it."""
     if not index.run_dir:
         raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
+    if index.model_digest and model_digest(index.run_dir) != index.model_digest:
+        raise DatasetError(f"the model of {index.run_dir} changed after this index was built, so queries would be "
+                           f"embedded differently from its gallery; rebuild it with `reidkit index --run "
+                           f"{index.run_dir} --gallery DIR`")
     for path in image_paths:
         if not Path(path).is_file():
             problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"

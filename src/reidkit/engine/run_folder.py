@@ -11,6 +11,7 @@ import torch
 from reidkit.config import Config, resolve_protocol
 from reidkit.data.datasets import ReidDataset
 from reidkit.engine.evaluator import Evaluation, distance_matrix, evaluate_distances, write_pictures
+from reidkit.engine.runs import read_metrics_records
 from reidkit.errors import ReidkitError
 
 
@@ -60,15 +61,16 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop records logged after optimiser step `step` (work redone after a resume)."""
+        """Drop records logged after optimiser step `step` (work redone after a resume), and the partial last
+        line a killed run leaves."""
         if not self.path.is_file():
             return
-        lines = [line for line in self.path.read_text().splitlines()
-                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in lines))
+        kept = [record for record in self.records() if record.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        """The readable records (a line that is not a JSON object is skipped)."""
+        return read_metrics_records(self.path)[0]
 
 
 def finish_run(run_dir: Path, evaluation: Evaluation, dataset: ReidDataset, config: Config) -> Path:

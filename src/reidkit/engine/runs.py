@@ -1,9 +1,11 @@
-"""Reopen a finished run folder: its config (plus overrides) and its trained model."""
+"""Reopen a finished run folder: its config (plus overrides), its trained model, and its metrics files read
+with checks, so a damaged file is one clear error naming it (or, for metrics.jsonl, skipped lines)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,11 +16,34 @@ from reidkit.models.reid import ReidModel, build_model, model_kwargs
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
-    """The `config.yaml` of `run_dir` with ``key=value`` overrides applied (e.g. eval.flip=true)."""
+    """The `config.yaml` of `run_dir` with ``key=value`` overrides applied (e.g. eval.flip=true).
+
+    Raises:
+        ReidkitError: not a run folder, or its config.yaml is empty, not YAML or not a mapping.
+    """
+    return config_from_dict(apply_overrides(read_run_config(run_dir), overrides or []))
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """The plain values of the `config.yaml` of `run_dir`, checked to be a non-empty YAML mapping."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ReidkitError(f"{run_dir} is not a run folder (no config.yaml); pass the --out of `reidkit train`")
-    return config_from_dict(apply_overrides(yaml.safe_load(path.read_text()), overrides or []))
+    restore = "restore it from a copy, or write there the config file (and overrides) the run was trained with"
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ReidkitError(f"{path} is not a text file ({error}); {restore}") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ReidkitError(f"{path} is not valid YAML ({where}{problem}); {restore}") from error
+    if values is None:
+        raise ReidkitError(f"{path} is empty; a run folder's config.yaml is written by `reidkit train`: {restore}")
+    if not isinstance(values, dict):
+        raise ReidkitError(f"{path} holds a {type(values).__name__}, not a mapping of config sections; {restore}")
+    return values
 
 
 def model_metadata(model: ReidModel, config: Config) -> dict[str, str]:
@@ -41,3 +66,75 @@ def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | No
                         pair_head=metadata.get("pair_head") == "true", **kwargs)
     load_into(model, state, path)
     return model.eval()
+
+
+def read_run_metrics(run_dir: str | Path) -> dict:
+    """The run's metrics.json, checked to hold what reports show (rank1, mAP, mINP numbers; cmc numbers).
+
+    Raises:
+        ReidkitError: `run_dir` is not a folder, has no metrics.json, or it is not valid JSON or mistyped.
+    """
+    run_dir = Path(run_dir)
+    path, fix = run_dir / "metrics.json", f"rewrite it with `reidkit eval --run {run_dir} --out {run_dir}`"
+    if not run_dir.is_dir():
+        raise ReidkitError(f"{run_dir} does not exist or is not a folder; pass a run folder written by `reidkit train`")
+    if not path.is_file():
+        raise ReidkitError(f"{run_dir} has not finished (no metrics.json); finish it with "
+                           f"`reidkit train --resume {run_dir}`" if (run_dir / "config.yaml").is_file()
+                           else f"{run_dir} is not a run folder (no config.yaml or metrics.json); pass the --out "
+                                "of `reidkit train`")
+    metrics = read_json_object(path, fix)
+    problems = [f'"{key}" is missing' for key in ("rank1", "mAP", "mINP") if key not in metrics]
+    problems += [f'"{key}" is {value!r}, not a number' for key, value in metrics.items()
+                 if key in ("rank1", "rank5", "rank10", "mAP", "mINP") and not _is_number(value)]
+    if "cmc" in metrics and not (isinstance(metrics["cmc"], list) and all(map(_is_number, metrics["cmc"]))):
+        problems.append('"cmc" is not a list of numbers')
+    for key in ("attribute_accuracy", "verification_rescored", "reranked", "query_expanded"):
+        if key in metrics and not isinstance(metrics[key], dict):
+            problems.append(f'"{key}" is not an object')
+    accuracy = metrics.get("attribute_accuracy")
+    if isinstance(accuracy, dict) and not all(map(_is_number, accuracy.values())):
+        problems.append('"attribute_accuracy" holds a value that is not a number')
+    if not isinstance(metrics.get("protocol", ""), str):
+        problems.append('"protocol" is not a string')
+    if problems:
+        raise ReidkitError(f"{path} is damaged: {'; '.join(problems[:3])}; {fix}")
+    return metrics
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """The JSON object in `path`; a ReidkitError naming the file, what is wrong and `fix` otherwise."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ReidkitError(f"{path} is not valid JSON (line {error.lineno} column {error.colno}: {error.msg}); "
+                           f"{fix}") from error
+    except UnicodeDecodeError as error:
+        raise ReidkitError(f"{path} is not a text file ({error}); {fix}") from error
+    if not isinstance(values, dict):
+        raise ReidkitError(f"{path} holds a JSON {type(values).__name__}, not an object; {fix}")
+    return values
+
+
+def read_metrics_records(path: Path) -> tuple[list[dict], list[int]]:
+    """(records, numbers of the lines skipped) of a metrics.jsonl; a line that is not a JSON object (a run
+    killed while writing leaves a partial last line) is skipped."""
+    if not path.is_file():
+        return [], []
+    records, skipped = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped.append(number)
+    return records, skipped
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -68,6 +68,7 @@ class GalleryIndex:
         ef_search: faiss-hnsw search list length, default 64 (raised to k by faiss when smaller).
         run_dir: the run whose model made the features (saved with the index, so a search can embed
             new query images with the same model).
+        model_digest: SHA-256 of that model's weights file, so a search can tell when it changed.
 
     Raises:
         ValueError: Unknown metric or backend (the message lists the allowed values), mismatched lengths,
@@ -77,9 +78,9 @@ class GalleryIndex:
 
     def __init__(self, features, pids, camids, paths: list[str], metric: str = "cosine", backend: str = "exact",
                  *, nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
-                 ef_search: int | None = None, run_dir: str = "") -> None:
+                 ef_search: int | None = None, run_dir: str = "", model_digest: str = "") -> None:
         self._set_gallery(features, pids, camids, paths, metric, backend)
-        self.run_dir = str(run_dir)
+        self.run_dir, self.model_digest = str(run_dir), model_digest
         self.params = faiss_backend.resolve_params(backend, len(self), nlist, nprobe, hnsw_m, ef_search)
         self._faiss_index = None
         if backend in faiss_backend.FAISS_BACKENDS:
@@ -172,7 +173,7 @@ class GalleryIndex:
             tensors["faiss_index"] = torch.from_numpy(faiss_backend.serialize(self._faiss_index))
         metadata = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "paths": json.dumps(self.paths),
                     "metric": self.metric, "backend": self.backend, "params": json.dumps(self.params),
-                    "run_dir": self.run_dir}
+                    "run_dir": self.run_dir, "model_digest": self.model_digest}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
@@ -196,7 +197,7 @@ class GalleryIndex:
             index._set_gallery(tensors["features"], tensors["pids"], tensors["camids"],
                                json.loads(metadata["paths"]), metadata["metric"], metadata["backend"])
             params = json.loads(metadata["params"])
-            index.run_dir = metadata.get("run_dir", "")
+            index.run_dir, index.model_digest = metadata.get("run_dir", ""), metadata.get("model_digest", "")
             index.params = faiss_backend.resolve_params(index.backend, len(index), **params)
         except (KeyError, TypeError, ValueError) as error:
             raise ReidkitError(f"corrupt gallery index {path}: {type(error).__name__}: {error}") from error

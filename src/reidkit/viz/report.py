@@ -1,4 +1,4 @@
-"""Self-contained HTML reports: one run (`report.html`) and a side-by-side comparison of several runs.
+"""Self-contained HTML report of one run (`report.html`); `reidkit.viz.compare` compares several runs.
 
 One file each: inline CSS, pictures as base64 data URIs, no script, no network access. `write_report`
 sections: config (collapsible), data set, metrics (with baselines.json and pair-head re-scoring when
@@ -16,7 +16,6 @@ import base64
 import datetime
 import html
 import io
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -114,17 +113,20 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
         The path of the report.
 
     Raises:
-        ReidkitError: not a finished run folder (no config.yaml or metrics.json).
+        ReidkitError: not a finished run folder (no config.yaml or metrics.json), or its config.yaml,
+            metrics.json or baselines.json is damaged (unreadable metrics.jsonl lines are skipped with a note).
     """
     from reidkit.data.build import build_dataset
-    from reidkit.engine.runs import load_run_config
+    from reidkit.engine.runs import load_run_config, read_metrics_records, read_run_metrics
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    metrics = _read_json(run_dir / "metrics.json", "the run has not finished (no metrics.json)")
-    baselines = _read_json(run_dir / "baselines.json") if (run_dir / "baselines.json").is_file() else {}
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "metrics.jsonl").is_file() else []
+    metrics = read_run_metrics(run_dir)
+    baselines = _read_baselines(run_dir / "baselines.json")
+    records, skipped = read_metrics_records(run_dir / "metrics.jsonl")
+    lines = f"line{'s' if len(skipped) > 1 else ''} {', '.join(map(str, skipped[:5]))}{', …' * (len(skipped) > 5)}"
+    notes = [(f"metrics.jsonl: skipped unreadable {lines} (a run killed while writing leaves a partial last "
+              "line); the training curves show the other records")] if skipped else []
     rows = {"this run": metrics}
     if "verification_rescored" in metrics:
         rows["top-k re-scored by the pair head"] = metrics["verification_rescored"]
@@ -133,7 +135,6 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
     if "query_expanded" in metrics:
         rows["query expansion"] = metrics["query_expanded"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
-    notes: list[str] = []
     if dataset is None:
         dataset = _try(notes, "data set", lambda: build_dataset(config.data, progress=False))
     if dataset is not None and (distmat is None or gallery_features is None):
@@ -166,43 +167,18 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
     return _write_page(Path(out_path) if out_path else run_dir / "report.html", title, summary, sections, notes)
 
 
-def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[str] | None = None) -> Path:
-    """Write one HTML page comparing runs: metrics table, overlaid CMC curves, config keys that differ.
-
-    Raises:
-        ReidkitError: a folder without metrics.json; ValueError: no run, or labels of the wrong length.
-    """
-    import yaml
-
-    if not run_dirs:
-        raise ValueError("compare_runs needs at least one run folder")
-    run_dirs = [Path(run) for run in run_dirs]
-    names = [run.resolve().name for run in run_dirs]
-    labels = labels or (names if len(set(names)) == len(names) else [str(run) for run in run_dirs])
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    metrics = {label: _read_json(run / "metrics.json", f"{run} has not finished (no metrics.json)")
-               for label, run in zip(labels, run_dirs)}
-    configs = {label: _flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
-               if (run / "config.yaml").is_file() else {} for label, run in zip(labels, run_dirs)}
-    with tempfile.TemporaryDirectory() as scratch:
-        curve = _plot_cmc_overlay({label: m["cmc"] for label, m in metrics.items() if m.get("cmc")},
-                                  Path(scratch) / "cmc.png")
-        sections = [("metrics", "Metrics", _metrics_table(metrics)),
-                    ("cmc", "CMC curves", _image(curve, "CMC curves of the compared runs")),
-                    ("config-diff", "Config differences", _config_diff(configs))]
-    summary = "runs: " + ", ".join(f"{label} ({run})" for label, run in zip(labels, run_dirs))
-    return _write_page(Path(out_path), "reidkit run comparison", summary, sections, [])
-
-
 def _as_numpy(distmat: Any) -> np.ndarray:  # numpy or torch → numpy
     return np.asarray(distmat.detach().cpu().numpy() if hasattr(distmat, "detach") else distmat)
 
 
-def _read_json(path: Path, missing: str | None = None) -> dict:
-    if not path.is_file():
-        raise ReidkitError(f"{path.parent}: {missing or f'no {path.name}'}")
-    return json.loads(path.read_text())
+def _read_baselines(path: Path) -> dict:  # baselines.json ({name: metrics}) when present, else {}
+    from reidkit.engine.runs import read_json_object
+
+    fix = "delete it and the report leaves the baselines out"
+    baselines = read_json_object(path, fix) if path.is_file() else {}
+    if not all(isinstance(values, dict) for values in baselines.values()):
+        raise ReidkitError(f"{path} is damaged: each baseline must be an object of metrics; {fix}")
+    return baselines
 
 
 def _try(notes: list[str], what: str, compute):  # compute(), or None and a note on a ReidkitError
@@ -230,13 +206,6 @@ def _extract(run_dir: Path, config, dataset, need_query: bool):
                                  amp=config.train.amp, progress=False) for loader in loaders]
     distmat = distance_matrix(features[0], features[1], config.eval.metric) if need_query else None
     return distmat, features[-1]
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
 
 
 def _table(table_id: str, header: list[str], rows: list[tuple[str, str]]) -> str:
@@ -349,31 +318,6 @@ def _embedding_section(features, dataset, metric: str, scratch: Path, num_identi
     path = plot_embedding(features[pids > 0], pids[pids > 0], scratch / "embedding.png", num_identities=num_identities)
     return _image(path, f"gallery features of the {min(num_identities, len(set(pids[pids > 0].tolist())))} most "
                         "frequent identities, projected on their first two principal components")
-
-
-def _config_diff(configs: dict[str, dict]) -> str:
-    keys = sorted({key for flat in configs.values() for key in flat})
-    values = {key: [json.dumps(flat.get(key), sort_keys=True) for flat in configs.values()] for key in keys}
-    rows = [(key, "".join(f"<td>{html.escape(text)}</td>" for text in texts))
-            for key, texts in values.items() if len(set(texts)) > 1]
-    return _table("config-diff", ["key", *configs], rows) if rows else "<p>The configs are identical.</p>"
-
-
-def _plot_cmc_overlay(curves: dict[str, list[float]], path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.5, 4.5), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
-    for label, cmc in curves.items():
-        axes.plot(np.arange(1, len(cmc) + 1), 100 * np.asarray(cmc), label=f"{label} (R1 {100 * cmc[0]:.1f}%)")
-    axes.set(xlabel="rank", ylabel="matching rate (%)", title="CMC", ylim=(0, 101))
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
 
 
 def _image(path: Path, caption: str, photo: bool = False) -> str:
