@@ -98,8 +98,7 @@ def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     assert lines[0].startswith(f" original: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
     assert lines[1].startswith(f"re-ranked: rank-1 {expected['cmc'][0]:.2%}  mAP {expected['mAP']:.2%}")
     folder = reidkit("rerank", "--query", str(tmp_path), "--gallery", str(tmp_path / "x"))
-    assert folder.returncode == 2 and f"{tmp_path} is a folder; give a file written by `reidkit extract" \
-        in folder.stderr
+    assert folder.returncode == 2 and f"{tmp_path} is a folder; write one with `reidkit extract" in folder.stderr
     missing = reidkit("rerank", "--query", str(tmp_path / "nope.safetensors"), "--gallery", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist; write one with `reidkit extract" in missing.stderr
     (tmp_path / "bad.safetensors").write_text("not a tensor file")
