@@ -194,3 +194,24 @@ def test_pca_and_top_identities():
     np.testing.assert_allclose(explained, [180 / 190, 10 / 190])  # sums of squares 9·20 and 10
     np.testing.assert_allclose(np.abs(points), np.abs(np.stack([3 * along, across], axis=1)), atol=1e-12)
     assert top_identities([3, 3, 1, 1, 2, 5, 5, 5], 3) == [5, 1, 3]
+
+
+def test_worst_queries_are_the_lowest_average_precisions_in_order(run, tmp_path):
+    import re
+
+    from reidkit.data.build import build_dataset
+    from reidkit.engine.runs import load_run_config
+
+    dataset = build_dataset(load_run_config(run).data, progress=False)
+    distmat = np.random.default_rng(3).random((len(dataset.query), len(dataset.gallery)))
+    path = write_report(run, distmat=distmat, dataset=dataset, gallery_features=np.ones((len(dataset.gallery), 2)),
+                        out_path=tmp_path / "worst.html", num_ranked=1, num_worst=4)
+    worst_section = path.read_text(encoding="utf-8").split("id='worst'")[1].split("<section")[0]
+    shown = [(int(index), float(ap)) for index, ap in
+             re.findall(r"<figcaption>query (\d+) · pid [-\d]+ · camera c\d+ · AP ([\d.]+)</figcaption>", worst_section)]
+    precisions = average_precisions(distmat, dataset.query, dataset.gallery)
+    valid = np.flatnonzero(~np.isnan(precisions))
+    expected = valid[np.argsort(precisions[valid], kind="stable")][:4]
+    assert [index for index, _ in shown] == expected.tolist()
+    assert [ap for _, ap in shown] == pytest.approx(precisions[expected], abs=5e-4)
+    assert all(a <= b for (_, a), (_, b) in zip(shown, shown[1:]))

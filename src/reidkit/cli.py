@@ -176,7 +176,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     config, device, model = _open_run(args)
     if model.pair_head is None:
-        raise ReidkitError(f"{args.run} has no pair head; train with loss.verification.weight > 0 to use verify")
+        raise ReidkitError(f"{args.weights or args.run} has no pair head; use a run trained with "
+                           f"loss.verification.weight > 0 (and its weights) for verify")
     key = config.loss.verification.feature
     features = image_outputs(model, [args.image_a, args.image_b], config, device, (key,))[key].to(device)
     with torch.no_grad():
