@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.errors import ReidkitError
 from reidkit.outputs import output_file, output_folder
 
@@ -105,11 +106,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from reidkit.engine.features import feature_file_metadata, load_feature_file
     from reidkit.metrics import evaluate_features, evaluate_rank, re_ranking_features
 
-    from reidkit.engine.features import feature_file_metadata
-
-    (q_features, q_pids, q_camids), (g_features, g_pids, g_camids) = map(_read_feature_file, (args.query, args.gallery))
+    q_features, q_pids, q_camids, _ = load_feature_file(args.query)
+    g_features, g_pids, g_camids, _ = load_feature_file(args.gallery)
     out = output_file(args.out, ".npy") if args.out else None
     if args.metric is None:  # the metric the run evaluates these features with
         args.metric = feature_file_metadata(args.query).get("metric", "euclidean")
@@ -128,13 +129,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         np.save(out, distances)
         print(f"wrote the [{distances.shape[0]}, {distances.shape[1]}] re-ranked distances to {out}")
     return 0
-
-
-def _read_feature_file(path: str):
-    """``(features, pids, camids)`` of a file written by ``reidkit extract``, or one clear error."""
-    from reidkit.engine.features import load_feature_file
-
-    return load_feature_file(path)[:3]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -320,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output .onnx file (dynamic batch axis)")
     export.add_argument("--opset", type=int_in(9, 23), default=17, help="ONNX opset version, 9 to 23 (default 17; 18 and newer "
                                                                "need the onnxscript package)")
-    export.add_argument("--height", type=int_in(16), help="input height (default: the run's data.height)")
-    export.add_argument("--width", type=int_in(8), help="input width (default: the run's data.width)")
+    export.add_argument("--height", type=int_in(MIN_HEIGHT), help="input height (default: the run's data.height)")
+    export.add_argument("--width", type=int_in(MIN_WIDTH), help="input width (default: the run's data.width)")
     export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     export.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     export.set_defaults(func=cmd_export)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.data.images import read_rgb
 from reidkit.errors import ReidkitError
 
@@ -136,8 +137,9 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, heig
     config = load_run_config(run_dir, overrides)
     height = config.data.height if height is None else height
     width = config.data.width if width is None else width
-    if height < 16 or width < 8:
-        raise ReidkitError(f"export input size {height}×{width} is too small; give at least 16×8 pixels")
+    if height < MIN_HEIGHT or width < MIN_WIDTH:
+        raise ReidkitError(f"export input size {height}×{width} is too small; give at least "
+                           f"{MIN_HEIGHT}×{MIN_WIDTH} pixels")
     module = _feature_module(load_run_model(run_dir, config, weights).cpu(), config.eval.feature,
                              config.eval.flip)
     samples = build_dataset(config.data, progress=False).query[:parity_images]

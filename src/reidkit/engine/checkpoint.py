@@ -20,6 +20,8 @@ from torch import nn
 
 from reidkit.errors import ReidkitError
 
+CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
+
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write the state dict of `model` to `path` atomically (temporary file, fsync, rename)."""
@@ -157,9 +159,9 @@ class CheckpointManager:
 
     def complete_checkpoints(self) -> list[str]:
         """Names of the checkpoints with both files on disk, oldest first (by the time they were written)."""
-        names = [path.name[: -len(".state.pt")] for path in self.directory.glob("*.state.pt")
-                 if re.fullmatch(r"(epoch|step)_\d+", path.name[: -len(".state.pt")])
-                 and (self.directory / path.name.replace(".state.pt", ".safetensors")).is_file()]
+        names = [path.name.removesuffix(".state.pt") for path in self.directory.glob("*.state.pt")]
+        names = [name for name in names
+                 if CHECKPOINT_NAME.fullmatch(name) and (self.directory / f"{name}.safetensors").is_file()]
         return sorted(names, key=lambda name: ((self.directory / f"{name}.state.pt").stat().st_mtime_ns, name))
 
     def _pointed_name(self, pointer: Path) -> str:
@@ -172,7 +174,7 @@ class CheckpointManager:
             raise ReidkitError(f"{pointer} is damaged (a JSON {type(values).__name__}, not an object like "
                                f"{{\"name\": \"epoch_002\"}}); {self._repair(pointer)}")
         name = values.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"(epoch|step)_\d+", name):
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
             found = f"its \"name\" is {name!r}" if "name" in values else "it has no \"name\""
             raise ReidkitError(f"{pointer} is damaged ({found}, not a checkpoint name such as epoch_002); "
                                + self._repair(pointer))
@@ -189,7 +191,7 @@ class CheckpointManager:
 
     def _prune(self, newest: str) -> None:
         # oldest first by number: "epoch_1000" is newer than "epoch_999" although it sorts before it as text
-        found = (re.fullmatch(r"(epoch|step)_(\d+)", path.name.split(".")[0])
+        found = (CHECKPOINT_NAME.fullmatch(path.name.removesuffix(".state.pt"))
                  for path in self.directory.glob("*.state.pt"))
         names = [match.group(0) for match in sorted(filter(None, found), key=lambda m: (m[1], int(m[2])))]
         epochs = [n for n in names if n.startswith("epoch_")]

@@ -70,14 +70,20 @@ def model_digest(run_dir: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def check_same_model(index: GalleryIndex, run_dir: str | Path) -> None:
+    """Refuse to embed queries for `index` with the model of `run_dir` unless it is the model that embedded
+    the gallery (same weights file digest; indexes written before digests were stored are not checked)."""
+    if index.model_digest and model_digest(run_dir) != index.model_digest:
+        raise DatasetError(f"the model of {run_dir} changed after this index was built (or is another model), so "
+                           f"queries would be embedded differently from its gallery; rebuild it with "
+                           f"`reidkit index --run {run_dir} --gallery DIR`")
+
+
 def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
     """Embed `image_paths` with the model of the run that built `index` and search it."""
     if not index.run_dir:
         raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
-    if index.model_digest and model_digest(index.run_dir) != index.model_digest:
-        raise DatasetError(f"the model of {index.run_dir} changed after this index was built, so queries would be "
-                           f"embedded differently from its gallery; rebuild it with `reidkit index --run "
-                           f"{index.run_dir} --gallery DIR`")
+    check_same_model(index, index.run_dir)
     for path in image_paths:
         if not Path(path).is_file():
             problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"

@@ -222,7 +222,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-    from reidkit.engine.indexing import model_digest
+    from reidkit.engine.indexing import check_same_model
     from reidkit.retrieval import GalleryIndex
 
     if topk < 1 or max_upload_bytes < 1 or max_pixels < 1:
@@ -230,10 +230,8 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                          f"{max_pixels}")
     index = GalleryIndex.load(index_path)
     run_dir = run_dir if run_dir is not None else (index.run_dir or None)
-    if run_dir is not None and index.model_digest and model_digest(run_dir) != index.model_digest:
-        raise ReidkitError(f"the model of {run_dir} is not the one that built {index_path} (its weights differ), "
-                           f"so uploads would be embedded differently from the gallery; rebuild the index with "
-                           f"`reidkit index --run {run_dir} --gallery DIR`")
+    if run_dir is not None:
+        check_same_model(index, run_dir)
     embedder = Embedder(run_dir) if run_dir is not None else None
     queries = load_query_set(query_features) if query_features is not None else \
         embedder.query_set() if embedder is not None else None

@@ -20,6 +20,7 @@ def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[
         ReidkitError: a folder that does not exist, or has no metrics.json, or a damaged metrics.json or
             config.yaml; ValueError: no run, or labels of the wrong length.
     """
+    from reidkit.engine.run_folder import flatten
     from reidkit.engine.runs import read_run_config, read_run_metrics
 
     if not run_dirs:
@@ -30,7 +31,7 @@ def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[
     if len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
     metrics = {label: read_run_metrics(run) for label, run in zip(labels, run_dirs)}
-    configs = {label: _flatten(read_run_config(run)) if (run / "config.yaml").is_file() else {}
+    configs = {label: flatten(read_run_config(run)) if (run / "config.yaml").is_file() else {}
                for label, run in zip(labels, run_dirs)}
     with tempfile.TemporaryDirectory() as scratch:
         curve = _plot_cmc_overlay({label: m["cmc"] for label, m in metrics.items() if m.get("cmc")},
@@ -40,13 +41,6 @@ def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[
                     ("config-diff", "Config differences", _config_diff(configs))]
     summary = "runs: " + ", ".join(f"{label} ({run})" for label, run in zip(labels, run_dirs))
     return _write_page(Path(out_path), "reidkit run comparison", summary, sections, [])
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
 
 
 def _config_diff(configs: dict[str, dict]) -> str:
