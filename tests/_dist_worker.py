@@ -21,7 +21,8 @@ from reidkit import distributed
 from reidkit.data.samplers import DistributedPKSampler, PKSampler
 from reidkit.losses import TriHardLoss, cross_entropy_label_smooth, trihard_loss
 from reidkit.losses.cross_rank import CrossRankLoss
-from reidkit.losses.sharded import ShardedLinearCrossEntropy
+from reidkit.losses.sharded import ShardedLinearCrossEntropy, gather_sharded_state, load_sharded_state
+from reidkit.models.sync_batchnorm import convert_sync_batchnorm
 
 WORLD_SIZE = 2
 IN_DIM, EMBEDDING_DIM = 10, 8
@@ -29,7 +30,7 @@ NUM_IDENTITIES, IMAGES_PER_IDENTITY = 13, 6  # 13 classes: unequal shards of 7 a
 P, K, SEED, STEPS = 4, 3, 0, 4
 LABEL_SMOOTHING = 0.1
 CLASSIFIER_SEED = 3
-MODES = ("local", "cross_rank", "sharded", "combined")
+MODES = ("local", "cross_rank", "sharded", "combined", "sync_bn")
 TIMEOUT = timedelta(seconds=60)
 
 
@@ -43,9 +44,14 @@ def make_data() -> tuple[Tensor, list[int]]:
     return inputs, pids.tolist()
 
 
-def make_model() -> nn.Module:
+def make_model(batch_norm: bool = False) -> nn.Module:
+    """A small MLP; with `batch_norm`, BatchNorm over [N, 4, 4] (statistics over batch and length, as a
+    BatchNorm2d's over batch and pixels) and over [N, 16]."""
     torch.manual_seed(2)
-    return nn.Sequential(nn.Linear(IN_DIM, 16), nn.Tanh(), nn.Linear(16, EMBEDDING_DIM))
+    if not batch_norm:
+        return nn.Sequential(nn.Linear(IN_DIM, 16), nn.Tanh(), nn.Linear(16, EMBEDDING_DIM))
+    return nn.Sequential(nn.Linear(IN_DIM, 16), nn.Unflatten(1, (4, 4)), nn.BatchNorm1d(4), nn.Flatten(),
+                         nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, EMBEDDING_DIM))
 
 
 def _reference_loss(mode: str, embeddings: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
@@ -59,25 +65,34 @@ def _reference_loss(mode: str, embeddings: Tensor, labels: Tensor, weight: Tenso
         "cross_rank": cross_rank,
         "sharded": classification,
         "combined": local + cross_rank + classification,
+        "sync_bn": cross_rank,  # BatchNorm over the whole global batch
     }[mode]
 
 
+def _model_and_classifier(mode: str) -> tuple[nn.Module, ShardedLinearCrossEntropy, torch.optim.Optimizer]:
+    model = make_model(batch_norm=mode == "sync_bn")
+    classifier = ShardedLinearCrossEntropy(NUM_IDENTITIES, EMBEDDING_DIM, LABEL_SMOOTHING, seed=CLASSIFIER_SEED)
+    optimizer = torch.optim.SGD(
+        [*model.parameters(), *classifier.parameters()], lr=0.2, momentum=0.9, weight_decay=5e-4
+    )
+    return model, classifier, optimizer
+
+
 def train(mode: str, reference: bool) -> dict:
-    """STEPS of SGD on the toy problem; records losses, embedding gradients and the final weights."""
+    """STEPS of SGD on the toy problem; records losses, embedding gradients and the final weights, and
+    for "sharded" the checkpoint state of `gather_sharded_state`."""
     inputs, pids = make_data()
     labels_of = torch.tensor(pids)
-    model = make_model()
-    classifier = ShardedLinearCrossEntropy(NUM_IDENTITIES, EMBEDDING_DIM, LABEL_SMOOTHING, seed=CLASSIFIER_SEED)
+    model, classifier, optimizer = _model_and_classifier(mode)
     if reference:
         sampler = PKSampler(pids, P, K, SEED)
         network = model
     else:
         sampler = DistributedPKSampler(pids, P, K, SEED)  # rank and world size from the process group
+        if mode == "sync_bn":
+            model = convert_sync_batchnorm(model, torch.device("cpu"))
         network = DistributedDataParallel(model)
     cross_rank_trihard = CrossRankLoss(TriHardLoss())
-    optimizer = torch.optim.SGD(
-        [*model.parameters(), *classifier.parameters()], lr=0.2, momentum=0.9, weight_decay=5e-4
-    )
     record = {"losses": [], "embedding_grads": [], "batches": []}
     for step, batch in enumerate(sampler):
         if step == STEPS:
@@ -93,7 +108,7 @@ def train(mode: str, reference: bool) -> dict:
                 "cross_rank": lambda: cross_rank_trihard(embeddings, labels),
                 "sharded": lambda: classifier(embeddings, labels),
             }
-            names = ("local", "cross_rank", "sharded") if mode == "combined" else (mode,)
+            names = {"combined": ("local", "cross_rank", "sharded"), "sync_bn": ("cross_rank",)}.get(mode, (mode,))
             loss = sum(terms[name]() for name in names)
         optimizer.zero_grad()
         loss.backward()
@@ -105,7 +120,19 @@ def train(mode: str, reference: bool) -> dict:
     record["classifier"] = classifier.weight.detach().clone()
     record["classifier_range"] = (classifier.start, classifier.end)
     record["full_classifier"] = classifier.full_weight()
+    if mode == "sharded":
+        record["gathered"] = gather_sharded_state(classifier, optimizer)
     return record
+
+
+def load_sharded(states: tuple[dict, dict]) -> dict:
+    """A fresh classifier and optimiser of this world size loaded with `load_sharded_state(states)`: its
+    rows and its momentum of the classifier."""
+    model, classifier, optimizer = _model_and_classifier("sharded")
+    load_sharded_state(classifier, optimizer, *states)
+    index = len(list(model.parameters()))  # the classifier's place in the optimiser
+    return {"weight": classifier.weight.detach().clone(), "range": (classifier.start, classifier.end),
+            "momentum": optimizer.state[optimizer.param_groups[0]["params"][index]]["momentum_buffer"].clone()}
 
 
 def _helper_results() -> dict:
@@ -148,6 +175,71 @@ def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         results = {"helpers": _helper_results()}
         for mode in MODES:
             results[mode] = train(mode, reference=False)
+        # checkpoints of the sharded classifier between world sizes: this run's (2 ranks), one process's
+        results["load_own"] = load_sharded(results["sharded"]["gathered"])
+        results["load_single"] = load_sharded(torch.load(Path(out_dir) / "single_process_state.pt"))
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
+        dist.destroy_process_group()
+
+
+def train_runs(rank: int, world_size: int, init_file: str, out_dir: str, jobs: list[tuple[str, str, list[str]]]) -> None:
+    """Body of one spawned rank for `reidkit.engine.trainer.train` runs in one gloo group: each job is
+    (name, config file, overrides) trained into `out_dir/name`; writes `train_rank{r}.pt` with each job's
+    metrics (rank 0) or the error that stopped it."""
+    import traceback
+
+    from reidkit.config import load_config
+    from reidkit.engine.trainer import train as train_run
+
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=120))
+    results = {}
+    try:
+        for name, config_file, overrides in jobs:
+            try:
+                config = load_config(config_file, overrides)
+                results[name] = {"metrics": train_run(config, Path(out_dir) / name, progress=False, log=lambda *a: None)}
+            except Exception:  # recorded for the test to show; the other jobs still run
+                results[name] = {"error": traceback.format_exc()}
+                break  # a failed collective leaves the ranks out of step: stop here
+    finally:
+        torch.save(results, Path(out_dir) / f"train_rank{rank}.pt")
+        dist.destroy_process_group()
+
+
+def waiting_worker(rank: int, world_size: int, init_file: str, out_dir: str, timeout_s: float, work_s: float) -> None:
+    """Rank 0 works `work_s` seconds alone, longer than the group's collective timeout `timeout_s`, while
+    rank 1 waits: in `wait_for_main_process` (then both meet in an all-reduce), after a failure of rank 0
+    in the block, and, last, in a plain barrier. Writes `wait_rank{r}.pt` with what each rank saw."""
+    import time
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=timeout_s))
+    seen = {}
+    try:
+        with distributed.wait_for_main_process(poll_seconds=0.05):
+            if rank == 0:
+                time.sleep(work_s)
+        total = torch.tensor([rank + 1.0])
+        dist.all_reduce(total)
+        seen["after_wait"] = total.item()
+        try:
+            with distributed.wait_for_main_process(poll_seconds=0.05):
+                if rank == 0:
+                    raise ValueError("rank 0's evaluation failed")
+        except (ValueError, RuntimeError) as error:
+            seen["failure"] = str(error)
+        try:
+            if rank == 0:
+                time.sleep(work_s)
+            dist.barrier()
+            seen["barrier"] = "passed"
+        except RuntimeError as error:
+            seen["barrier"] = f"failed: {error}"
+    finally:
+        torch.save(seen, Path(out_dir) / f"wait_rank{rank}.pt")
         dist.destroy_process_group()

@@ -8,6 +8,7 @@ gradients (W·∂L/∂e on each rank, the convention of `reidkit.distributed`) a
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def _spawn(tmp_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return _spawn(tmp_path_factory.mktemp("dist"))
+def ranks(tmp_path_factory: pytest.TempPathFactory, reference: dict) -> list[dict]:
+    tmp_dir = tmp_path_factory.mktemp("dist")
+    torch.save(reference["sharded"]["gathered"], tmp_dir / "single_process_state.pt")  # for the 1 → 2 load
+    return _spawn(tmp_dir)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +238,7 @@ def test_ddp_training_equals_single_process_training_on_the_global_batch(
         # losses are the same on every rank
         mean_loss = np.mean([r["losses"][step] for r in results])
         assert mean_loss == pytest.approx(expected["losses"][step], rel=1e-10)
-        if mode in ("cross_rank", "sharded"):
+        if mode in ("cross_rank", "sharded", "sync_bn"):
             assert results[0]["losses"][step] == pytest.approx(results[1]["losses"][step], rel=1e-12)
         rows = expected["embedding_grads"][step].shape[0]
         for rank, result in enumerate(results):
@@ -257,6 +260,47 @@ def test_cross_rank_mining_differs_from_per_rank_mining(ranks: list[dict], refer
     assert [r["local"]["losses"][0] for r in ranks] != pytest.approx([cross_rank[0]] * 2, rel=1e-6)
     model_local, model_cross = ranks[0]["local"]["model"], ranks[0]["cross_rank"]["model"]
     assert any(not torch.allclose(model_local[name], model_cross[name]) for name in model_local)
+
+
+@pytest.mark.slow
+def test_sharded_checkpoints_hold_the_full_classifier_and_load_into_any_world_size(
+    ranks: list[dict], reference: dict
+) -> None:
+    """gather_sharded_state writes the full weight and momentum whatever the world size; load_sharded_state
+    gives each rank its rows: 2 → 2, 1 → 2 (in the ranks) and 2 → 1 (here)."""
+    full_weight = reference["sharded"]["classifier"]
+    objective_state, optimizer_state = reference["sharded"]["gathered"]
+    index = len(list(toy.make_model().parameters()))  # the classifier's place in the optimiser (after the model's)
+    full_momentum = optimizer_state["state"][index]["momentum_buffer"]
+    assert full_momentum.shape == full_weight.shape and full_momentum.abs().sum() > 0
+    torch.testing.assert_close(objective_state["weight"], full_weight, **TOLERANCE)
+    for rank, result in enumerate(ranks):
+        gathered_objective, gathered_optimizer = result["sharded"]["gathered"]
+        torch.testing.assert_close(gathered_objective["weight"], full_weight, **TOLERANCE)
+        torch.testing.assert_close(gathered_optimizer["state"][index]["momentum_buffer"], full_momentum, **TOLERANCE)
+        for loaded in (result["load_own"], result["load_single"]):
+            start, end = loaded["range"]
+            assert (start, end) == shard_classes(toy.NUM_IDENTITIES, rank, toy.WORLD_SIZE)
+            torch.testing.assert_close(loaded["weight"], full_weight[start:end], **TOLERANCE)
+            torch.testing.assert_close(loaded["momentum"], full_momentum[start:end], **TOLERANCE)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        single = toy.load_sharded(ranks[0]["sharded"]["gathered"])  # 2 → 1
+    finally:
+        torch.set_default_dtype(default)
+    assert single["range"] == (0, toy.NUM_IDENTITIES)
+    torch.testing.assert_close(single["weight"], full_weight, **TOLERANCE)
+    torch.testing.assert_close(single["momentum"], full_momentum, **TOLERANCE)
+
+
+def test_a_shard_saved_by_an_older_version_is_refused_with_the_fix() -> None:
+    from reidkit.losses.sharded import load_sharded_state
+
+    classifier = ShardedLinearCrossEntropy(6, 3)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"shape \(3, 3\), not the full classifier \[6, 3\].*older reidkit"):
+        load_sharded_state(classifier, optimizer, {"weight": torch.zeros(3, 3)}, optimizer.state_dict())
 
 
 @pytest.mark.slow
@@ -289,3 +333,23 @@ def test_two_process_cli_training_and_distributed_evaluation(tmp_path):
     single = json.loads((run / "eval" / "metrics.json").read_text())
     for key in ("rank1", "mAP", "mINP", "num_valid_queries"):
         assert single[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_cpu_sync_batchnorm_is_batchnorm_in_one_process_and_conversion_keeps_the_state() -> None:
+    from reidkit.models.sync_batchnorm import CpuSyncBatchNorm, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 4 * 4, 5), torch.nn.BatchNorm1d(5))
+    model[4].weight.requires_grad_(False)
+    reference = {name: value.clone() for name, value in model.state_dict().items()}
+    plain = copy.deepcopy(model)  # conversion reuses the parameter tensors
+    converted = convert_sync_batchnorm(model, torch.device("cpu"))
+    assert converted is model and isinstance(model[1], CpuSyncBatchNorm) and isinstance(model[4], CpuSyncBatchNorm)
+    assert list(model.state_dict()) == list(reference) and not model[4].weight.requires_grad
+    x = torch.randn(6, 3, 6, 6)
+    for mode in (True, False):
+        model.train(mode), plain.train(mode)
+        torch.testing.assert_close(model(x), plain(x))
+    for name, value in plain.state_dict().items():  # running statistics updated as BatchNorm does
+        torch.testing.assert_close(model.state_dict()[name], value)

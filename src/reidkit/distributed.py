@@ -19,9 +19,13 @@ gradient by 1/W (see `reidkit.losses.sharded`).
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -219,23 +223,75 @@ def global_batch_loss(
     return loss_fn(all_gather_with_grad(embeddings), all_gather_tensors(labels))
 
 
-def init_from_environment() -> bool:
-    """Join the process group described by torchrun's environment (WORLD_SIZE > 1): NCCL when CUDA is
-    available, gloo otherwise. Returns whether this process is now part of a multi-process group."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
-        return is_distributed()
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
+# The collective library for tensors of each accelerator type. CPU tensors (counters, sizes, anything a
+# rank keeps on the host) always go through gloo, so a CUDA run's group serves both kinds of tensor: a
+# plain "nccl" group refuses every collective on a CPU tensor.
+ACCELERATOR_BACKENDS = {"cuda": "nccl"}
 
 
-def shutdown() -> None:
-    """Leave the process group (nothing in a single process)."""
-    if is_distributed():
+def process_group_backend(device_type: str) -> str:
+    """The backend string of a process group training on `device_type`: "gloo" for CPU training, else
+    "cpu:gloo,<type>:<library>" (e.g. "cpu:gloo,cuda:nccl")."""
+    if device_type == "cpu":
+        return "gloo"
+    if device_type not in ACCELERATOR_BACKENDS:
+        raise ValueError(f"no collective library known for device type {device_type!r}; "
+                         f"known: cpu, {', '.join(ACCELERATOR_BACKENDS)}")
+    return f"cpu:gloo,{device_type}:{ACCELERATOR_BACKENDS[device_type]}"
+
+
+@contextmanager
+def process_group_from_environment(device: torch.device, timeout_minutes: float = 30.0) -> Iterator[bool]:
+    """Join the process group described by torchrun's environment (WORLD_SIZE > 1) for the block and leave
+    it afterwards; yields whether this process is part of a multi-process group.
+
+    The group serves CPU tensors and tensors of `device` (`process_group_backend`); `timeout_minutes` is
+    the collective timeout (NCCL's watchdog and gloo's), which long work of rank 0 alone never meets
+    because the other ranks wait for it in `wait_for_main_process`. A group that already exists (made by
+    the caller) is used as it is and left alone.
+    """
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield is_distributed()
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(process_group_backend(device.type), timeout=timedelta(minutes=timeout_minutes))
+    try:
+        yield True
+    finally:
         dist.destroy_process_group()
+
+
+_waits = itertools.count()  # the same sequence on every rank: the n-th wait of each rank meets the others'
+
+
+@contextmanager
+def wait_for_main_process(poll_seconds: float = 0.2) -> Iterator[None]:
+    """Every rank runs the block (collectives included), then the other ranks wait until rank 0 has left it.
+
+    Rank 0's long work in the block (evaluation, re-ranking, checkpoints, the report) would make ranks
+    that wait in a collective fail at the group's timeout; here they poll a key of the group's store
+    instead, which has no timeout. If rank 0 leaves the block with an error, the waiting ranks raise one
+    too. Nothing is waited for in a single process.
+    """
+    if not is_distributed() or world_size() == 1:
+        yield
+        return
+    key = f"reidkit/main_process_done/{next(_waits)}"
+    store = dist.distributed_c10d._get_default_store()  # the rendezvous store every rank shares
+    if is_main_process():
+        try:
+            yield
+        except BaseException:
+            store.set(key, "failed")
+            raise
+        store.set(key, "done")
+        return
+    yield
+    while not store.check([key]):
+        time.sleep(poll_seconds)
+    if store.get(key) != b"done":
+        raise RuntimeError("rank 0 failed while the other ranks waited for it; its error is printed above")
 
 
 def average_gradients(parameters: list[Tensor]) -> None:
@@ -249,13 +305,14 @@ def average_gradients(parameters: list[Tensor]) -> None:
             parameter.grad /= world_size()
 
 
-def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """The mean over ranks of each logged scalar (the same dict on every rank)."""
-    if not is_distributed() or not values:
+def mean_over_ranks(values: Tensor) -> Tensor:
+    """The mean over ranks of a tensor of logged values (the same on every rank); collective on the
+    tensor's own device, so nothing waits for the host."""
+    if not is_distributed() or world_size() == 1:
         return values
-    stacked = torch.tensor(list(values.values()), dtype=torch.float64)
-    dist.all_reduce(stacked)
-    return dict(zip(values, (stacked / world_size()).tolist()))
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / world_size()
 
 
 def launch_local(nproc: int, arguments: list[str]) -> int:

@@ -77,6 +77,9 @@ class ModelConfig:
     last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
     pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
     non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)
+    # Distributed runs: BatchNorm statistics over the global batch of all ranks, so W processes train as one
+    # process on the same global batch (for small per-rank batches); no effect in one process.
+    sync_bn: bool = False
     weights: str = ""  # local .safetensors/.pth of an ImageNet backbone; empty = random init (no downloads)
 
     def __post_init__(self) -> None:
@@ -104,6 +107,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # epoch checkpoints kept (plus best.safetensors and the run's model)
     nonfinite: Literal["stop", "skip"] = "stop"  # NaN/Inf loss: stop naming the term, or skip the batch
     log_every: int = 20  # steps between metrics.jsonl records
+    # Distributed runs: minutes a collective may wait before the run fails (NCCL's watchdog, gloo). Rank 0's
+    # evaluation and checkpoints never count against it: the other ranks wait for those outside collectives.
+    dist_timeout_minutes: float = 30.0
 
     def __post_init__(self) -> None:
         steps = self.milestones
@@ -125,6 +131,8 @@ class TrainConfig:
             ("checkpoint_every_steps", self.checkpoint_every_steps >= 0, "use 0 (epoch ends only) or more steps"),
             ("keep_checkpoints", self.keep_checkpoints >= 1, "use 1 or more"),
             ("log_every", self.log_every >= 1, "use 1 or more steps"),
+            ("dist_timeout_minutes", 0 < self.dist_timeout_minutes < math.inf, "use a number of minutes > 0 "
+                                                                               "(e.g. 30)"),
         ])
 
 

@@ -11,6 +11,7 @@ random states and the position in the epoch, and every image's augmentation is s
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -36,8 +37,9 @@ from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differ
 from reidkit.engine.runs import model_metadata
 from reidkit.errors import ConfigError, ReidkitError
 from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
-from reidkit.losses.sharded import ShardedLinearCrossEntropy
+from reidkit.losses.sharded import ShardedLinearCrossEntropy, gather_sharded_state, load_sharded_state
 from reidkit.models.reid import build_model, model_kwargs
+from reidkit.models.sync_batchnorm import convert_sync_batchnorm
 
 
 def seed_everything(seed: int) -> None:
@@ -48,15 +50,15 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available (this process's GPU under torchrun), else CPU; anything else is
-    passed to torch.device."""
+    """"auto" → CUDA when available, else CPU; anything else is passed to torch.device. Under torchrun,
+    "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ReidkitError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return device
 
 
@@ -104,7 +106,8 @@ class Trainer:
         self.replicated = [p for p in objective.parameters() if id(p) not in own]
 
     def run_step(self, batch: dict) -> dict[str, float]:
-        """One forward/backward/update on a batch dict; returns the total and every term as floats.
+        """One forward/backward/update on a batch dict; returns the total and every term as floats (means
+        over ranks).
 
         Raises:
             NonFiniteLoss: the loss is NaN or infinite (names the offending terms); no update is made.
@@ -116,8 +119,10 @@ class Trainer:
         with autocast_context(self.device, self.amp):
             outputs = self.model(images)
             total, terms = self.objective(outputs, labels)
-        values = {"loss": total.item(), **{f"loss/{name}": value.item() for name, value in terms.items()}}
-        values = distributed.mean_over_ranks(values)  # every rank takes the same skip/stop decision
+        stacked = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).double()
+        # every rank takes the same skip/stop decision; the all-reduce runs on the training device
+        means = distributed.mean_over_ranks(stacked).tolist()
+        values = dict(zip(["loss", *(f"loss/{name}" for name in terms)], means))
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLoss(", ".join(f"{name}={values[name]}" for name in bad))
@@ -157,20 +162,16 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         ReidkitError: bad data, config, an unwritable folder, a diverging loss or a refused resume,
             with a message naming the fix.
     """
-    distributed.init_from_environment()
-    try:
-        return _train(config, Path(run_dir), progress, log, resume, force)
-    finally:
-        distributed.shutdown()
+    device = resolve_device(config.train.device)
+    with distributed.process_group_from_environment(device, config.train.dist_timeout_minutes):
+        return _train(config, Path(run_dir), device, progress, log, resume, force)
 
 
-def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, force: bool) -> dict:
+def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, log, resume: bool,
+           force: bool) -> dict:
     main_process = distributed.is_main_process()
     if not main_process:  # rank 0 logs, shows progress and writes the run folder
         progress, log = False, lambda *args: None
-    if resume and distributed.world_size() > 1 and config.loss.id.sharded:
-        raise ConfigError("resuming a distributed run with loss.id.sharded is not supported: the checkpoint "
-                          "holds rank 0's classifier shard only; retrain or resume in one process")
     check_writable(run_dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
     restored = checkpoints.load_last() if resume else None
@@ -192,13 +193,12 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
             metrics_log.path.unlink(missing_ok=True)
     distributed.barrier()
     seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
     amp = config.train.amp and device.type == "cuda"
     data, train_cfg = config.data, config.train
 
-    if main_process:  # the synthetic set is generated once, by rank 0
-        dataset = build_dataset(data, progress=progress)
-    distributed.barrier()
+    with distributed.wait_for_main_process():  # the synthetic set is generated once, by rank 0
+        if main_process:
+            dataset = build_dataset(data, progress=progress)
     if not main_process:
         dataset = build_dataset(data, progress=False)
     log(dataset.summary())
@@ -222,6 +222,15 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
     table = attribute_table(attributes, dataset.train_raw_pids) if attributes else None
     objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim, table,
                                 model.pair_head).to(device)
+    # Head layers whose outputs no loss term reads (the classifier without an ID loss or with the sharded
+    # one, the BNNeck when only pre-BN features are trained) get no gradient. They are frozen rather than
+    # left to DDP's find_unused_parameters, which would walk the autograd graph after every step; the
+    # optimiser skipped them anyway (no gradient), so one process trains exactly as before.
+    frozen = model.freeze_unused(objective.input_keys.values())
+    if frozen:
+        log(f"not trained (no loss term reads their outputs): {', '.join(frozen)}")
+    if config.model.sync_bn and distributed.world_size() > 1:
+        model = convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr,
                                 train_cfg.weight_decay, train_cfg.momentum)
     scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
@@ -229,8 +238,7 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
     forward_model = model
     if distributed.is_distributed():
         forward_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.loss.id.sharded)  # the model's own classifier is then unused
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     trainer = Trainer(forward_model, objective, optimizer, device, amp)
     metadata = model_metadata(model, config)
 
@@ -248,27 +256,32 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
         return evaluation
 
     def checkpoint(name: str) -> None:
+        """Called on every rank: the class-sharded classifier is gathered (a collective); rank 0 writes."""
+        objective_state, optimizer_state = gather_sharded_state(objective, optimizer)
         if not main_process:
             return
         checkpoints.save(name, model, metadata, {
             "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
-            "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict()})
+            "objective": objective_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()})
 
     position = Position()
     if restored:
         weights, state = restored
         model.load_state_dict(weights)
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            load_sharded_state(objective, optimizer, state["objective"], state["optimizer"])
+        except (ValueError, RuntimeError, KeyError) as error:  # another loss or head set, or an older layout
+            raise ReidkitError(f"the checkpoint's loss or optimiser state does not fit this run ({error}); "
+                               "resume with the config the run was trained with, or train a new run") from error
         scheduler.load_state_dict(state["scheduler"])
         position = Position(**state["position"])
         restore_rng_state(state["rng"])
         log(f"resumed from epoch {position.epoch}, step {position.global_step}")
     elif config.eval.baselines:
-        untrained = evaluate(0, 0)
-        if main_process:
-            write_baselines(run_dir, dataset, config, untrained[0], log)
+        with distributed.wait_for_main_process():  # the other ranks wait for rank 0's baselines
+            untrained = evaluate(0, 0)
+            if main_process:
+                write_baselines(run_dir, dataset, config, untrained[0], log)
 
     final, evaluated_last_epoch = None, False
     while position.epoch <= train_cfg.epochs:
@@ -300,18 +313,21 @@ def _train(config: Config, run_dir: Path, progress: bool, log, resume: bool, for
                     metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
                                        "lr": optimizer.param_groups[0]["lr"], **values})
             if train_cfg.checkpoint_every_steps and position.global_step % train_cfg.checkpoint_every_steps == 0:
-                checkpoint(f"step_{position.global_step:08d}")
+                with distributed.wait_for_main_process():
+                    checkpoint(f"step_{position.global_step:08d}")
         scheduler.step()
         means = {name: total / max(count, 1) for name, total in sums.items()}
         log(_log_line(epoch, train_cfg.epochs, means, time.perf_counter() - start, count * data.p * data.k))
         position.epoch, position.step_in_epoch = epoch + 1, 0
-        if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
-            final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
-            if main_process and final.metrics["mAP"] > position.best_map:
-                position.best_map = final.metrics["mAP"]
-                checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final.metrics)})
-        if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
-            checkpoint(f"epoch_{epoch:03d}")
+        # rank 0 evaluates and writes while the other ranks wait outside any collective (no timeout)
+        with distributed.wait_for_main_process():
+            if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
+                final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
+                if main_process and final.metrics["mAP"] > position.best_map:
+                    position.best_map = final.metrics["mAP"]
+                    checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final.metrics)})
+            if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
+                checkpoint(f"epoch_{epoch:03d}")
 
     if position.skipped_images or position.skipped_batches:
         log(f"skipped {position.skipped_images} unreadable images and {position.skipped_batches} batches")

@@ -167,3 +167,61 @@ class ShardedLinearCrossEntropy(nn.Module):
             f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, "
             f"label_smoothing={self.label_smoothing}, shard=[{self.start}, {self.end})"
         )
+
+
+def _sharded_entries(objective: nn.Module, optimizer: torch.optim.Optimizer) -> list[tuple[str, int | None, ShardedLinearCrossEntropy]]:
+    """(state-dict key of the weight, index in the optimiser's state or None, module) of every sharded
+    classifier inside `objective`."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    entries = []
+    for name, module in objective.named_modules():
+        if isinstance(module, ShardedLinearCrossEntropy):
+            index = next((i for i, p in enumerate(parameters) if p is module.weight), None)
+            entries.append((f"{name}.weight" if name else "weight", index, module))
+    return entries
+
+
+def gather_sharded_state(objective: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """State dicts of `objective` and `optimizer` in which every class-sharded weight, and each optimiser
+    state tensor of that weight (momentum, Adam's moments), is the full `[C, D]` of all ranks.
+
+    Such a checkpoint does not depend on the number of ranks: `load_sharded_state` takes each rank's rows
+    in any world size. A collective when a sharded classifier is present: call it on every rank.
+    """
+    objective_state, optimizer_state = objective.state_dict(), optimizer.state_dict()
+    optimizer_state["state"] = dict(optimizer_state["state"])  # its inner dicts are the optimiser's own
+    for key, index, module in _sharded_entries(objective, optimizer):
+        objective_state[key] = module.full_weight()
+        if index in optimizer_state["state"]:
+            optimizer_state["state"][index] = {
+                name: distributed.all_gather_tensors(value)
+                if torch.is_tensor(value) and value.shape == module.weight.shape else value
+                for name, value in optimizer_state["state"][index].items()}
+    return objective_state, optimizer_state
+
+
+def load_sharded_state(objective: nn.Module, optimizer: torch.optim.Optimizer, objective_state: dict,
+                       optimizer_state: dict) -> None:
+    """Load states written by `gather_sharded_state` (possibly by another number of ranks): every full
+    `[C, D]` sharded weight and its optimiser state tensors are cut to this rank's rows first.
+
+    Raises:
+        ValueError: a sharded weight in the state is not `[C, D]` (a shard saved by an older version).
+    """
+    objective_state, optimizer_state = dict(objective_state), {**optimizer_state,
+                                                               "state": dict(optimizer_state["state"])}
+    for key, index, module in _sharded_entries(objective, optimizer):
+        full = objective_state[key]
+        if tuple(full.shape) != (module.num_classes, module.embedding_dim):
+            raise ValueError(f"the checkpoint holds {key} of shape {tuple(full.shape)}, not the full classifier "
+                             f"[{module.num_classes}, {module.embedding_dim}]; it was written by an older reidkit "
+                             "that saved rank 0's shard only: resume it with that version or retrain")
+        objective_state[key] = full[module.start : module.end]
+        state = dict(optimizer_state["state"].get(index, {}))
+        for name, value in state.items():
+            if torch.is_tensor(value) and tuple(value.shape) == tuple(full.shape):
+                state[name] = value[module.start : module.end]
+        if index is not None and state:
+            optimizer_state["state"][index] = state
+    objective.load_state_dict(objective_state)
+    optimizer.load_state_dict(optimizer_state)

@@ -6,6 +6,8 @@ and evaluation, and each loss term picks the key it needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -41,6 +43,27 @@ class ReidModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | dict]:
         return self.forward_head(self.forward_features(images))
+
+    def freeze_unused(self, used_outputs: Iterable[str]) -> list[str]:
+        """Stop training the head layers that none of `used_outputs` depends on; returns their names.
+
+        "logits" needs the BNNeck and the classifier, "bn_features" the BNNeck, "attr_logits" the BNNeck and
+        the attribute heads; "features" and the pair head (trained by its own loss) are never frozen. A
+        frozen layer still runs (its BatchNorm statistics are updated); it only gets no gradient, so
+        DistributedDataParallel does not wait for one.
+        """
+        used = set(used_outputs)
+        needs = {"head.bn": {"bn_features", "logits", "attr_logits"}, "head.classifier": {"logits"},
+                 "attribute_heads": {"attr_logits"}}
+        frozen = []
+        for name, outputs in needs.items():
+            layer = self.get_submodule(name) if name != "attribute_heads" else self.attribute_heads
+            trainable = [p for p in (layer.parameters() if layer is not None else []) if p.requires_grad]
+            if trainable and not used & outputs:
+                for parameter in trainable:
+                    parameter.requires_grad_(False)
+                frozen.append(name)
+        return frozen
 
     def verify(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
         """Probability [M] that each pair of features [M, D] shows the same person (needs the pair head)."""
