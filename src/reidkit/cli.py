@@ -242,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(its config.yaml, plus overrides; a changed config is refused without --force)")
     train.add_argument("--force", action="store_true", help="resume even if the config changed")
     train.add_argument("--nproc", type=int, default=1, help="processes on this machine (DistributedDataParallel "
-                       "via torchrun; gloo on CPU, NCCL on GPU); same as `torchrun --nproc_per_node N -m reidkit "
-                       "train ...`")
+                       "via torchrun; gloo on CPU, cpu:gloo,cuda:nccl on GPU); same as `torchrun --standalone "
+                       "--nproc_per_node N -m reidkit train ...`; see model.sync_bn, loss.<term>.cross_rank, "
+                       "loss.id.sharded, train.dist_timeout_minutes")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
 
