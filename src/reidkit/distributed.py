@@ -75,11 +75,12 @@ def _check_batched(x: Tensor) -> None:
 
 
 def _gather_sizes(x: Tensor) -> list[int]:
-    """Leading sizes of `x` on every rank, in rank order."""
-    size = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
+    """Leading sizes of `x` on every rank, in rank order; exchanged as CPU tensors (gloo), so a CUDA `x`
+    is not waited for."""
+    size = torch.tensor([x.shape[0]], dtype=torch.int64)
     sizes = [torch.empty_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
+    return [int(s) for s in sizes]
 
 
 def _pad_rows(x: Tensor, rows: int) -> Tensor:

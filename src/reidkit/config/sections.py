@@ -99,6 +99,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [40, 70])  # step scheduler
     gamma: float = 0.1  # step scheduler decay
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    compile: bool = False  # torch.compile the training forward (the first steps compile: minutes on a CPU)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     seed: int = 0
     eval_every: int = 40  # epochs; the last epoch is always evaluated

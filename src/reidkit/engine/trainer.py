@@ -85,32 +85,69 @@ def check_batch_config(config: Config, num_identities: int | None = None, num_im
                           "or give those terms weight 0")
 
 
-class NonFiniteLoss(ReidkitError):
-    """The loss of a step is NaN or infinite."""
+@dataclass
+class StepReport:
+    """What `Trainer.read` found since the previous read (host values).
+
+    `last`: the total and each term of the newest step; `means`: their means over the finite steps since
+    `Trainer.start_epoch`; `finite_steps`: those steps; `skipped_steps`: non-finite steps since the previous
+    read (their updates were skipped); `first_nonfinite`: (global step, values) of the first of them.
+    """
+
+    last: dict[str, float]
+    means: dict[str, float]
+    finite_steps: int
+    skipped_steps: int
+    first_nonfinite: tuple[int, dict[str, float]] | None
 
 
 class Trainer:
     """Runs optimisation steps of `model` under `objective`; knows nothing about data sets or files.
 
+    A step never waits for the device: the loss values stay on it, and so does the non-finite guard. A step
+    whose total or any term is NaN or infinite (on any rank) makes no update: the fused optimiser gets the
+    flag as `found_inf`, as GradScaler hands it, and skips the parameters and its own state on the device.
+    Such steps are counted on the device; `read` (every `train.log_every` steps, before checkpoints and at
+    epoch ends) brings the values and counts to the host.
+
     `model` may be wrapped in DistributedDataParallel; the objective's own replicated parameters (class
     weights, centres) have their gradients averaged over ranks like DDP does for the model, except a
     class-sharded classifier, whose rows are not replicated.
+
+    Raises:
+        ValueError: `optimizer` is not fused (it could not skip a non-finite step on the device).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
                  device: torch.device, amp: bool = False) -> None:
+        if not all(group.get("fused") for group in optimizer.param_groups):
+            raise ValueError("the trainer needs a fused optimiser (reidkit.engine.optim.build_optimizer) to skip "
+                             "non-finite steps on the device")
         self.model, self.objective, self.optimizer = model, objective, optimizer
         self.device, self.amp = device, amp
         sharded = [m for m in objective.modules() if isinstance(m, ShardedLinearCrossEntropy)]
         own = {id(p) for m in sharded for p in m.parameters()}
         self.replicated = [p for p in objective.parameters() if id(p) not in own]
+        self.names = ["loss", *(f"loss/{name}" for name in objective.terms)]
+        self._last = torch.zeros(len(self.names), device=device)
+        self.start_epoch()
+        self._clear_nonfinite()
 
-    def run_step(self, batch: dict) -> dict[str, float]:
-        """One forward/backward/update on a batch dict; returns the total and every term as floats (means
-        over ranks).
+    def start_epoch(self) -> None:
+        """Start the sums behind `StepReport.means` afresh."""
+        self._sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
+        self._finite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
 
-        Raises:
-            NonFiniteLoss: the loss is NaN or infinite (names the offending terms); no update is made.
+    def _clear_nonfinite(self) -> None:
+        self._skipped = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._first_bad_values = torch.zeros(len(self.names), device=self.device)
+
+    def run_step(self, batch: dict, step: int = 0) -> torch.Tensor:
+        """One forward/backward/update on a batch dict (`step`: its global number, for reports).
+
+        Returns:
+            `[1 + T]` float32 on the device: the total and each unweighted term, means over ranks.
         """
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["pids"].to(self.device, non_blocking=True)
@@ -119,18 +156,33 @@ class Trainer:
         with autocast_context(self.device, self.amp):
             outputs = self.model(images)
             total, terms = self.objective(outputs, labels)
-        stacked = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).double()
-        # every rank takes the same skip/stop decision; the all-reduce runs on the training device
-        means = distributed.mean_over_ranks(stacked).tolist()
-        values = dict(zip(["loss", *(f"loss/{name}" for name in terms)], means))
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad:
-            raise NonFiniteLoss(", ".join(f"{name}={values[name]}" for name in bad))
+        values = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).float()
+        values = distributed.mean_over_ranks(values)  # every rank takes the same skip decision
+        finite = torch.isfinite(values).all()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         distributed.average_gradients(self.replicated)
+        self.optimizer.found_inf = (~finite).float()  # read by the fused kernels: no update where 1
         self.optimizer.step()
+        self._last = values
+        self._sums += torch.where(finite, values.double(), 0.0)
+        self._finite_steps += finite
+        first = (~finite) & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(first, step, self._first_bad_step)
+        self._first_bad_values = torch.where(first, values, self._first_bad_values)
+        self._skipped += ~finite
         return values
+
+    def read(self) -> StepReport:
+        """Bring the step values to the host (waits for the device) and clear the non-finite record."""
+        last, sums, finite_steps, skipped, first_step, first_values = (
+            self._last.tolist(), self._sums.tolist(), int(self._finite_steps), int(self._skipped),
+            int(self._first_bad_step), self._first_bad_values.tolist())
+        self._clear_nonfinite()
+        return StepReport(dict(zip(self.names, last)),
+                          {name: total / max(finite_steps, 1) for name, total in zip(self.names, sums)},
+                          finite_steps, skipped,
+                          (first_step, dict(zip(self.names, first_values))) if first_step >= 0 else None)
 
 
 @dataclass
@@ -239,6 +291,10 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     if distributed.is_distributed():
         forward_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
+        forward_model = torch.compile(forward_model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
     trainer = Trainer(forward_model, objective, optimizer, device, amp)
     metadata = model_metadata(model, config)
 
@@ -264,6 +320,20 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
             "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
             "objective": objective_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()})
 
+    def read_steps(epoch: int) -> StepReport:
+        """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if
+        train.nonfinite=stop (its update was skipped; updates after it, until this read, were made)."""
+        report = trainer.read()
+        position.skipped_batches += report.skipped_steps
+        if report.first_nonfinite and train_cfg.nonfinite == "stop":
+            step, values = report.first_nonfinite
+            bad = ", ".join(f"{name}={value}" for name, value in values.items() if not math.isfinite(value))
+            raise ReidkitError(f"non-finite loss at epoch {epoch}, step {step}: {bad} (found at step "
+                               f"{position.global_step}: the loss is read every train.log_every steps); the last "
+                               f"checkpoint in {checkpoints.directory} is intact. Lower train.lr, check the "
+                               "data, or set train.nonfinite=skip")
+        return report
+
     position = Position()
     if restored:
         weights, state = restored
@@ -288,36 +358,33 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         epoch = position.epoch
         loader.batch_sampler.set_epoch(epoch)
         loader.batch_sampler.skip(position.step_in_epoch)
-        start, sums, count = time.perf_counter(), {}, 0
+        start = time.perf_counter()
+        trainer.start_epoch()
         bar = tqdm(loader, desc=f"epoch {epoch}/{train_cfg.epochs}", unit="batch", leave=False,
                    disable=None if progress else True)
         for batch in bar:
             position.skipped_images += batch.pop("skipped")
             position.step_in_epoch += 1
             position.global_step += 1
-            values = None
-            try:
-                if "images" in batch:  # else every image of the batch was unreadable
-                    values = trainer.run_step(batch)
-            except NonFiniteLoss as error:
-                if train_cfg.nonfinite == "stop":
-                    raise ReidkitError(f"non-finite loss at epoch {epoch}, step {position.global_step}: "
-                                       f"{error}; the last checkpoint in {checkpoints.directory} is intact. "
-                                       "Lower train.lr, check the data, or set train.nonfinite=skip") from None
-            position.skipped_batches += values is None
-            if values is not None:
-                count += 1
-                sums = {name: sums.get(name, 0.0) + value for name, value in values.items()}
-                bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in values.items()})
-                if main_process and position.global_step % train_cfg.log_every == 0:
+            if "images" in batch:  # else every image of the batch was unreadable
+                trainer.run_step(batch, step=position.global_step)
+            else:
+                position.skipped_batches += 1
+            checkpoint_now = bool(train_cfg.checkpoint_every_steps) and \
+                position.global_step % train_cfg.checkpoint_every_steps == 0
+            if position.global_step % train_cfg.log_every == 0 or checkpoint_now:
+                report = read_steps(epoch)
+                bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in report.last.items()})
+                if main_process and position.global_step % train_cfg.log_every == 0 and "images" in batch:
                     metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
-                                       "lr": optimizer.param_groups[0]["lr"], **values})
-            if train_cfg.checkpoint_every_steps and position.global_step % train_cfg.checkpoint_every_steps == 0:
+                                       "lr": optimizer.param_groups[0]["lr"], **report.last})
+            if checkpoint_now:
                 with distributed.wait_for_main_process():
                     checkpoint(f"step_{position.global_step:08d}")
+        report = read_steps(epoch)
         scheduler.step()
-        means = {name: total / max(count, 1) for name, total in sums.items()}
-        log(_log_line(epoch, train_cfg.epochs, means, time.perf_counter() - start, count * data.p * data.k))
+        log(_log_line(epoch, train_cfg.epochs, report.means, time.perf_counter() - start,
+                      report.finite_steps * data.p * data.k))
         position.epoch, position.step_in_epoch = epoch + 1, 0
         # rank 0 evaluates and writes while the other ranks wait outside any collective (no timeout)
         with distributed.wait_for_main_process():

@@ -203,10 +203,13 @@ def circle_pair_loss(
     positive, negative, _ = _anchor_masks(similarity, labels)
     upper = torch.ones_like(positive).triu(diagonal=1)
     positive, negative = positive & upper, negative & upper
-    if not positive.any() or not negative.any():
-        return similarity.sum() * 0.0
     logits = gamma * _circle_logits(similarity, positive, margin)
-    return F.softplus(logits[negative].logsumexp(dim=0) + (-logits[positive]).logsumexp(dim=0))
+    # masked sums instead of selecting pairs (no wait for the device); an empty side's logsumexp is about
+    # the dtype's minimum, so the softplus is 0 with a zero gradient, as the loss of no pair should be
+    lowest = torch.finfo(logits.dtype).min
+    negatives = logits.masked_fill(~negative, lowest).flatten().logsumexp(dim=0)
+    positives = (-logits).masked_fill(~positive, lowest).flatten().logsumexp(dim=0)
+    return F.softplus(negatives + positives)
 
 
 class CirclePairLoss(nn.Module):

@@ -41,14 +41,11 @@ def lifted_structured_loss(
     """
     dist = pairwise_distance(embeddings, embeddings, metric)
     positive, negative, _ = _anchor_masks(dist, labels)
-    first, second = torch.triu_indices(len(labels), len(labels), offset=1, device=dist.device)
-    keep = positive[first, second]
-    first, second = first[keep], second[keep]
-    if first.numel() == 0 or not negative.any():
-        return dist.sum() * 0.0
+    pairs = positive.triu(diagonal=1)  # unordered positive pairs (i < j), as a mask: no wait for the device
+    # a row without negatives has a logsumexp near the dtype's minimum: its J is then far below 0
     log_negatives = (margin - dist).masked_fill(~negative, torch.finfo(dist.dtype).min).logsumexp(dim=1)
-    j_values = torch.logaddexp(log_negatives[first], log_negatives[second]) + dist[first, second]
-    return F.relu(j_values).pow(2).sum() / (2 * first.numel())
+    j_values = torch.logaddexp(log_negatives[:, None], log_negatives[None, :]) + dist
+    return (F.relu(j_values).pow(2) * pairs).sum() / (2 * pairs.sum().clamp_min(1))
 
 
 def hap2s_loss(

@@ -128,8 +128,12 @@ class ShardedLinearCrossEntropy(nn.Module):
             raise RuntimeError(f"built for {self.world_size} ranks, the process group has {world_size}")
         all_features = distributed.all_gather_with_grad(features)
         all_labels = distributed.all_gather_tensors(labels)
-        if bool(((all_labels < 0) | (all_labels >= self.num_classes)).any()):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {all_labels.tolist()}")
+        in_range = ((all_labels >= 0) & (all_labels < self.num_classes)).all()
+        if all_labels.device.type == "cpu":
+            if not in_range:
+                raise ValueError(f"labels must lie in [0, {self.num_classes}), got {all_labels.tolist()}")
+        else:  # checked on the device, without waiting for it (a failure is a device-side assertion)
+            torch._assert_async(in_range, f"labels must lie in [0, {self.num_classes})")
         weight = self.weight if world_size == 1 else _ScaleGradient.apply(self.weight, 1.0 / world_size)
         logits = F.linear(all_features, weight)  # [N, C_r]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax sums in >= fp32 (AMP)

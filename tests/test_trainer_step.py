@@ -1,0 +1,123 @@
+"""The training step without host synchronisation: values stay on the device until `Trainer.read`, and a
+non-finite step makes no update (parameters and optimiser state unchanged) and is counted."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from reidkit.engine.optim import build_optimizer
+from reidkit.engine.trainer import Trainer
+from reidkit.losses.objective import LossTerm, Objective
+from reidkit.losses.representation import CrossEntropyLabelSmooth
+
+
+class Scaled(nn.Module):
+    """Cross-entropy times a factor the test sets (NaN makes a diverging step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factor = 1.0
+        self.loss = CrossEntropyLabelSmooth(0.0)
+
+    def forward(self, logits, labels):
+        return self.loss(logits, labels) * self.factor
+
+
+class Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, images):
+        return {"logits": self.fc(images.flatten(1))}
+
+
+def _trainer(optimizer: str) -> tuple[Trainer, Scaled]:
+    torch.manual_seed(0)
+    model, term = Linear(), Scaled()
+    objective = Objective([LossTerm("id", 1.0, term, "logits")])
+    return Trainer(model, objective, build_optimizer(model, optimizer, 0.1, 5e-4), torch.device("cpu")), term
+
+
+def _state(trainer: Trainer) -> dict:
+    optimizer_state = {k: v.clone() for state in trainer.optimizer.state.values() for k, v in state.items()}
+    return {**{k: v.clone() for k, v in trainer.model.state_dict().items()}, **optimizer_state}
+
+
+BATCH = {"images": torch.randn(4, 6, 1, 1, generator=torch.Generator().manual_seed(1)),
+         "pids": torch.tensor([0, 1, 2, 0])}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_nonfinite_step_changes_nothing_and_is_counted(optimizer: str) -> None:
+    trainer, term = _trainer(optimizer)
+    values = trainer.run_step(BATCH, step=1)
+    assert values.shape == (2,) and values.device.type == "cpu" and math.isfinite(values[0].item())
+    before = _state(trainer)
+    term.factor = float("nan")
+    trainer.run_step(BATCH, step=2)
+    after = _state(trainer)
+    assert before.keys() == after.keys()
+    for name, value in before.items():  # weights, Adam's moments and step count, SGD's momentum
+        assert torch.equal(after[name], value), name
+    term.factor = 1.0
+    third = trainer.run_step(BATCH, step=3)
+    assert not torch.equal(_state(trainer)["fc.weight"], before["fc.weight"])  # finite steps update again
+    report = trainer.read()
+    assert report.skipped_steps == 1 and report.finite_steps == 2
+    step, bad = report.first_nonfinite
+    assert step == 2 and math.isnan(bad["loss"]) and math.isnan(bad["loss/id"])
+    assert report.last == dict(zip(["loss", "loss/id"], third.tolist()))  # the newest step's values
+    again = trainer.read()  # the non-finite record is cleared by a read; the epoch sums are not
+    assert again.skipped_steps == 0 and again.first_nonfinite is None and again.finite_steps == 2
+
+
+def test_means_are_over_the_finite_steps_of_the_epoch() -> None:
+    trainer, term = _trainer("sgd")
+    losses = [trainer.run_step(BATCH, step=i)[0].item() for i in (1, 2)]
+    term.factor = float("inf")
+    trainer.run_step(BATCH, step=3)
+    report = trainer.read()
+    assert report.means["loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)
+    trainer.start_epoch()
+    term.factor = 1.0
+    third = trainer.run_step(BATCH, step=4)[0].item()
+    assert trainer.read().means["loss"] == pytest.approx(third, rel=1e-6)
+
+
+def test_the_trainer_refuses_an_optimiser_that_cannot_skip_on_the_device() -> None:
+    model = Linear()
+    objective = Objective([LossTerm("id", 1.0, Scaled(), "logits")])
+    with pytest.raises(ValueError, match="fused optimiser"):
+        Trainer(model, objective, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+
+
+@pytest.mark.slow  # torch.compile on CPU: about a minute
+def test_train_compile_gives_the_eager_losses(tmp_path) -> None:
+    """`train.compile=true` (torch.compile of the training forward, inductor on CPU) trains the same steps:
+    losses equal to float32 rounding."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    records = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compile_{compiled}"
+        result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "train", "--config", str(tiny),
+                                 "--out", str(run), f"data.root={tmp_path / 'data'}", "train.epochs=1",
+                                 f"train.compile={str(compiled).lower()}"], capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        records[compiled] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    eager, compiled = records[False], records[True]
+    assert [r["step"] for r in eager] == [r["step"] for r in compiled] and len(eager) >= 5
+    for a, b in zip(eager, compiled):
+        for key in ("loss", "loss/id", "loss/trihard"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
