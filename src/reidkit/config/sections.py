@@ -35,6 +35,10 @@ class DataConfig:
     # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
     attributes: str = ""
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
+    # Training images decoded once to uint8 at the training size and augmented a batch at a time where they
+    # are kept: "device" (the training GPU), "memory" (host), "none" (PIL in `workers` processes, each epoch);
+    # "auto" picks device, then memory, when the images take at most a quarter of the free memory.
+    cache: Literal["auto", "none", "memory", "device"] = "auto"
     # Used only when dataset == "cuhk03": hand-drawn ("labeled") or DPM ("detected") boxes, the new 767/700
     # protocol or the classic splits, and the classic split index (0..19; always 0 for the new protocol).
     cuhk03_variant: Literal["labeled", "detected"] = "labeled"

@@ -112,11 +112,9 @@ def build_train_loader(
     Raises:
         ValueError: invalid p or k, or fewer than p identities (see `PKSampler`).
     """
-    pk_sampler = batch_sampler or PKSampler([pid for _, pid, _ in samples], p, k, seed)
-    slot_offset = getattr(pk_sampler, "rank", 0) * getattr(pk_sampler, "p_local", p) * k
     return DataLoader(
         ImageDataset(samples, transform, skip_bad_images, training=True),
-        batch_sampler=SeededBatchSampler(pk_sampler, seed, slot_offset),
+        batch_sampler=seeded_pk_batches(samples, p, k, seed, batch_sampler),
         num_workers=workers,
         worker_init_fn=seed_worker,
         collate_fn=collate_skipping_bad,
@@ -124,6 +122,15 @@ def build_train_loader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def seeded_pk_batches(samples: Sequence[Sample], p: int, k: int, seed: int,
+                      batch_sampler: Sampler | None = None) -> SeededBatchSampler:
+    """P×K batches of `(index, augmentation seed)`: `batch_sampler` (default `PKSampler`) wrapped in a
+    `SeededBatchSampler` whose slots are those of the global batch (a distributed sampler's rank offset)."""
+    pk_sampler = batch_sampler or PKSampler([pid for _, pid, _ in samples], p, k, seed)
+    slot_offset = getattr(pk_sampler, "rank", 0) * getattr(pk_sampler, "p_local", p) * k
+    return SeededBatchSampler(pk_sampler, seed, slot_offset)
 
 
 def build_test_loader(

@@ -26,7 +26,9 @@ from reidkit import distributed
 from reidkit.config import Config, resolve_protocol, save_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
-from reidkit.data.loading import build_train_loader
+from reidkit.data.batch_transforms import BatchAugmentation
+from reidkit.data.cache import CachedTrainLoader, choose_cache, decode_images
+from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
 from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, save_weights
@@ -202,6 +204,26 @@ def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float,
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
 
 
+def _train_loader(config: Config, dataset, device: torch.device, progress: bool, log):
+    """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
+    data, seed = config.data, config.train.seed
+    pk_sampler = DistributedPKSampler([pid for _, pid, _ in dataset.train], data.p, data.k, seed) \
+        if distributed.is_distributed() else None
+    cache, why = choose_cache(data.cache, len(dataset.train), data.height, data.width, device)
+    log(f"training images: {why}")
+    if cache == "none":
+        transform = build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
+                                          erasing_prob=data.erasing_prob)
+        return build_train_loader(dataset.train, transform, p=data.p, k=data.k, seed=seed, workers=data.workers,
+                                  skip_bad_images=data.skip_bad_images, batch_sampler=pk_sampler)
+    images, readable = decode_images(dataset.train, data.height, data.width, data.workers, data.skip_bad_images,
+                                     progress)
+    augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob)
+    return CachedTrainLoader(images.to(device) if cache == "device" else images, readable,
+                             [pid for _, pid, _ in dataset.train],
+                             seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device)
+
+
 def train(config: Config, run_dir: str | Path, progress: bool = True, log=print, resume: bool = False,
           force: bool = False) -> dict:
     """Train a model as `config` says, writing the run folder; returns the final metrics summary.
@@ -259,12 +281,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     if singletons:
         log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
             f"K={data.k}, so their positive pairs are copies of one image")
-    loader = build_train_loader(
-        dataset.train, build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
-                                             erasing_prob=data.erasing_prob),
-        p=data.p, k=data.k, seed=train_cfg.seed, workers=data.workers, skip_bad_images=data.skip_bad_images,
-        batch_sampler=DistributedPKSampler([pid for _, pid, _ in dataset.train], data.p, data.k, train_cfg.seed)
-        if distributed.is_distributed() else None)
+    loader = _train_loader(config, dataset, device, progress, log)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
                         attributes=attribute_classes(attributes) if attributes else None,
