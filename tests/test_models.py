@@ -15,7 +15,9 @@ def test_every_backbone_trains(backbone, pooling):
     torch.manual_seed(0)
     model = build_model(backbone, num_classes=5, last_stride=1, pooling=pooling)
     out = model(torch.randn(4, 3, 64, 32))
-    dim = 512 if backbone != "resnet50" else 2048
+    dim = model.backbone.out_channels
+    assert dim == {"resnet50": 2048, "resnet50_ibn_a": 2048, "osnet_x0_75": 384, "osnet_x0_5": 256,
+                   "osnet_x0_25": 128}.get(backbone, 512)
     assert out["features"].shape == out["bn_features"].shape == (4, dim)
     assert out["logits"].shape == (4, 5)
     assert out["attr_logits"] == {}
@@ -56,8 +58,61 @@ def test_gem_interpolates_average_and_max():
 
 
 def test_unknown_backbone_lists_choices():
-    with pytest.raises(KeyError, match="resnet18, resnet34, resnet50"):
+    with pytest.raises(KeyError, match="resnet18, resnet34, resnet50, resnet50_ibn_a, osnet_x1_0"):
         build_backbone("vgg16")
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_every_backbone_serves_both_sizes_and_exports_to_onnx(backbone, tmp_path):
+    """The registry contract (one test over every name): a map at 1/16 of the input (last stride 1 or no
+    strided last stage), the model's dict at 64×32 and 256×128, and ONNX output equal to PyTorch's."""
+    import numpy as np
+    import onnxruntime
+
+    from reidkit.export import _feature_module, _write_onnx
+
+    torch.manual_seed(0)
+    model = build_model(backbone, num_classes=4).eval()
+    for height, width in ((64, 32), (256, 128)):
+        images = torch.randn(2, 3, height, width)
+        assert model.backbone(images).shape[-2:] == (height // 16, width // 16)
+        out = model(images)
+        assert set(out) == {"features", "bn_features", "logits", "attr_logits"} and out["logits"].shape == (2, 4)
+    _write_onnx(_feature_module(model, "bn_features", flip=False), torch.randn(1, 3, 64, 32), tmp_path / "model.onnx",
+                opset=17)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = torch.randn(3, 3, 64, 32)
+    (onnx_features,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_features, model(images)["bn_features"].numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_ibn_a_normalises_half_the_channels_per_image_in_stages_1_to_3():
+    from reidkit.models.ibn import IBN
+
+    trunk = build_backbone("resnet50_ibn_a")
+    ibn = [name for name, module in trunk.named_modules() if isinstance(module, IBN)]
+    assert len(ibn) == 3 + 4 + 6 and not any(name.startswith("layer4") for name in ibn)  # every block of 1-3
+    layer = IBN(8).eval()
+    x = torch.randn(3, 8, 5, 5) * 4 + 2
+    y = layer(x)
+    first = y[:, :4].flatten(2)  # instance norm: each image and channel standardised on its own
+    torch.testing.assert_close(first.mean(-1), torch.zeros(3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[:, 4:], layer.BN(x[:, 4:]))
+    assert "layer1.0.bn1.IN.weight" in trunk.state_dict() and "layer1.0.bn1.BN.running_mean" in trunk.state_dict()
+
+
+def test_osnet_block_mixes_four_scales_with_one_shared_gate():
+    from reidkit.models.osnet import AggregationGate, OmniScaleBlock, OSNet
+
+    block = OmniScaleBlock(32, 64)
+    assert [len(stream) for stream in block.streams] == [1, 2, 3, 4]  # receptive fields 3, 5, 7, 9
+    assert sum(isinstance(m, AggregationGate) for m in block.modules()) == 1
+    assert block(torch.randn(2, 32, 8, 4)).shape == (2, 64, 8, 4)
+    parameters = {width: sum(p.numel() for p in OSNet(width).parameters()) for width in (1.0, 0.25)}
+    assert 1.8e6 < parameters[1.0] < 2.0e6 and 1.2e5 < parameters[0.25] < 1.5e5
+    with pytest.raises(ConfigError, match="non_local"):
+        build_backbone("osnet_x0_25", non_local=True)
 
 
 def test_local_weights_safetensors_and_pth(tmp_path):

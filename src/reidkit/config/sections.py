@@ -77,7 +77,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
+    # ResNets (torchvision), ResNet-50-IBN-a (Pan et al. 2018), OSNet at 4 widths (Zhou et al. 2019)
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet50_ibn_a", "osnet_x1_0", "osnet_x0_75",
+                      "osnet_x0_5", "osnet_x0_25"] = "resnet50"
     last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
     pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
     non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)

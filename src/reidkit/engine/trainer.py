@@ -204,7 +204,7 @@ def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float,
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
 
 
-def _train_loader(config: Config, dataset, device: torch.device, progress: bool, log):
+def training_batches(config: Config, dataset, device: torch.device, progress: bool, log):
     """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
     data, seed = config.data, config.train.seed
     pk_sampler = DistributedPKSampler([pid for _, pid, _ in dataset.train], data.p, data.k, seed) \
@@ -281,7 +281,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     if singletons:
         log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
             f"K={data.k}, so their positive pairs are copies of one image")
-    loader = _train_loader(config, dataset, device, progress, log)
+    loader = training_batches(config, dataset, device, progress, log)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
                         attributes=attribute_classes(attributes) if attributes else None,

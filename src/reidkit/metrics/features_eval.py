@@ -25,6 +25,7 @@ from reidkit.metrics.rank import (
     query_scores,
     summarize_scores,
 )
+from reidkit.metrics.rank_torch import torch_query_scores
 
 _RANK_ROWS = 64  # query rows ranked at once per thread: fastest for wide galleries (cache-sized buffers)
 
@@ -50,8 +51,9 @@ def evaluate_features(
     round differently by block shape, in the last bits only).
 
     Args:
-        query_features: ``[Q, D]`` features (torch or numpy; on any device, distances are computed
-            there and moved to the CPU one block at a time).
+        query_features: ``[Q, D]`` features (torch or numpy). On a GPU the distances are computed and
+            ranked there block by block (``reidkit.metrics.rank_torch``, the same scores); elsewhere
+            they are ranked on the CPU by threads.
         gallery_features: ``[G, D]`` features on the same device.
         q_pids: ``[Q]`` integer query identities.
         g_pids: ``[G]`` integer gallery identities.
@@ -97,17 +99,30 @@ def evaluate_features(
     workers = num_threads or default_num_threads()
     rows_per_thread = min(_RANK_ROWS, -(-query_chunk // workers))
     parts: list[QueryScores] = []
+    on_device = ranks_on_device(query)
     with torch.no_grad():
         for start in range(0, len(query), query_chunk):
             stop = start + query_chunk
-            block = _distance_block(query[start:stop], gallery, metric, gallery_chunk)
-            parts.append(query_scores(block, q_pids[start:stop], g_pids, q_camids[start:stop], g_camids,
-                                      junk=junk, chunk_size=rows_per_thread, num_threads=workers))
+            if on_device:
+                block = torch.cat([pairwise_distance(query[start:stop], gallery[tile:tile + gallery_chunk], metric)
+                                   for tile in range(0, len(gallery), gallery_chunk)], dim=1)
+                parts.append(torch_query_scores(block, q_pids[start:stop], g_pids, q_camids[start:stop], g_camids,
+                                                junk))
+            else:
+                block = _distance_block(query[start:stop], gallery, metric, gallery_chunk)
+                parts.append(query_scores(block, q_pids[start:stop], g_pids, q_camids[start:stop], g_camids,
+                                          junk=junk, chunk_size=rows_per_thread, num_threads=workers))
             del block
     scores = QueryScores.concatenate(parts)
     if scores.first_rank.size == 0:
         raise ValueError(no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
     return summarize_scores(scores, max_rank)
+
+
+def ranks_on_device(features: torch.Tensor) -> bool:
+    """Whether blocks of `features`' distances are ranked where they are computed (a GPU) rather than on
+    the CPU by threads."""
+    return features.device.type != "cpu"
 
 
 def _distance_block(query: torch.Tensor, gallery: torch.Tensor, metric: str, gallery_chunk: int) -> np.ndarray:

@@ -121,6 +121,15 @@ def query_scores(
     if junk not in JUNK_RULES:
         raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
     check_positive(chunk_size=chunk_size, num_threads=num_threads)
+    if getattr(distmat, "is_cuda", False):  # a GPU ranks its own rows (same scores; no copy to the host)
+        from reidkit.metrics.rank_torch import torch_query_scores
+
+        if distmat.dim() != 2:
+            raise ValueError(f"distmat must be 2-D [Q, G], got shape {tuple(distmat.shape)}")
+        return QueryScores.concatenate([
+            torch_query_scores(distmat[start:start + chunk_size], q_pids[start:start + chunk_size], g_pids,
+                               q_camids[start:start + chunk_size], g_camids, junk)
+            for start in range(0, len(distmat), chunk_size)])
     dist = as_distance_array(distmat)
     num_q, num_g = dist.shape
     q_pids, q_camids = as_ids(q_pids, "q_pids", num_q), as_ids(q_camids, "q_camids", num_q)

@@ -1,8 +1,9 @@
-"""Convolutional trunks from torchvision (He et al., "Deep Residual Learning", CVPR 2016).
+"""Convolutional trunks: torchvision's ResNets (He et al., "Deep Residual Learning", CVPR 2016), ResNet-IBN-a
+(`reidkit.models.ibn`) and OSNet (`reidkit.models.osnet`), each returning a feature map [N, C, h, w].
 
-The classifier of the ImageNet model is removed; `last_stride=1` keeps the last stage at the resolution of
-the one before (Sun et al., PCB, ECCV 2018; the BoT "last stride" trick). Weights come only from a local
-file the user names: nothing is downloaded.
+The classifier of the ImageNet model is removed; `last_stride=1` keeps the last stage of a ResNet at the
+resolution of the one before (Sun et al., PCB, ECCV 2018; the BoT "last stride" trick); OSNet has no
+strided last stage (its map is 1/16 of the input). Weights come only from a local file the user names.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import torchvision
 from torch import nn
 
 from reidkit.errors import ConfigError
+from reidkit.models.ibn import resnet_ibn_a
 from reidkit.models.non_local import with_non_local
+from reidkit.models.osnet import OSNET_WIDTHS, OSNet
 
-BACKBONES: dict[str, Callable[[], torchvision.models.ResNet]] = {
+# Name → builder of the randomly initialised network (a ResNet keeps its ImageNet layout until trimmed).
+BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
+    "resnet50_ibn_a": lambda: resnet_ibn_a(50),
+    **{name: (lambda width=width: OSNet(width)) for name, width in OSNET_WIDTHS.items()},
 }
 
 
@@ -72,26 +78,32 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
-                   non_local: bool = False) -> ResNetTrunk:
-    """Build a ResNet trunk by name, optionally loading ImageNet weights from a local file.
+                   non_local: bool = False) -> nn.Module:
+    """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights from a
+    local file.
 
     Args:
         name: one of BACKBONES.
-        last_stride: stride of the last stage (1 or 2).
-        weights: a torchvision ResNet state dict (`fc.*` ignored); None or "" keeps random init.
-        non_local: insert AGW's non-local blocks in stages 2 and 3 (after the weights are loaded; they start
-            as the identity).
+        last_stride: stride of a ResNet's last stage (1 or 2); OSNet has none (ignored).
+        weights: a state dict of the named network (a ResNet's `fc.*` ignored); None or "" keeps random init.
+        non_local: insert AGW's non-local blocks in stages 2 and 3 of a ResNet (after the weights are
+            loaded; they start as the identity).
 
     Raises:
         KeyError: unknown name (lists the choices).
-        ConfigError: unreadable weights, or keys/shapes that do not match the architecture.
+        ConfigError: unreadable weights, keys/shapes that do not match the architecture, or non-local
+            blocks asked of a trunk that is not a ResNet.
     """
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
-    resnet = BACKBONES[name]()
+    network = BACKBONES[name]()
+    is_resnet = isinstance(network, torchvision.models.ResNet)
+    if non_local and not is_resnet:
+        raise ConfigError(f"model.non_local inserts blocks into ResNet stages; {name} has none: set "
+                          "model.non_local=false or use a ResNet backbone")
     if weights:
         state = {k: v for k, v in read_state_dict(weights).items() if not k.startswith("fc.")}
-        expected = {k: v.shape for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+        expected = {k: v.shape for k, v in network.state_dict().items() if not k.startswith("fc.")}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
@@ -99,5 +111,5 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
             raise ConfigError(
                 f"{weights} does not match {name}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
                 f"wrong shape {wrong_shape[:5]} (first 5 of each)")
-        resnet.load_state_dict(state, strict=False)
-    return ResNetTrunk(resnet, last_stride, non_local)
+        network.load_state_dict(state, strict=False)
+    return ResNetTrunk(network, last_stride, non_local) if is_resnet else network
