@@ -32,7 +32,7 @@ WARMUP_STEPS = 3
 
 
 def _parts(config, num_classes: int, device: torch.device):
-    model = build_model(num_classes=num_classes, **model_kwargs(config.model)).to(device)
+    model = build_model(num_classes=num_classes, **model_kwargs(config.model, config.data)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True

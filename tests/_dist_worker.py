@@ -34,6 +34,24 @@ MODES = ("local", "cross_rank", "sharded", "combined", "sync_bn")
 TIMEOUT = timedelta(seconds=60)
 
 
+def spawn_ranks(function, args: tuple, nprocs: int = WORLD_SIZE, deadline_s: float = 120.0) -> None:
+    """Run `function(rank, *args)` on `nprocs` spawned processes; kill them and fail the test (never hang)
+    past `deadline_s`."""
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + deadline_s
+    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            pytest.fail(f"spawned ranks did not finish within {deadline_s} s")
+
+
 def make_data() -> tuple[Tensor, list[int]]:
     """Random inputs `[78, IN_DIM]` (identity-dependent mean) and their identity labels, shuffled."""
     generator = torch.Generator().manual_seed(1)

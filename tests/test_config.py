@@ -43,7 +43,7 @@ def test_round_trip(tmp_path):
     ("train.epochs=3.5", "expected int"),
     ("train.epochs=abc", "expected int"),
     ("eval.flip=1", "expected bool"),
-    ("model.backbone=resnet9", "choose one of"),
+    ("model.backbone=resnet9", "use one of resnet18, .*timm/<name>"),
     ("loss.trihard.metric=manhattan", "choose one of"),
     ("train=3", "names a section"),
     ("train.epochs", "section.key=value"),

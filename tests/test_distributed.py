@@ -16,7 +16,6 @@ import _dist_worker as toy
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from reidkit import distributed
@@ -30,21 +29,8 @@ TOLERANCE = {"rtol": 1e-9, "atol": 1e-11}  # float64 on both sides
 
 
 def _spawn(tmp_dir: Path) -> list[dict]:
-    """Run `toy.worker` on WORLD_SIZE ranks; fail (never hang) past the deadline."""
-    context = mp.start_processes(
-        toy.worker,
-        args=(toy.WORLD_SIZE, str(tmp_dir / "rendezvous"), str(tmp_dir)),
-        nprocs=toy.WORLD_SIZE,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.kill()
-            pytest.fail(f"distributed workers did not finish within {SPAWN_DEADLINE_S} s")
+    """Run `toy.worker` on WORLD_SIZE ranks and read what each wrote."""
+    toy.spawn_ranks(toy.worker, (toy.WORLD_SIZE, str(tmp_dir / "rendezvous"), str(tmp_dir)), deadline_s=SPAWN_DEADLINE_S)
     return [torch.load(tmp_dir / f"rank{rank}.pt") for rank in range(toy.WORLD_SIZE)]
 
 

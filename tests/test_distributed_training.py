@@ -18,7 +18,6 @@ import _dist_worker as toy
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from reidkit import distributed
 
@@ -35,18 +34,6 @@ EXTRA_RUNS = {
 SPAWN_DEADLINE_S = 600.0
 
 
-def _spawn(function, args: tuple, nprocs: int = 2, deadline_s: float = SPAWN_DEADLINE_S) -> None:
-    """Run `function(rank, *args)` on `nprocs` spawned processes; fail (never hang) past the deadline."""
-    context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + deadline_s
-    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-        if time.monotonic() >= deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.kill()
-            pytest.fail(f"spawned ranks did not finish within {deadline_s} s")
-
-
 @pytest.fixture(scope="module")
 def recipe_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Every recipe of configs/recipes/ and EXTRA_RUNS, trained in one 2-rank gloo group (one spawn)."""
@@ -55,7 +42,7 @@ def recipe_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     jobs = [(path.stem, str(path), [*TINY, *data]) for path in RECIPES]
     jobs += [(name, str(ROOT / "configs" / "recipes" / recipe), [*TINY, *data, *extra])
              for name, (recipe, extra) in EXTRA_RUNS.items()]
-    _spawn(toy.train_runs, (2, str(out / "rendezvous"), str(out), jobs))
+    toy.spawn_ranks(toy.train_runs, (2, str(out / "rendezvous"), str(out), jobs), deadline_s=SPAWN_DEADLINE_S)
     return out, torch.load(out / "train_rank0.pt")
 
 
@@ -146,7 +133,7 @@ def _single_rank_group(tmp_path: Path, init_process_group):
 @pytest.mark.slow  # ~15 s
 def test_ranks_wait_for_rank_0_outside_collectives_past_the_group_timeout(tmp_path) -> None:
     timeout_s, work_s = 2.0, 5.0
-    _spawn(toy.waiting_worker, (2, str(tmp_path / "rendezvous"), str(tmp_path), timeout_s, work_s), deadline_s=120)
+    toy.spawn_ranks(toy.waiting_worker, (2, str(tmp_path / "rendezvous"), str(tmp_path), timeout_s, work_s))
     seen = [torch.load(tmp_path / f"wait_rank{rank}.pt") for rank in range(2)]
     assert [s["after_wait"] for s in seen] == [3.0, 3.0]  # both ranks went on together after 5 s > 2 s
     assert seen[0]["failure"] == "rank 0's evaluation failed"

@@ -1,5 +1,7 @@
 """Model contract: output dict, last stride, pooling, BNNeck details, local weights only."""
 
+import sys
+
 import pytest
 import torch
 
@@ -62,22 +64,33 @@ def test_unknown_backbone_lists_choices():
         build_backbone("vgg16")
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES))
+# Small timm models of each family the issue names (a CNN with output_stride, ConvNeXt, EfficientNet, ViT).
+TIMM_EXAMPLES = ["timm/resnet18d", "timm/convnext_atto", "timm/efficientnet_b0", "timm/vit_tiny_patch16_224"]
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES) + TIMM_EXAMPLES)
 def test_every_backbone_serves_both_sizes_and_exports_to_onnx(backbone, tmp_path):
     """The registry contract (one test over every name): a map at 1/16 of the input (last stride 1 or no
-    strided last stage), the model's dict at 64×32 and 256×128, and ONNX output equal to PyTorch's."""
+    strided last stage) or a transformer's class token + 1/16-grid tokens, the model's dict at 64×32 and
+    256×128, and ONNX output equal to PyTorch's."""
     import numpy as np
     import onnxruntime
 
     from reidkit.export import _feature_module, _write_onnx
 
-    torch.manual_seed(0)
-    model = build_model(backbone, num_classes=4).eval()
     for height, width in ((64, 32), (256, 128)):
+        torch.manual_seed(0)
+        model = build_model(backbone, num_classes=4, input_size=(height, width)).eval()
         images = torch.randn(2, 3, height, width)
-        assert model.backbone(images).shape[-2:] == (height // 16, width // 16)
+        maps = model.backbone(images)
+        if maps.dim() == 3:  # tokens: class token first
+            assert maps.shape[1] == 1 + (height // 16) * (width // 16)
+        else:
+            assert maps.shape[-2:] == (height // 16, width // 16)
         out = model(images)
         assert set(out) == {"features", "bn_features", "logits", "attr_logits"} and out["logits"].shape == (2, 4)
+        assert out["features"].shape == (2, model.backbone.out_channels)
+    model = build_model(backbone, num_classes=4, input_size=(64, 32)).eval()
     _write_onnx(_feature_module(model, "bn_features", flip=False), torch.randn(1, 3, 64, 32), tmp_path / "model.onnx",
                 opset=17)
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -207,3 +220,57 @@ def test_backbone_recipes_train_on_the_synthetic_set_from_the_cli(recipe, backbo
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] > 0
     assert f"backbone: {backbone}" in (run / "config.yaml").read_text()
+
+
+def test_imagenet_weights_come_from_torchvisions_cache_or_name_the_file_to_place(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision
+
+    from reidkit.models import weights as weights_module
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = weights_module.imagenet_cache_file("resnet18")
+    assert cached == tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18()
+    cached.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached)
+    trunk = build_backbone("resnet18", weights="imagenet")  # from the cache: no network
+    assert torch.equal(trunk.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
+
+    class Offline:
+        url = "https://download.pytorch.org/models/resnet34-b627a593.pth"
+
+        def get_state_dict(self, **_):
+            raise URLError("Name or service not known")
+
+    monkeypatch.setitem(weights_module.IMAGENET_WEIGHTS, "resnet34", Offline())
+    with pytest.raises(ConfigError, match=r"could not download .*resnet34.*place it at .*torch/hub/checkpoints/"
+                                          r"resnet34-b627a593.pth"):
+        build_backbone("resnet34", weights="imagenet")
+    with pytest.raises(ConfigError, match="torchvision has no ImageNet weights for osnet_x0_25"):
+        build_backbone("osnet_x0_25", weights="imagenet")
+
+
+def test_timm_backbones_by_name_with_local_weights_and_clear_errors(tmp_path, monkeypatch):
+    import timm
+
+    from reidkit.models.timm_backbone import TimmTrunk
+
+    torch.manual_seed(1)
+    source = timm.create_model("vit_tiny_patch16_224")  # a 14×14 grid and a classifier, as published
+    torch.save(source.state_dict(), tmp_path / "vit.pth")
+    trunk = build_backbone("timm/vit_tiny_patch16_224", weights=tmp_path / "vit.pth", input_size=(64, 32))
+    assert isinstance(trunk, TimmTrunk) and trunk.model.pos_embed.shape == (1, 1 + 4 * 2, 192)
+    assert torch.equal(trunk.model.blocks[5].mlp.fc1.weight, source.blocks[5].mlp.fc1.weight)
+    assert torch.equal(trunk.model.pos_embed[:, 0], source.pos_embed[:, 0])  # class token's kept, grid resized
+    with pytest.raises(ConfigError, match="timm has no model 'resnet50dd'; did you mean resnet50d"):
+        build_backbone("timm/resnet50dd")
+    with pytest.raises(ConfigError, match="does not fit this timm model: missing"):
+        build_backbone("timm/resnet18d", weights=tmp_path / "vit.pth")
+    with pytest.raises(ConfigError, match="non_local"):
+        build_backbone("timm/resnet18d", non_local=True)
+    monkeypatch.setitem(sys.modules, "timm", None)  # timm not installed
+    with pytest.raises(ConfigError, match=r"pip install 'reidkit\[timm\]'"):
+        build_backbone("timm/resnet18d")

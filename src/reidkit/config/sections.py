@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -77,19 +78,29 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # ResNets (torchvision), ResNet-50-IBN-a (Pan et al. 2018), OSNet at 4 widths (Zhou et al. 2019)
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet50_ibn_a", "osnet_x1_0", "osnet_x0_75",
-                      "osnet_x0_5", "osnet_x0_25"] = "resnet50"
+    # resnet18/34/50 (torchvision), resnet50_ibn_a (Pan et al. 2018), osnet_x1_0/x0_75/x0_5/x0_25 (Zhou et
+    # al. 2019), or timm/<any timm model> (the optional extra reidkit[timm])
+    backbone: str = "resnet50"
     last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
     pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
     non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)
     # Distributed runs: BatchNorm statistics over the global batch of all ranks, so W processes train as one
     # process on the same global batch (for small per-rank batches); no effect in one process.
     sync_bn: bool = False
-    weights: str = ""  # local .safetensors/.pth of an ImageNet backbone; empty = random init (no downloads)
+    # "imagenet" (torchvision's download and cache; offline: the error names the file to place), a local
+    # .safetensors/.pth of the backbone, or empty: random init
+    weights: str = ""
 
     def __post_init__(self) -> None:
-        refuse_bad("model", self, [("last_stride", self.last_stride in (1, 2), "use 1 or 2")])
+        from reidkit.models.backbones import BACKBONES  # the names live with their builders
+
+        names = list(BACKBONES)
+        close = difflib.get_close_matches(self.backbone, names, n=3)
+        refuse_bad("model", self, [
+            ("backbone", self.backbone in BACKBONES or (self.backbone.startswith("timm/") and len(self.backbone) > 5),
+             (f"did you mean {', '.join(close)}? " if close else "") + f"use one of {', '.join(names)}, or "
+             "timm/<name> for a timm model"),
+            ("last_stride", self.last_stride in (1, 2), "use 1 or 2")])
 
 
 @dataclass

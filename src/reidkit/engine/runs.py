@@ -60,7 +60,7 @@ def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | No
     state, metadata = load_weights(path)
     if "num_classes" not in metadata:
         raise ReidkitError(f"{path} has no num_classes metadata; it was not written by reidkit")
-    kwargs = model_kwargs(config.model) | {"weights": None}  # trained weights replace any ImageNet init
+    kwargs = model_kwargs(config.model, config.data) | {"weights": None}  # trained weights replace any ImageNet init
     model = build_model(num_classes=int(metadata["num_classes"]),
                         attributes=json.loads(metadata.get("attributes", "null")),
                         pair_head=metadata.get("pair_head") == "true", **kwargs)

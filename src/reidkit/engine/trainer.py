@@ -285,7 +285,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
                         attributes=attribute_classes(attributes) if attributes else None,
-                        **model_kwargs(config.model)).to(device)
+                        **model_kwargs(config.model, config.data)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     table = attribute_table(attributes, dataset.train_raw_pids) if attributes else None

@@ -3,7 +3,7 @@
 
 The classifier of the ImageNet model is removed; `last_stride=1` keeps the last stage of a ResNet at the
 resolution of the one before (Sun et al., PCB, ECCV 2018; the BoT "last stride" trick); OSNet has no
-strided last stage (its map is 1/16 of the input). Weights come only from a local file the user names.
+strided last stage (its map is 1/16 of the input). Weights: `reidkit.models.weights`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from reidkit.errors import ConfigError
 from reidkit.models.ibn import resnet_ibn_a
 from reidkit.models.non_local import with_non_local
 from reidkit.models.osnet import OSNET_WIDTHS, OSNet
+from reidkit.models.timm_backbone import PREFIX, build_timm_trunk, load_timm_weights
+from reidkit.models.weights import backbone_state_dict, read_state_dict
 
 # Name → builder of the randomly initialised network (a ResNet keeps its ImageNet layout until trimmed).
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
@@ -53,47 +55,32 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read weights from `.safetensors` or a torch file, never executing pickled code.
-
-    Raises:
-        ConfigError: the file is missing or cannot be read as weights.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"weights file {path} does not exist; give a local .safetensors or .pth path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors, zipfile and unpickler errors all mean "not weights"
-        raise ConfigError(f"{path} is not a readable weights file ({error})") from error
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
-    return state
-
-
 def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
-                   non_local: bool = False) -> nn.Module:
-    """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights from a
-    local file.
+                   non_local: bool = False, input_size: tuple[int, int] = (256, 128)) -> nn.Module:
+    """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights.
 
     Args:
-        name: one of BACKBONES.
+        name: one of BACKBONES, or "timm/<name>" for any timm model (`reidkit.models.timm_backbone`).
         last_stride: stride of a ResNet's last stage (1 or 2); OSNet has none (ignored).
-        weights: a state dict of the named network (a ResNet's `fc.*` ignored); None or "" keeps random init.
+        weights: "imagenet" (torchvision's download and cache, `reidkit.models.weights`) or a local file of
+            the named network's state dict (a ResNet's `fc.*` ignored); None or "" keeps random init.
         non_local: insert AGW's non-local blocks in stages 2 and 3 of a ResNet (after the weights are
             loaded; they start as the identity).
+        input_size: (height, width) of the training images (a vision transformer's patch grid).
 
     Raises:
         KeyError: unknown name (lists the choices).
         ConfigError: unreadable weights, keys/shapes that do not match the architecture, or non-local
             blocks asked of a trunk that is not a ResNet.
     """
+    if name.startswith(PREFIX):
+        if non_local:
+            raise ConfigError("model.non_local inserts blocks into ResNet stages of reidkit's own ResNets; set "
+                              "model.non_local=false with a timm backbone")
+        trunk = build_timm_trunk(name, last_stride, input_size, pretrained=str(weights) == "imagenet")
+        if weights and str(weights) != "imagenet":
+            load_timm_weights(trunk, read_state_dict(weights), str(weights))
+        return trunk
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
     network = BACKBONES[name]()
@@ -102,7 +89,7 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         raise ConfigError(f"model.non_local inserts blocks into ResNet stages; {name} has none: set "
                           "model.non_local=false or use a ResNet backbone")
     if weights:
-        state = {k: v for k, v in read_state_dict(weights).items() if not k.startswith("fc.")}
+        state = {k: v for k, v in backbone_state_dict(name, weights).items() if not k.startswith("fc.")}
         expected = {k: v.shape for k, v in network.state_dict().items() if not k.startswith("fc.")}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))

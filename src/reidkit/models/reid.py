@@ -33,8 +33,10 @@ class ReidModel(nn.Module):
         self.num_classes = num_classes
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled embedding before the BNNeck, [N, D]."""
-        return self.pool(self.backbone(images))
+        """Pooled embedding before the BNNeck, [N, D]: the pooled feature map of a CNN, the class token of
+        a transformer's tokens [N, 1 + T, D]."""
+        maps = self.backbone(images)
+        return maps[:, 0] if maps.dim() == 3 else self.pool(maps)
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor | dict]:
         bn_features, logits = self.head(features)
@@ -74,15 +76,19 @@ class ReidModel(nn.Module):
 
 def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
                 weights: str | None = None, attributes: dict[str, int] | None = None,
-                pair_head: bool = False, non_local: bool = False) -> ReidModel:
+                pair_head: bool = False, non_local: bool = False,
+                input_size: tuple[int, int] = (256, 128)) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
-    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights, non_local=non_local)
+    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights, non_local=non_local,
+                           input_size=input_size)
     return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
                      pair_head=pair_head)
 
 
-def model_kwargs(model_config) -> dict:
-    """Map a `reidkit.config.ModelConfig` to `build_model` keyword arguments."""
+def model_kwargs(model_config, data_config=None) -> dict:
+    """Map a `reidkit.config.ModelConfig` (and the training size of a `DataConfig`, which a vision
+    transformer's patch grid needs) to `build_model` keyword arguments."""
+    size = {"input_size": (data_config.height, data_config.width)} if data_config is not None else {}
     return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
             "pooling": model_config.pooling, "weights": model_config.weights or None,
-            "non_local": model_config.non_local}
+            "non_local": model_config.non_local, **size}

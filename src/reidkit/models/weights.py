@@ -1,0 +1,83 @@
+"""Where backbone weights come from: a local file the user names, or ImageNet weights by name.
+
+`model.weights: imagenet` uses torchvision's own download and cache (`torch.hub`: $TORCH_HOME/hub/checkpoints,
+by default ~/.cache/torch/hub/checkpoints). A file already in that cache is used without any network; when
+the download cannot happen (offline), the error names the file to place and where. Any other value is a
+local `.safetensors` or torch file, read without executing pickled code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+
+from reidkit.errors import ConfigError
+
+# The ImageNet weights BoT and fast-reid start from (torchvision's original release of each ResNet).
+IMAGENET_WEIGHTS = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from `.safetensors` or a torch file, never executing pickled code.
+
+    Raises:
+        ConfigError: the file is missing or cannot be read as weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist; give a local .safetensors or .pth path, or "
+                          "model.weights=imagenet")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors, zipfile and unpickler errors all mean "not weights"
+        raise ConfigError(f"{path} is not a readable weights file ({error})") from error
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def imagenet_cache_file(name: str) -> Path:
+    """Where torchvision's cache keeps the ImageNet weights of backbone `name`."""
+    url = IMAGENET_WEIGHTS[name].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state dict of backbone `name` from torchvision's cache, downloading it when absent.
+
+    Raises:
+        ConfigError: no ImageNet weights are known for `name`, or they are not cached and cannot be
+            downloaded (the message names the file and the folder to place it in).
+    """
+    if name not in IMAGENET_WEIGHTS:
+        raise ConfigError(f"model.weights=imagenet: torchvision has no ImageNet weights for {name} (it has them "
+                          f"for {', '.join(IMAGENET_WEIGHTS)}); set model.weights to a local .pth/.safetensors "
+                          f"file of {name}, or to \"\" for random init")
+    cached = imagenet_cache_file(name)
+    if cached.is_file():
+        return read_state_dict(cached)
+    try:
+        return IMAGENET_WEIGHTS[name].get_state_dict(progress=False, check_hash=True)
+    except Exception as error:  # URLError, HTTPError, socket errors, a bad hash: the file is not to be had
+        raise ConfigError(f"model.weights=imagenet: could not download the ImageNet weights of {name} "
+                          f"({type(error).__name__}: {error}). Offline, fetch {IMAGENET_WEIGHTS[name].url} "
+                          f"elsewhere and place it at {cached} (TORCH_HOME moves that folder), or set "
+                          "model.weights to a local file") from error
+
+
+def backbone_state_dict(name: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict that `model.weights` names for backbone `name`: "imagenet" or a local file."""
+    return imagenet_state_dict(name) if str(weights) == "imagenet" else read_state_dict(weights)
