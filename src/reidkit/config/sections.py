@@ -14,6 +14,8 @@ from reidkit.errors import ConfigError
 
 CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
 MIN_HEIGHT, MIN_WIDTH = 16, 8  # smallest input size accepted (the tests train at 32x16)
+MAX_SIDE = 1024  # largest input side accepted (ReID trains at 256×128 to 384×192; vehicles at 320×320)
+MAX_WORKERS = 128  # loader processes accepted (a fixed bound: a run's config must load on any machine)
 
 
 @dataclass
@@ -48,11 +50,14 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         refuse_bad("data", self, [
-            ("height", self.height >= MIN_HEIGHT, f"use {MIN_HEIGHT} or more pixels (e.g. 256; 64 for quick runs)"),
-            ("width", self.width >= MIN_WIDTH, f"use {MIN_WIDTH} or more pixels (e.g. 128; 32 for quick runs)"),
+            ("height", MIN_HEIGHT <= self.height <= MAX_SIDE,
+             f"use {MIN_HEIGHT} to {MAX_SIDE} pixels (e.g. 256; 64 for quick runs)"),
+            ("width", MIN_WIDTH <= self.width <= MAX_SIDE, f"use {MIN_WIDTH} to {MAX_SIDE} pixels (e.g. 128; 32 for "
+                                                           "quick runs)"),
             ("p", self.p >= 2, "use 2 or more identities per batch"),
             ("k", self.k >= 1, "use 1 or more images per identity"),
-            ("workers", self.workers >= 0, "use 0 or more (0: load in the main process)"),
+            ("workers", 0 <= self.workers <= MAX_WORKERS, f"use 0 (load in the main process) to {MAX_WORKERS}; "
+                                                             "about the number of CPU cores is plenty"),
             ("flip_prob", 0.0 <= self.flip_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
             ("pad", self.pad >= 0, "use 0 or more pixels (0 disables it)"),
             ("erasing_prob", 0.0 <= self.erasing_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),

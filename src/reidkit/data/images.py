@@ -35,6 +35,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def read_rgb(path: str | Path) -> Image.Image:
-    """The image file at `path` as 8-bit RGB (see `to_rgb`); PIL's OSError/ValueError for unreadable files."""
-    with Image.open(path) as image:
-        return to_rgb(image)
+    """The image file at `path` as 8-bit RGB (see `to_rgb`); PIL's OSError/ValueError for unreadable files,
+    and a ValueError for an image over PIL's pixel limit (a possible decompression bomb), so that every
+    reader reports or skips it like any unreadable file."""
+    try:
+        with Image.open(path) as image:
+            return to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{error} It is refused as a possible decompression bomb: shrink the image, or raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS if you trust it") from error

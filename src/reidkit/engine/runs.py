@@ -58,14 +58,43 @@ def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | No
     """Rebuild the model of a run and load `weights` (default: the run's final `model.safetensors`)."""
     path = Path(weights) if weights else Path(run_dir) / "model.safetensors"
     state, metadata = load_weights(path)
-    if "num_classes" not in metadata:
-        raise ReidkitError(f"{path} has no num_classes metadata; it was not written by reidkit")
+    num_classes, attributes, pair_head = _checked_header(path, state, metadata)
     kwargs = model_kwargs(config.model, config.data) | {"weights": None}  # trained weights replace any ImageNet init
-    model = build_model(num_classes=int(metadata["num_classes"]),
-                        attributes=json.loads(metadata.get("attributes", "null")),
-                        pair_head=metadata.get("pair_head") == "true", **kwargs)
+    model = build_model(num_classes=num_classes, attributes=attributes, pair_head=pair_head, **kwargs)
     load_into(model, state, path)
     return model.eval()
+
+
+def _checked_header(path: Path, state: dict, metadata: dict[str, str]) -> tuple[int, dict[str, int] | None, bool]:
+    """(num_classes, attribute classes, pair head) of a weights file's header, each checked against the
+    tensors the file holds before anything is built from it (a damaged or edited header would otherwise
+    build a wrong model or ask for gigabytes)."""
+    def refuse(problem: str) -> ReidkitError:
+        return ReidkitError(f"{path} has a damaged header ({problem}); use the run's model.safetensors or a "
+                            "checkpoint written by reidkit")
+
+    if "num_classes" not in metadata:
+        raise ReidkitError(f"{path} has no num_classes metadata; it was not written by reidkit")
+    classifier = state.get("head.classifier.weight")
+    if not metadata["num_classes"].isdigit() or classifier is None or classifier.dim() != 2 \
+            or int(metadata["num_classes"]) != classifier.shape[0]:
+        rows = tuple(classifier.shape) if classifier is not None else "absent"
+        raise refuse(f"num_classes {metadata['num_classes']!r} for a classifier of shape {rows}")
+    try:
+        attributes = json.loads(metadata.get("attributes", "null"))
+    except json.JSONDecodeError:
+        attributes = "not JSON"
+    if attributes is not None:
+        shapes = {name: state.get(f"attribute_heads.classifiers.{name}.weight") for name in attributes} \
+            if isinstance(attributes, dict) else {}
+        if not isinstance(attributes, dict) or not all(
+                isinstance(count, int) and shapes[name] is not None and shapes[name].shape[0] == count
+                for name, count in attributes.items()):
+            raise refuse(f"attributes {metadata.get('attributes')!r} do not match the attribute heads it holds")
+    pair_head = metadata.get("pair_head", "false")
+    if pair_head not in ("true", "false") or (pair_head == "true") != ("pair_head.classifier.weight" in state):
+        raise refuse(f"pair_head {pair_head!r} does not match the tensors")
+    return int(metadata["num_classes"]), attributes, pair_head == "true"
 
 
 def read_run_metrics(run_dir: str | Path) -> dict:

@@ -10,6 +10,7 @@ random states and the position in the epoch, and every image's augmentation is s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -31,7 +32,8 @@ from reidkit.data.cache import CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
-from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, save_weights
+from reidkit.engine.checkpoint import (CheckpointManager, capture_rng_state, load_into, restore_rng_state,
+                                      save_weights)
 from reidkit.engine.evaluator import Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
@@ -204,6 +206,15 @@ def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float,
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
 
 
+def training_set_fingerprint(samples) -> str:
+    """SHA-256 of the training samples' file names, identities and cameras in order; the folder is left out,
+    so a data set moved elsewhere is the same set."""
+    digest = hashlib.sha256()
+    for path, pid, camid in samples:
+        digest.update(f"{Path(path).name}\t{pid}\t{camid}\n".encode())
+    return digest.hexdigest()
+
+
 def training_batches(config: Config, dataset, device: torch.device, progress: bool, log):
     """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
     data, seed = config.data, config.train.seed
@@ -276,6 +287,11 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     if not main_process:
         dataset = build_dataset(data, progress=False)
     log(dataset.summary())
+    train_set = training_set_fingerprint(dataset.train)
+    if restored and restored[1].get("train_set", train_set) != train_set and not force:
+        raise ConfigError(f"the training set differs from the one the checkpoint was trained on ({len(dataset.train)} "
+                          "images now; file names, identities or cameras changed), so the resumed run would not "
+                          "continue the same training; restore the data, or pass --force to resume anyway")
     check_batch_config(config, dataset.num_train_pids, len(dataset.train))
     singletons = int((np.bincount([pid for _, pid, _ in dataset.train]) == 1).sum())
     if singletons:
@@ -335,7 +351,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
             return
         checkpoints.save(name, model, metadata, {
             "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
-            "objective": objective_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()})
+            "train_set": train_set, "objective": objective_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()})
 
     def read_steps(epoch: int) -> StepReport:
         """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if
@@ -354,7 +370,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     position = Position()
     if restored:
         weights, state = restored
-        model.load_state_dict(weights)
+        load_into(model, weights, checkpoints.directory)
         try:
             load_sharded_state(objective, optimizer, state["objective"], state["optimizer"])
         except (ValueError, RuntimeError, KeyError) as error:  # another loss or head set, or an older layout
