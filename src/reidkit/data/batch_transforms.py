@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_augmentation
 
 
 @dataclass
@@ -53,12 +53,9 @@ class BatchAugmentation:
 
     def __init__(self, height: int, width: int, flip_prob: float = 0.5, pad: int = 10, erasing_prob: float = 0.5,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
-        for name, prob in (("flip_prob", flip_prob), ("erasing_prob", erasing_prob)):
-            if not 0.0 <= prob <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {prob}")
-        if pad < 0:
-            raise ValueError(f"pad must be non-negative, got {pad}")
-        self.height, self.width, self.flip_prob, self.pad, self.erasing_prob = height, width, flip_prob, pad, erasing_prob
+        check_augmentation(flip_prob, pad, erasing_prob)
+        self.height, self.width = height, width
+        self.flip_prob, self.pad, self.erasing_prob = flip_prob, pad, erasing_prob
         self.mean, self.std = torch.tensor(mean), torch.tensor(std)
         self._crop = v2.RandomCrop((height, width))
         self._erasing = v2.RandomErasing(p=erasing_prob, value=0)
@@ -105,9 +102,9 @@ class BatchAugmentation:
         if self.erasing_prob > 0:
             row = torch.arange(self.height, device=device)[None, :, None]
             column = torch.arange(self.width, device=device)[None, None, :]
-            inside = ((row >= draws.erase_top[:, None, None]) & (row < (draws.erase_top + draws.erase_height)[:, None, None])
-                      & (column >= draws.erase_left[:, None, None])
-                      & (column < (draws.erase_left + draws.erase_width)[:, None, None]))
+            top, left = draws.erase_top[:, None, None], draws.erase_left[:, None, None]
+            inside = ((row >= top) & (row < top + draws.erase_height[:, None, None])
+                      & (column >= left) & (column < left + draws.erase_width[:, None, None]))
             output = output.masked_fill((inside & draws.erase[:, None, None])[:, None], 0.0)
         return output
 

@@ -26,6 +26,15 @@ def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
+def check_augmentation(flip_prob: float, pad: int, erasing_prob: float) -> None:
+    """Raise ValueError for a probability outside [0, 1] or a negative pad (both augmentation paths)."""
+    for name, prob in (("flip_prob", flip_prob), ("erasing_prob", erasing_prob)):
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {prob}")
+    if pad < 0:
+        raise ValueError(f"pad must be non-negative, got {pad}")
+
+
 def build_train_transform(
     height: int,
     width: int,
@@ -53,11 +62,7 @@ def build_train_transform(
     Raises:
         ValueError: a non-positive size, a probability outside [0, 1] or a negative pad.
     """
-    for name, prob in (("flip_prob", flip_prob), ("erasing_prob", erasing_prob)):
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {prob}")
-    if pad < 0:
-        raise ValueError(f"pad must be non-negative, got {pad}")
+    check_augmentation(flip_prob, pad, erasing_prob)
     steps: list[v2.Transform] = [_resize(height, width)]
     if flip_prob > 0:
         steps.append(v2.RandomHorizontalFlip(flip_prob))

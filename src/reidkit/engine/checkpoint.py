@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from reidkit.errors import ReidkitError
+from reidkit.models.weights import state_mismatch
 
 CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
 
@@ -55,14 +56,10 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load `state` into `model` strictly, naming mismatched keys and shapes in one error."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise ReidkitError(f"{source} does not fit this model: missing {missing[:5]}, unexpected "
-                           f"{unexpected[:5]}, wrong shape {wrong_shape[:5]} (first 5 of each); "
-                           "check model.backbone and the data set the run was trained on")
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise ReidkitError(f"{source} does not fit this model: {mismatch}; check model.backbone and the data set "
+                           "the run was trained on")
     model.load_state_dict(state)
 
 

@@ -218,8 +218,8 @@ def training_set_fingerprint(samples) -> str:
 def training_batches(config: Config, dataset, device: torch.device, progress: bool, log):
     """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
     data, seed = config.data, config.train.seed
-    pk_sampler = DistributedPKSampler([pid for _, pid, _ in dataset.train], data.p, data.k, seed) \
-        if distributed.is_distributed() else None
+    pids = [pid for _, pid, _ in dataset.train]
+    pk_sampler = DistributedPKSampler(pids, data.p, data.k, seed) if distributed.is_distributed() else None
     cache, why = choose_cache(data.cache, len(dataset.train), data.height, data.width, device)
     log(f"training images: {why}")
     if cache == "none":
@@ -230,8 +230,7 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
     images, readable = decode_images(dataset.train, data.height, data.width, data.workers, data.skip_bad_images,
                                      progress)
     augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob)
-    return CachedTrainLoader(images.to(device) if cache == "device" else images, readable,
-                             [pid for _, pid, _ in dataset.train],
+    return CachedTrainLoader(images.to(device) if cache == "device" else images, readable, pids,
                              seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device)
 
 
@@ -289,9 +288,10 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     log(dataset.summary())
     train_set = training_set_fingerprint(dataset.train)
     if restored and restored[1].get("train_set", train_set) != train_set and not force:
-        raise ConfigError(f"the training set differs from the one the checkpoint was trained on ({len(dataset.train)} "
-                          "images now; file names, identities or cameras changed), so the resumed run would not "
-                          "continue the same training; restore the data, or pass --force to resume anyway")
+        raise ConfigError(f"the training set differs from the one the checkpoint was trained on "
+                          f"({len(dataset.train)} images now; file names, identities or cameras changed), so the "
+                          "resumed run would not continue the same training; restore the data, or pass --force to "
+                          "resume anyway")
     check_batch_config(config, dataset.num_train_pids, len(dataset.train))
     singletons = int((np.bincount([pid for _, pid, _ in dataset.train]) == 1).sum())
     if singletons:
@@ -351,7 +351,8 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
             return
         checkpoints.save(name, model, metadata, {
             "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
-            "train_set": train_set, "objective": objective_state, "optimizer": optimizer_state, "scheduler": scheduler.state_dict()})
+            "train_set": train_set, "objective": objective_state, "optimizer": optimizer_state,
+            "scheduler": scheduler.state_dict()})
 
     def read_steps(epoch: int) -> StepReport:
         """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if

@@ -173,7 +173,8 @@ class ShardedLinearCrossEntropy(nn.Module):
         )
 
 
-def _sharded_entries(objective: nn.Module, optimizer: torch.optim.Optimizer) -> list[tuple[str, int | None, ShardedLinearCrossEntropy]]:
+def _sharded_entries(objective: nn.Module,
+                     optimizer: torch.optim.Optimizer) -> list[tuple[str, int | None, ShardedLinearCrossEntropy]]:
     """(state-dict key of the weight, index in the optimiser's state or None, module) of every sharded
     classifier inside `objective`."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]

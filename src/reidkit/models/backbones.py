@@ -20,7 +20,7 @@ from reidkit.models.ibn import resnet_ibn_a
 from reidkit.models.non_local import with_non_local
 from reidkit.models.osnet import OSNET_WIDTHS, OSNet
 from reidkit.models.timm_backbone import PREFIX, build_timm_trunk, load_timm_weights
-from reidkit.models.weights import backbone_state_dict, read_state_dict
+from reidkit.models.weights import backbone_state_dict, read_state_dict, state_mismatch
 
 # Name → builder of the randomly initialised network (a ResNet keeps its ImageNet layout until trimmed).
 BACKBONES: dict[str, Callable[[], nn.Module]] = {
@@ -90,13 +90,9 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
                           "model.non_local=false or use a ResNet backbone")
     if weights:
         state = {k: v for k, v in backbone_state_dict(name, weights).items() if not k.startswith("fc.")}
-        expected = {k: v.shape for k, v in network.state_dict().items() if not k.startswith("fc.")}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
-        if missing or unexpected or wrong_shape:
-            raise ConfigError(
-                f"{weights} does not match {name}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"wrong shape {wrong_shape[:5]} (first 5 of each)")
+        expected = {k: v for k, v in network.state_dict().items() if not k.startswith("fc.")}
+        mismatch = state_mismatch(expected, state)
+        if mismatch:
+            raise ConfigError(f"{weights} does not match {name}: {mismatch}")
         network.load_state_dict(state, strict=False)
     return ResNetTrunk(network, last_stride, non_local) if is_resnet else network

@@ -23,9 +23,8 @@ _CHANNELS = (64, 256, 384, 512)  # stem, stage 2, stage 3, stage 4 at width 1.0
 _STREAMS = 4
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, relu: bool = True,
-             groups: int = 1) -> nn.Sequential:
-    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False, groups=groups),
+def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
               nn.BatchNorm2d(out_channels)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 

@@ -55,11 +55,11 @@ class ReidModel(nn.Module):
         DistributedDataParallel does not wait for one.
         """
         used = set(used_outputs)
-        needs = {"head.bn": {"bn_features", "logits", "attr_logits"}, "head.classifier": {"logits"},
-                 "attribute_heads": {"attr_logits"}}
+        needs = {"head.bn": (self.head.bn, {"bn_features", "logits", "attr_logits"}),
+                 "head.classifier": (self.head.classifier, {"logits"}),
+                 "attribute_heads": (self.attribute_heads, {"attr_logits"})}
         frozen = []
-        for name, outputs in needs.items():
-            layer = self.get_submodule(name) if name != "attribute_heads" else self.attribute_heads
+        for name, (layer, outputs) in needs.items():
             trainable = [p for p in (layer.parameters() if layer is not None else []) if p.requires_grad]
             if trainable and not used & outputs:
                 for parameter in trainable:

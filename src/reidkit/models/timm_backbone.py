@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from reidkit.errors import ConfigError
+from reidkit.models.weights import state_mismatch
 
 PREFIX = "timm/"
 
@@ -96,10 +97,7 @@ def load_timm_weights(trunk: TimmTrunk, state: dict[str, torch.Tensor], source: 
         prefix = 0 if getattr(trunk.model, "no_embed_class", False) else getattr(trunk.model, "num_prefix_tokens", 1)
         state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], list(trunk.model.patch_embed.grid_size),
                                                     num_prefix_tokens=prefix)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        raise ConfigError(f"{source} does not fit this timm model: missing {missing[:5]}, unexpected "
-                          f"{unexpected[:5]}, wrong shape {wrong[:5]} (first 5 of each)")
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise ConfigError(f"{source} does not fit this timm model: {mismatch}")
     trunk.model.load_state_dict(state)

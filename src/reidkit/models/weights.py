@@ -24,6 +24,18 @@ IMAGENET_WEIGHTS = {
 }
 
 
+def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
+    """"" when `state` has exactly the keys and shapes of `expected`, else "missing [...], unexpected [...],
+    wrong shape [...] (first 5 of each)" for an error message."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if not (missing or unexpected or wrong_shape):
+        return ""
+    return (f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]} "
+            "(first 5 of each)")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights from `.safetensors` or a torch file, never executing pickled code.
 
