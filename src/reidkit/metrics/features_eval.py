@@ -11,9 +11,9 @@ by :func:`reidkit.metrics.rank.summarize_scores`. Peak memory is the features pl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from reidkit.losses.distances import check_metric, pairwise_distance
@@ -99,38 +99,40 @@ def evaluate_features(
     workers = num_threads or default_num_threads()
     rows_per_thread = min(_RANK_ROWS, -(-query_chunk // workers))
     parts: list[QueryScores] = []
-    on_device = ranks_on_device(query)
-    with torch.no_grad():
-        for start in range(0, len(query), query_chunk):
-            stop = start + query_chunk
-            if on_device:
-                block = torch.cat([pairwise_distance(query[start:stop], gallery[tile:tile + gallery_chunk], metric)
-                                   for tile in range(0, len(gallery), gallery_chunk)], dim=1)
-                parts.append(torch_query_scores(block, q_pids[start:stop], g_pids, q_camids[start:stop], g_camids,
-                                                junk))
-            else:
-                block = _distance_block(query[start:stop], gallery, metric, gallery_chunk)
-                parts.append(query_scores(block, q_pids[start:stop], g_pids, q_camids[start:stop], g_camids,
-                                          junk=junk, chunk_size=rows_per_thread, num_threads=workers))
-            del block
+    for start, block in distance_blocks(query, gallery, metric, query_chunk, gallery_chunk):
+        rows = slice(start, start + len(block))
+        if ranks_on_device(block):
+            parts.append(torch_query_scores(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk))
+        else:
+            parts.append(query_scores(block.numpy(), q_pids[rows], g_pids, q_camids[rows], g_camids,
+                                      junk=junk, chunk_size=rows_per_thread, num_threads=workers))
+        del block
     scores = QueryScores.concatenate(parts)
     if scores.first_rank.size == 0:
         raise ValueError(no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
     return summarize_scores(scores, max_rank)
 
 
+def distance_blocks(query: torch.Tensor, gallery: torch.Tensor, metric: str, query_chunk: int = 512,
+                    gallery_chunk: int = 8192) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first row, [C, G] distances)`` for each block of ``query_chunk`` queries, on the features' device.
+
+    Each block is filled by ``pairwise_distance`` on gallery tiles of ``gallery_chunk`` rows, which bounds
+    the temporaries (it squares its second argument out of place) to one tile's.
+    """
+    with torch.no_grad():
+        for start in range(0, len(query), query_chunk):
+            rows = query[start:start + query_chunk]
+            first = pairwise_distance(rows, gallery[:gallery_chunk], metric)
+            block = first.new_empty((len(rows), len(gallery)))
+            block[:, :gallery_chunk] = first
+            for tile in range(gallery_chunk, len(gallery), gallery_chunk):
+                block[:, tile:tile + gallery_chunk] = pairwise_distance(rows, gallery[tile:tile + gallery_chunk],
+                                                                        metric)
+            yield start, block
+
+
 def ranks_on_device(features: torch.Tensor) -> bool:
     """Whether blocks of `features`' distances are ranked where they are computed (a GPU) rather than on
     the CPU by threads."""
     return features.device.type != "cpu"
-
-
-def _distance_block(query: torch.Tensor, gallery: torch.Tensor, metric: str, gallery_chunk: int) -> np.ndarray:
-    """``[len(query), G]`` distances on the CPU, from ``pairwise_distance`` on gallery tiles."""
-    first = pairwise_distance(query, gallery[:gallery_chunk], metric=metric).cpu()
-    block = np.empty((len(query), len(gallery)), first.numpy().dtype)
-    block[:, :gallery_chunk] = first.numpy()
-    for start in range(gallery_chunk, len(gallery), gallery_chunk):
-        block[:, start : start + gallery_chunk] = pairwise_distance(
-            query, gallery[start : start + gallery_chunk], metric=metric).cpu().numpy()
-    return block
