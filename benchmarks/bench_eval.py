@@ -153,10 +153,14 @@ def _market_worker(method: str, folder: Path, cython_so: str) -> dict:
                     "mINP": None if mean_inp is None else float(mean_inp)}
 
 
-def _msmt_worker(seed: int, device: str = "cpu") -> dict:
+def _msmt_worker(seed: int, device: str = "cpu", what: str = "metrics") -> dict:
     import torch
 
     from reidkit.metrics.features_eval import evaluate_features
+    from reidkit.metrics.ranked_lists import rank_features
+
+    def run(*args):  # "metrics": evaluate_features; "lists": what `reidkit train`/`eval` compute
+        return evaluate_features(*args) if what == "metrics" else rank_features(*args).metrics
 
     generator = torch.Generator().manual_seed(seed)
     query = torch.randn(MSMT["queries"], MSMT["dim"], generator=generator)
@@ -166,10 +170,10 @@ def _msmt_worker(seed: int, device: str = "cpu") -> dict:
               rng.integers(0, MSMT["cameras"], MSMT["queries"]), rng.integers(0, MSMT["cameras"], MSMT["gallery"]))
     if device != "cpu":  # distances and ranking on the GPU (reidkit.metrics.rank_torch); timed to the result
         query, gallery = query.to(device), gallery.to(device)
-        evaluate_features(query[:512], gallery, *(label[:512] if i % 2 == 0 else label
-                                                  for i, label in enumerate(labels)))  # warm-up
+        run(query[:512], gallery, *(label[:512] if i % 2 == 0 else label
+                                    for i, label in enumerate(labels)))  # warm-up
         torch.cuda.synchronize()
-    result, stats = _measure_call(evaluate_features, query, gallery, *labels)
+    result, stats = _measure_call(run, query, gallery, *labels)
     return stats | {"mAP": result["mAP"], "rank1": float(result["cmc"][0])}
 
 
@@ -296,17 +300,22 @@ def _msmt_row(seed: int) -> None:
 
     from reidkit.metrics.rank import default_num_threads
 
-    print(f"{'where':<32} {'seconds':>8} {'peak MiB (call)':>16} {'process MiB':>12}")
+    print("metrics: evaluate_features (CMC, mAP, mINP); + lists: rank_features, what `reidkit train`/`eval` run "
+          "(the same metrics, each query's AP and 10 nearest, rank-1 per camera pair); ratio against metrics")
+    print(f"{'where':<40} {'seconds':>8} {'ratio':>6} {'peak MiB (call)':>16} {'process MiB':>12}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        row = _in_subprocess("msmt", str(seed), device)
-        where = (f"CPU, {default_num_threads()} ranking threads" if device == "cpu"
-                 else f"GPU ({torch.cuda.get_device_name()})")
-        if "error" in row:
-            print(f"{where:<32} failed: {row['error']}")
-            continue
-        print(f"{where:<32} {row['seconds']:8.2f} {row['peak_mib']:16.0f} {row['process_mib']:12.0f}   "
-              f"(rank-1 {row['rank1']:.5f}, mAP {row['mAP']:.5f}: chance level, random features)")
+        reference = None
+        for what in ("metrics", "lists"):
+            row = _in_subprocess("msmt", str(seed), device, what)
+            where = (f"CPU, {default_num_threads()} ranking threads" if device == "cpu"
+                     else f"GPU ({torch.cuda.get_device_name()})") + (", metrics" if what == "metrics" else ", + lists")
+            if "error" in row:
+                print(f"{where:<40} failed: {row['error']}")
+                continue
+            reference = reference or row["seconds"]
+            print(f"{where:<40} {row['seconds']:8.2f} {row['seconds'] / reference:6.2f} {row['peak_mib']:16.0f} "
+                  f"{row['process_mib']:12.0f}   (rank-1 {row['rank1']:.5f}, mAP {row['mAP']:.5f}: chance level)")
     if devices == ["cpu"]:
         print(f"{'GPU':<32} not measured: no CUDA device")
 
@@ -320,7 +329,7 @@ def main() -> None:
     if args.worker:
         kind, *rest = args.worker
         row = _market_worker(rest[0], Path(rest[1]), rest[2]) if kind == "market" else \
-            _msmt_worker(int(rest[0]), rest[1])
+            _msmt_worker(int(rest[0]), rest[1], rest[2])
         print(json.dumps(row))
         return
     _market_table(args.seed)

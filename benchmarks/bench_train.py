@@ -22,7 +22,7 @@ from torch import nn
 from reidkit.config import load_config
 from reidkit.data.build import build_dataset
 from reidkit.data.cache import choose_cache
-from reidkit.engine.evaluator import autocast_context
+from reidkit.engine.evaluator import autocast_context, uses_amp
 from reidkit.engine.optim import build_optimizer
 from reidkit.engine.trainer import Trainer, resolve_device, seed_everything, training_batches
 from reidkit.losses.objective import build_objective
@@ -69,7 +69,7 @@ def _synchronize(device: torch.device) -> None:
 def time_bare_step(config, num_classes: int, device: torch.device, steps: int) -> float:
     """Images/s of forward + loss + backward + fused optimiser step, with nothing around it."""
     model, objective, optimizer = _parts(config, num_classes, device)
-    batch, amp = _random_batch(config, device), config.train.amp and device.type == "cuda"
+    batch, amp = _random_batch(config, device), uses_amp(config.train, device)
 
     def step() -> None:
         with autocast_context(device, amp):
@@ -82,7 +82,7 @@ def time_bare_step(config, num_classes: int, device: torch.device, steps: int) -
 
 def time_trainer_step(config, num_classes: int, device: torch.device, steps: int) -> float:
     """Images/s of `Trainer.run_step` on the same random tensors."""
-    trainer = Trainer(*_parts(config, num_classes, device), device, amp=config.train.amp and device.type == "cuda")
+    trainer = Trainer(*_parts(config, num_classes, device), device, amp=uses_amp(config.train, device))
     batch = _random_batch(config, device)
     return _timed(lambda: trainer.run_step(batch), steps, device, len(batch["pids"]))
 
@@ -93,7 +93,7 @@ def time_pipeline(config, dataset, device: torch.device, steps: int) -> tuple[fl
     picked = []
     loader = training_batches(config, dataset, device, progress=False, log=picked.append)
     trainer = Trainer(*_parts(config, dataset.num_train_pids, device), device,
-                      amp=config.train.amp and device.type == "cuda")
+                      amp=uses_amp(config.train, device))
     waited, images, done, epoch = 0.0, 0, -WARMUP_STEPS, 0
     start = time.perf_counter()
     while done < steps:
@@ -131,7 +131,7 @@ def main() -> None:
     dataset = build_dataset(config.data, progress=False)
     classes = dataset.num_train_pids
     terms = "+".join(f.name for f in dataclasses.fields(config.loss) if getattr(config.loss, f.name).weight > 0)
-    amp = "bf16 autocast" if config.train.amp and device.type == "cuda" else "fp32"
+    amp = "bf16 autocast" if uses_amp(config.train, device) else "fp32"
     print(f"training step: {config.model.backbone} {config.data.height}×{config.data.width}, batch "
           f"{config.data.p}×{config.data.k}, {terms}, {config.train.optimizer} (fused), {device}, {amp}, "
           f"{torch.get_num_threads()} torch threads, {args.steps} timed steps after {WARMUP_STEPS}")

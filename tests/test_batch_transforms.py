@@ -135,6 +135,20 @@ def test_cached_batches_equal_the_pil_loader_for_any_number_of_workers(tiny_data
                 assert torch.equal(a["images"], b["images"]) and a["skipped"] == b["skipped"] == 0
 
 
+def test_cached_test_images_give_the_pil_test_loader_batches(tiny_dataset) -> None:
+    from reidkit.data.cache import CachedTestImages
+    from reidkit.data.loading import build_test_loader
+    from reidkit.data.transforms import build_test_transform
+
+    samples = tiny_dataset.query + tiny_dataset.gallery
+    cached = CachedTestImages.decode(samples, H, W, torch.device("cpu"), progress=False)
+    pil = torch.cat([batch["images"] for batch in build_test_loader(samples, build_test_transform(H, W), 7, 0)])
+    ours = torch.cat([batch["images"] for batch in cached.batches(0, len(samples), 7, torch.device("cpu"))])
+    assert len(cached) == len(samples) and torch.equal(ours, pil)
+    shard = torch.cat([batch["images"] for batch in cached.batches(5, 12, 3, torch.device("cpu"))])
+    assert torch.equal(shard, pil[5:12])  # a rank's contiguous shard, in order
+
+
 def test_unreadable_images_are_named_or_skipped_and_counted(tiny_dataset, tmp_path) -> None:
     samples = list(tiny_dataset.train[:6])
     broken = tmp_path / "broken.jpg"

@@ -142,7 +142,7 @@ def test_average_query_expansion_in_evaluate_model(tmp_path):
 def test_attribute_accuracy_and_rescoring_leave_the_model_training(tmp_path):
     """evaluate_model runs mid-training (train.eval_every): its helpers must hand the model back in the mode
     they found it, as extract_outputs does, or the following epochs train with BatchNorm in eval mode."""
-    from reidkit.engine.evaluator import rescore_top_k
+    from reidkit.engine.evaluator import PairHeadRescoring
     from reidkit.models.reid import ReidModel
 
     path = tmp_path / "0001_c1s1_000000_00.jpg"
@@ -151,7 +151,7 @@ def test_attribute_accuracy_and_rescoring_leave_the_model_training(tmp_path):
     attribute_accuracy(model, [(str(path), 1, 0)], {1: {"gender": 1}}, build_test_transform(8, 4), 1, 0, "cpu")
     assert model.training
     pair_model = ReidModel(torch.nn.Identity(), feat_dim=4, num_classes=3, pair_head=True).train()
-    rescore_top_k(pair_model, torch.randn(2, 4), torch.randn(3, 4), np.zeros((2, 3), np.float32), k=2)
+    PairHeadRescoring(pair_model, torch.randn(2, 4), torch.randn(3, 4), k=2)(0, torch.zeros(2, 3))
     assert pair_model.training
 
 
@@ -165,6 +165,9 @@ def test_non_finite_model_outputs_are_refused_with_the_fix():
     assert torch.isfinite(extract_outputs(model, loader, ("features",), progress=False)["features"]).all()
     with torch.no_grad():
         model.head.bn.running_var[5] = float("nan")  # diverged BNNeck statistics: bn_features NaN in eval
-    with pytest.raises(ReidkitError, match="'bn_features' outputs for images of batch 1.*earlier checkpoint"):
+    with pytest.raises(ReidkitError, match="'bn_features' outputs, first for image 0 .*earlier checkpoint"):
         extract_outputs(model, loader, ("bn_features",), progress=False)
     assert model.training  # the mode is restored after the error
+    loader[1]["images"][1] = float("nan")  # the fourth image: named by its place in the split
+    with pytest.raises(ReidkitError, match="'features' outputs, first for image 3 of the split"):
+        extract_outputs(model, loader, ("features",), progress=False)

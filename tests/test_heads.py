@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from reidkit.data.attributes import attribute_classes, attribute_table
-from reidkit.engine.evaluator import rescore_top_k
+from reidkit.engine.evaluator import PairHeadRescoring
 from reidkit.errors import DatasetError
 from reidkit.losses.verification import VerificationLoss, balanced_pairs
 from reidkit.models.heads import PairHead
@@ -81,7 +81,7 @@ class _ByIndexHead(torch.nn.Module):
 def test_rescoring_reorders_only_the_top_k():
     distmat = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
     gallery = torch.tensor([[0.1], [0.9], [0.5], [1.0]])  # the head prefers item 1 within the top 3
-    rescored = rescore_top_k(_ByIndexHead(), torch.zeros(1, 1), gallery, distmat, k=3)
+    rescored = PairHeadRescoring(_ByIndexHead(), torch.zeros(1, 1), gallery, k=3)(0, torch.from_numpy(distmat)).numpy()
     assert np.argsort(rescored[0], kind="stable").tolist() == [1, 2, 0, 3]
     assert rescored[0, 3] == pytest.approx(0.4)  # outside the top k: unchanged, still last
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from reidkit.metrics import evaluate_rank
 from reidkit.viz.compare import compare_runs
 from reidkit.viz.embedding_plot import pca_2d, top_identities
-from reidkit.viz.report import average_precisions, camera_pair_rank1, write_report
+from reidkit.metrics.ranked_lists import rank_distances
+from reidkit.viz.report import write_report
+from test_ranked_lists import brute_force, brute_force_cameras
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "camera-pairs", "ranked", "worst", "embedding"}
@@ -119,15 +120,21 @@ def test_trainer_arguments_are_used_without_reloading_the_model(run, tmp_path, m
     rng = np.random.default_rng(0)
     distmat = rng.random((len(dataset.query), len(dataset.gallery)))
     features = rng.normal(size=(len(dataset.gallery), 8))
-    path = write_report(run, distmat=distmat, dataset=dataset, gallery_features=features,
-                        out_path=tmp_path / "given.html", num_ranked=2, num_worst=1)
+    path = write_report(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
+                        gallery_features=features, out_path=tmp_path / "given.html", num_ranked=2, num_worst=1)
     parsed = parse(path)
     assert RUN_SECTIONS <= set(parsed.sections) and len(parsed.images) == 2 + 2 + 1 + 1
     assert parsed.cells["this run"]["mAP"] == json.loads((run / "metrics.json").read_text())["mAP"]
-    table = camera_pair_rank1(distmat, dataset.query, dataset.gallery)
+    table = brute_force_cameras(distmat, *labels(dataset), junk="market")
     for camera, rates in zip(table["query_cameras"], table["rank1"]):
         assert parsed.cells[f"query c{camera + 1}"] == {f"gallery c{g + 1}": rate for g, rate in
                                                         zip(table["gallery_cameras"], rates) if rate is not None}
+
+
+def labels(dataset):
+    """(q_pids, g_pids, q_camids, g_camids) of a data set, the argument order of evaluate_rank."""
+    return [np.array([s[i] for s in samples]) for samples, i in
+            ((dataset.query, 1), (dataset.gallery, 1), (dataset.query, 2), (dataset.gallery, 2))]
 
 
 def copy_run(run: Path, out: Path, config_changes: dict | None = None, metric_changes: dict | None = None) -> Path:
@@ -161,30 +168,6 @@ def test_compare_runs(run, tmp_path):
     assert "train.lr" in (tmp_path / "compare.html").read_text() and parsed.external == []
 
 
-def test_average_precisions_match_evaluate_rank():
-    rng = np.random.default_rng(0)
-    query = [("q", int(p), int(c)) for p, c in zip(rng.integers(0, 5, 30), rng.integers(0, 3, 30))]
-    gallery = [("g", int(p), int(c)) for p, c in zip(rng.integers(-1, 6, 80), rng.integers(0, 3, 80))]
-    distmat = rng.integers(0, 6, (30, 80)).astype(np.float32)  # many ties
-    precisions = average_precisions(distmat, query, gallery)
-    result = evaluate_rank(distmat, *(np.array([s[i] for s in samples]) for samples, i in
-                                      ((query, 1), (gallery, 1), (query, 2), (gallery, 2))))
-    assert np.nanmean(precisions) == pytest.approx(result["mAP"], abs=1e-12)
-    assert (~np.isnan(precisions)).sum() == result["num_valid_queries"]
-
-
-def test_camera_pair_rank1_on_a_case_solved_by_hand():
-    query = [("q0", 1, 0), ("q1", 2, 1)]
-    gallery = [("g0", 1, 1), ("g1", 2, 1), ("g2", 2, 0), ("g3", 1, 0)]
-    distmat = np.array([[0.5, 0.1, 0.9, 0.0],    # pid 1 cam 0: in cam 1, g1 (pid 2) beats g0 → miss
-                        [0.3, 0.0, 0.2, 0.1]])   # pid 2 cam 1: in cam 0, g3 (pid 1) beats g2 → miss
-    table = camera_pair_rank1(distmat, query, gallery)
-    assert table["query_cameras"] == [0, 1] and table["gallery_cameras"] == [0, 1]
-    assert table["rank1"] == [[None, 0.0], [0.0, None]] and table["queries"] == [[0, 1], [1, 0]]
-    distmat[0, 0] = 0.05
-    assert camera_pair_rank1(distmat, query, gallery)["rank1"][0][1] == 1.0
-
-
 def test_pca_and_top_identities():
     along = np.array([-2, -1, 0, 1, 2] * 2, dtype=float)  # orthogonal, zero-mean columns: the PCs are known
     across = np.array([1.0] * 5 + [-1.0] * 5)
@@ -204,12 +187,13 @@ def test_worst_queries_are_the_lowest_average_precisions_in_order(run, tmp_path)
 
     dataset = build_dataset(load_run_config(run).data, progress=False)
     distmat = np.random.default_rng(3).random((len(dataset.query), len(dataset.gallery)))
-    path = write_report(run, distmat=distmat, dataset=dataset, gallery_features=np.ones((len(dataset.gallery), 2)),
-                        out_path=tmp_path / "worst.html", num_ranked=1, num_worst=4)
+    path = write_report(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
+                        gallery_features=np.ones((len(dataset.gallery), 2)), out_path=tmp_path / "worst.html",
+                        num_ranked=1, num_worst=4)
     worst_section = path.read_text(encoding="utf-8").split("id='worst'")[1].split("<section")[0]
     shown = [(int(index), float(ap)) for index, ap in
              re.findall(r"<figcaption>query (\d+) · pid [-\d]+ · camera c\d+ · AP ([\d.]+)</figcaption>", worst_section)]
-    precisions = average_precisions(distmat, dataset.query, dataset.gallery)
+    precisions = brute_force(distmat, *labels(dataset), junk="market", k=1)[0]
     valid = np.flatnonzero(~np.isnan(precisions))
     expected = valid[np.argsort(precisions[valid], kind="stable")][:4]
     assert [index for index, _ in shown] == expected.tolist()

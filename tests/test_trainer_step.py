@@ -121,3 +121,18 @@ def test_train_compile_gives_the_eager_losses(tmp_path) -> None:
         for key in ("loss", "loss/id", "loss/trihard"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+
+
+def test_bf16_autocast_runs_where_the_config_says() -> None:
+    """train.amp: bf16 autocast on CUDA; on the CPU only with train.amp_cpu (the way to study bf16 without a GPU)."""
+    from reidkit.config.sections import TrainConfig
+    from reidkit.engine.evaluator import autocast_context, uses_amp
+
+    cpu = torch.device("cpu")
+    assert uses_amp(TrainConfig(amp=True), "cuda:1") and not uses_amp(TrainConfig(amp=False), "cuda")
+    assert not uses_amp(TrainConfig(amp=True), cpu) and uses_amp(TrainConfig(amp=True, amp_cpu=True), cpu)
+    assert not uses_amp(TrainConfig(amp=False, amp_cpu=True), cpu)
+    layer = torch.nn.Linear(4, 3)
+    for amp, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        with autocast_context(cpu, amp):
+            assert layer(torch.randn(2, 4)).dtype == dtype

@@ -9,6 +9,7 @@ from PIL import Image
 
 from reidkit.viz import curves, ranked
 from reidkit.viz.curves import plot_cmc, plot_training_curves
+from reidkit.metrics.ranked_lists import rank_distances
 from reidkit.viz.ranked import save_ranked_lists
 
 # Solid-colour images of different sizes, so a pasted cell shows which sample it came from.
@@ -35,6 +36,12 @@ def samples(tmp_path):
     return distmat, query, gallery
 
 
+def lists(distmat, query, gallery, junk="market", top_k=10):
+    """The ranked lists `save_ranked_lists` draws, from a whole distance matrix."""
+    labels = [np.array([s[i] for s in samples]) for samples, i in ((query, 1), (gallery, 1), (query, 2), (gallery, 2))]
+    return rank_distances(distmat, *labels, junk=junk, top_k=top_k)
+
+
 def pixel(picture, column, dx, dy):
     x, y = ranked._cell_origin(column)
     return picture.getpixel((x + dx, y + dy))
@@ -48,7 +55,8 @@ RED, GREEN, BLUE = ranked.NON_MATCH_COLOR, ranked.MATCH_COLOR, ranked.QUERY_COLO
 
 def test_ranked_list_frames_images_and_size(samples, tmp_path):
     distmat, query, gallery = samples
-    paths = save_ranked_lists(distmat, query, gallery, tmp_path / "ranked", query_indices=[0], topk=3)
+    paths = save_ranked_lists(lists(distmat, query, gallery), query, gallery, tmp_path / "ranked", query_indices=[0],
+                              topk=3)
     assert [p.name for p in paths] == ["query_00000.png"]
     picture = Image.open(paths[0]).convert("RGB")
     right = ranked._cell_origin(3)[0] + ranked.CELL_SIZE[0] + 2 * ranked.FRAME
@@ -61,8 +69,8 @@ def test_ranked_list_frames_images_and_size(samples, tmp_path):
 
 def test_ranked_list_without_junk_removal(samples, tmp_path):
     distmat, query, gallery = samples
-    paths = save_ranked_lists(torch.from_numpy(distmat), query, gallery, tmp_path, query_indices=[0], topk=2,
-                              junk="none")
+    paths = save_ranked_lists(lists(torch.from_numpy(distmat), query, gallery, junk="none"), query, gallery, tmp_path,
+                              query_indices=[0], topk=2)
     picture = Image.open(paths[0]).convert("RGB")
     # Order g0 (0.00, same pid: green), g3 (0.05, pid -1: red).
     assert pixel(picture, 1, 1, 1) == GREEN and pixel(picture, 1, *CENTER) == COLORS[0]
@@ -71,7 +79,7 @@ def test_ranked_list_without_junk_removal(samples, tmp_path):
 
 def test_default_queries_are_valid_ones_and_pictures_share_a_size(samples, tmp_path):
     distmat, query, gallery = samples
-    paths = save_ranked_lists(distmat, query, gallery, tmp_path / "out", num_queries=5, topk=4)
+    paths = save_ranked_lists(lists(distmat, query, gallery), query, gallery, tmp_path / "out", num_queries=5, topk=4)
     assert [p.name for p in paths] == ["query_00000.png", "query_00002.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["query_00000.png", "query_00002.png"]
     sizes = {Image.open(p).size for p in paths}
@@ -79,18 +87,18 @@ def test_default_queries_are_valid_ones_and_pictures_share_a_size(samples, tmp_p
     # Query 2 (pid 2, camera 2): g4 (0.00, pid 0) red, g3 (pid -1) removed, g2 (0.20) red, g1 (0.30) green.
     picture = Image.open(paths[1]).convert("RGB")
     assert [pixel(picture, c, 1, 1) for c in (1, 2, 3)] == [RED, RED, GREEN]
-    one = save_ranked_lists(distmat, query, gallery, tmp_path / "one", num_queries=1)
+    one = save_ranked_lists(lists(distmat, query, gallery), query, gallery, tmp_path / "one", num_queries=1)
     assert one == [tmp_path / "one" / "query_00000.png"]
 
 
 def test_ranked_list_rejects_bad_arguments(samples, tmp_path):
     distmat, query, gallery = samples
-    with pytest.raises(ValueError, match="market"):
-        save_ranked_lists(distmat, query, gallery, tmp_path, junk="cuhk")
-    with pytest.raises(ValueError, match="shape"):
-        save_ranked_lists(distmat[:2], query, gallery, tmp_path)
+    with pytest.raises(ValueError, match="for 2 queries"):
+        save_ranked_lists(lists(distmat[:2], query[:2], gallery), query, gallery, tmp_path)
+    with pytest.raises(ValueError, match="topk=11 but the ranked lists hold 10"):
+        save_ranked_lists(lists(distmat, query, gallery), query, gallery, tmp_path, topk=11)
     with pytest.raises(ValueError, match="out of range"):
-        save_ranked_lists(distmat, query, gallery, tmp_path, query_indices=[3])
+        save_ranked_lists(lists(distmat, query, gallery), query, gallery, tmp_path, query_indices=[3])
 
 
 def is_png(path):

@@ -67,18 +67,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import describe_metrics, evaluate_model, write_pictures
+    from reidkit.engine.evaluator import describe_metrics, evaluate_model, uses_amp, write_pictures
 
     config, device, model = _open_run(args)
     out = output_folder(args.out or Path(args.run) / "eval")
     dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
     attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
-    metrics, distmat, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                            workers=data.workers, amp=config.train.amp, progress=not args.quiet,
-                                            pair_feature=config.loss.verification.feature, attributes=attributes,
-                                            protocol=resolve_protocol(config))
+    metrics, ranked, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
+                                           workers=data.workers, amp=uses_amp(config.train, device), progress=not args.quiet,
+                                           pair_feature=config.loss.verification.feature, attributes=attributes,
+                                           protocol=resolve_protocol(config))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_pictures(out, metrics, distmat, dataset, config.eval)
+    write_pictures(out, metrics, ranked, dataset, config.eval)
     print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)")
     return 0
 

@@ -120,7 +120,8 @@ class TrainConfig:
     scheduler: Literal["step", "cosine"] = "step"
     milestones: list[int] = field(default_factory=lambda: [40, 70])  # step scheduler
     gamma: float = 0.1  # step scheduler decay
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bfloat16 autocast on CUDA; on the CPU only with amp_cpu
+    amp_cpu: bool = False  # bf16 autocast on the CPU too (with amp): bf16's effect on accuracy without a GPU
     compile: bool = False  # torch.compile the training forward (the first steps compile: minutes on a CPU)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     seed: int = 0

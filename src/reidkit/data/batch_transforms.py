@@ -39,6 +39,14 @@ class Draws:
     erase_width: Tensor
 
 
+def normalize_uint8(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Float32 `(images / 255 − mean) / std` per channel of uint8 `[B, 3, H, W]`, on the images' device: the
+    operations of `v2.ToDtype(torch.float32, scale=True)` then `v2.Normalize(mean, std)`, with their result."""
+    mean = mean.to(images.device, non_blocking=True)[None, :, None, None]
+    std = std.to(images.device, non_blocking=True)[None, :, None, None]
+    return images.float().mul(1.0 / 255).sub(mean).div(std)
+
+
 class BatchAugmentation:
     """Flip, pad + random crop, normalisation and random erasing of uint8 batches `[B, 3, H, W]` already at
     the training size; the draws and the pixels of `build_train_transform` for the same per-image seeds.
@@ -97,8 +105,7 @@ class BatchAugmentation:
             images = padded[torch.arange(batch, device=device)[:, None, None, None],
                             torch.arange(3, device=device)[None, :, None, None],
                             rows[:, None, :, None], columns[:, None, None, :]]
-        mean, std = self.mean.to(device)[None, :, None, None], self.std.to(device)[None, :, None, None]
-        output = images.float().mul(1.0 / 255).sub(mean).div(std)  # v2.ToDtype(scale=True), v2.Normalize
+        output = normalize_uint8(images, self.mean, self.std)
         if self.erasing_prob > 0:
             row = torch.arange(self.height, device=device)[None, :, None]
             column = torch.arange(self.width, device=device)[None, None, :]

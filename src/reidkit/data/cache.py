@@ -1,6 +1,7 @@
-"""Decoded training images (`data.cache`): every training image decoded once, resized to the training size
+"""Decoded images (`data.cache`): every training image decoded once, resized to the training size
 and kept as uint8 `[N, 3, H, W]`, in host memory or on the training device; batches are then augmented as
-a whole where they live (`reidkit.data.batch_transforms`) instead of per image in worker processes.
+a whole where they live (`reidkit.data.batch_transforms`) instead of per image in worker processes. The
+query and gallery images of a run's evaluations are decoded once the same way (`CachedTestImages`).
 
 A quarter of the bytes of float32 crosses memory and PCIe, decoding happens once instead of every epoch,
 and the batches, seeds and pixels are those of the PIL loader, so resume stays bitwise exact on CPU.
@@ -17,10 +18,10 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from reidkit.data.batch_transforms import BatchAugmentation
+from reidkit.data.batch_transforms import BatchAugmentation, normalize_uint8
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import ImageDataset
-from reidkit.data.transforms import _resize
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _resize
 
 CACHE_MODES = ("auto", "none", "memory", "device")
 AUTO_SHARE = 0.25  # "auto" caches when the images take at most this share of the free memory
@@ -112,3 +113,39 @@ class CachedTrainLoader:
             images = images.to(self.device, non_blocking=True)
             yield {"images": self.augmentation(images, seeds), "pids": self.pids[indices], "indices": indices,
                    "skipped": len(batch) - len(indices)}
+
+
+class CachedTestImages:
+    """Query or gallery images decoded once at the test size, uint8 `[N, 3, H, W]` in host memory or on the
+    device: every evaluation of a run reads them instead of decoding each image again. A batch is normalised
+    where it lives with the operations of `build_test_transform` (resize at decoding, then float and
+    normalisation), so its features equal those of the PIL test loader.
+    """
+
+    def __init__(self, images: Tensor) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.mean, self.std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+
+    @classmethod
+    def decode(cls, samples: Sequence[Sample], height: int, width: int, device: torch.device, workers: int = 0,
+               progress: bool = True) -> CachedTestImages:
+        """The images of `samples`, on `device` (host memory for "cpu").
+
+        Raises:
+            DatasetError: an unreadable image (the test sets are never skipped from).
+        """
+        images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress)
+        return cls(images.to(device))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, start: int, stop: int, batch_size: int, device: torch.device) -> Iterator[dict]:
+        """`{"images": float [B, 3, H, W] on device}` for images start..stop−1 in order, as a test loader."""
+        for first in range(start, stop, batch_size):
+            images = self.images[first:min(first + batch_size, stop)]
+            if images.device.type == "cpu" and device.type == "cuda":
+                images = images.pin_memory()
+            yield {"images": normalize_uint8(images.to(device, non_blocking=True), self.mean, self.std)}

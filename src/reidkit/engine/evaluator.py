@@ -11,26 +11,33 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from reidkit.data.cache import CachedTestImages
 from reidkit.data.datasets import ReidDataset, Sample
 from reidkit.distributed import gather_to_main, is_main_process, rank, world_size
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
+from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.query_expansion import alpha_query_expansion
 from reidkit.metrics.rank import evaluate_rank
+from reidkit.metrics.ranked_lists import RankedLists, nearest, rank_features
 from reidkit.metrics.rerank import re_ranking_features
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
 PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
 
 
+RANKED_TOP_K = 10  # gallery items kept per query for the ranked-list pictures and the report
+
+
 class Evaluation(NamedTuple):
-    """What `evaluate_model` computed: the metrics summary, the `[Q, G]` distances of the retrieval feature
-    and that feature of the query `[Q, D]` and gallery `[G, D]` (float32, data set order)."""
+    """What `evaluate_model` computed: the metrics summary, the ranked lists of the retrieval feature (per
+    query: AP, the 10 nearest gallery items, rank-1 per camera pair; never the `[Q, G]` matrix) and that
+    feature of the query `[Q, D]` and gallery `[G, D]` (float32 on the CPU, data set order)."""
 
     metrics: dict
-    distmat: np.ndarray
+    ranked: RankedLists
     query_features: torch.Tensor
     gallery_features: torch.Tensor
 
@@ -46,41 +53,57 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def uses_amp(train_config, device: torch.device | str) -> bool:
+    """Whether `device` runs under bfloat16 autocast: `train.amp` on CUDA; on the CPU with `train.amp_cpu` too."""
+    device_type = torch.device(device).type
+    return train_config.amp and (device_type == "cuda" or (device_type == "cpu" and train_config.amp_cpu))
+
+
 def autocast_context(device: torch.device, amp: bool):
-    """bfloat16 autocast on CUDA when `amp` is set; a no-op elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast on `device` (CUDA or CPU) when `amp` is set (see `uses_amp`); a no-op otherwise."""
+    if amp and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @torch.no_grad()
 def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_features",), flip: bool = False,
-                    device: torch.device | str = "cpu", amp: bool = False,
-                    progress: bool = True) -> dict[str, torch.Tensor]:
-    """Model outputs `keys` for every image of `loader`, in loader order, as float32 CPU tensors [N, D].
+                    device: torch.device | str = "cpu", amp: bool = False, progress: bool = True,
+                    on_device: bool = False) -> dict[str, torch.Tensor]:
+    """Model outputs `keys` for every image of `loader`, in loader order, as float32 tensors [N, D] on the
+    CPU (on `device` with `on_device`).
 
     With `flip`, each output is the mean over the image and its horizontal mirror; the mirror is taken
-    of the already normalised tensor, so normalisation happens once.
+    of the already normalised tensor, so normalisation happens once. On a GPU the images go in channels-last
+    layout (the model's too, as the trainer keeps it), under bfloat16 autocast with `amp`, and the outputs
+    stay there until the end: the host never waits for a batch.
 
     Raises:
         ReidkitError: the model gave NaN or infinite outputs (diverged weights).
     """
     device = torch.device(device)
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    if device.type == "cuda":
+        model.to(memory_format=layout)
     chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     with eval_mode(model):
         for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
-            images = batch["images"].to(device, non_blocking=True)
+            images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=layout)
             with autocast_context(device, amp):
                 outputs = model(images)
                 mirrored = model(torch.flip(images, dims=[3])) if flip else None
             for key in keys:
                 value = outputs[key].float()
-                chunks[key].append((value + mirrored[key].float()).div(2).cpu() if flip else value.cpu())
-                if not torch.isfinite(chunks[key][-1]).all():
-                    raise ReidkitError(f"the model gives NaN or infinite '{key}' outputs for images of batch "
-                                       f"{len(chunks[key])}: its weights have diverged; use an earlier checkpoint "
-                                       f"(--weights RUN/checkpoints/epoch_NNN.safetensors) or retrain")
-    return {key: torch.cat(values) if values else torch.empty(0) for key, values in chunks.items()}
+                chunks[key].append((value + mirrored[key].float()).div(2) if flip else value)
+    result = {key: torch.cat(values) if values else torch.empty(0, device=device) for key, values in chunks.items()}
+    for key, values in result.items():
+        finite = torch.isfinite(values).flatten(1).all(dim=1) if values.dim() > 1 else torch.isfinite(values)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0, 0])
+            raise ReidkitError(f"the model gives NaN or infinite '{key}' outputs, first for image {first} of the "
+                               f"split: its weights have diverged; use an earlier checkpoint "
+                               f"(--weights RUN/checkpoints/epoch_NNN.safetensors) or retrain")
+    return result if on_device else {key: values.cpu() for key, values in result.items()}
 
 
 def extract_features(model: nn.Module, loader, feature: str = "bn_features", flip: bool = False,
@@ -92,7 +115,7 @@ def extract_features(model: nn.Module, loader, feature: str = "bn_features", fli
 def distance_matrix(query_features: torch.Tensor, gallery_features: torch.Tensor, metric: str,
                     chunk_size: int = 2048) -> np.ndarray:
     """[Q, G] float32 distances, computed `chunk_size` query rows at a time."""
-    rows = [pairwise_distance(query_features[i:i + chunk_size], gallery_features, metric=metric).numpy()
+    rows = [pairwise_distance(query_features[i:i + chunk_size], gallery_features, metric=metric).cpu().numpy()
             for i in range(0, len(query_features), chunk_size)]
     return np.concatenate(rows).astype(np.float32, copy=False)
 
@@ -148,18 +171,63 @@ def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[S
         ValueError: unknown `protocol`.
         ReidkitError: the data cannot be evaluated, e.g. no query has a true match.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    q_pids, q_camids = np.array([s[1] for s in query]), np.array([s[2] for s in query])
-    g_pids, g_camids = np.array([s[1] for s in gallery]), np.array([s[2] for s in gallery])
-    try:
+    check_protocol(protocol)
+    q_pids, q_camids, g_pids, g_camids = _labels(query, gallery)
+    with _data_errors():
         if protocol == "single_gallery_shot":
             result = evaluate_single_gallery_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
                                                   junk=junk, repeats=repeats, seed=0)
             return {"protocol": protocol, "repeats": repeats, **summarize(result)}
-        result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, junk=junk)
-        return {"protocol": protocol, **summarize(result)}
-    except ValueError as error:  # e.g. no valid query: the data, not the code, is at fault
+        return {"protocol": protocol, **summarize(evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
+                                                                max_rank=max_rank, junk=junk))}
+
+
+def evaluate_feature_sets(query_features: torch.Tensor, gallery_features: torch.Tensor, query: list[Sample],
+                          gallery: list[Sample], metric: str, max_rank: int = 50, junk: str = "market",
+                          protocol: str = "all_gallery", repeats: int = 10) -> dict:
+    """`evaluate_distances` of the features' distances; under "all_gallery" in bounded memory, block by block
+    on the features' device (`reidkit.metrics.evaluate_features`), never the [Q, G] matrix."""
+    check_protocol(protocol)
+    if protocol == "single_gallery_shot":  # draws over whole rows: the (small) CUHK03-style sets it serves
+        return evaluate_distances(distance_matrix(query_features, gallery_features, metric), query, gallery,
+                                  max_rank, junk, protocol, repeats)
+    with _data_errors():
+        return {"protocol": protocol, **summarize(evaluate_features(
+            query_features, gallery_features, *_labels(query, gallery, order="qgqg"), metric=metric,
+            max_rank=max_rank, junk=junk))}
+
+
+def rank_feature_sets(query_features: torch.Tensor, gallery_features: torch.Tensor, query: list[Sample],
+                      gallery: list[Sample], metric: str, max_rank: int = 50, junk: str = "market",
+                      adjust=None) -> RankedLists:
+    """`reidkit.metrics.ranked_lists.rank_features` for query/gallery samples `(path, pid, camid)`.
+
+    Raises:
+        ReidkitError: the data cannot be evaluated, e.g. no query has a true match.
+    """
+    with _data_errors():
+        return rank_features(query_features, gallery_features, *_labels(query, gallery, order="qgqg"),
+                             metric=metric, max_rank=max_rank, junk=junk, top_k=RANKED_TOP_K, adjust=adjust)
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def _labels(query: list[Sample], gallery: list[Sample], order: str = "qqgg") -> tuple[np.ndarray, ...]:
+    """(q_pids, q_camids, g_pids, g_camids), or with order "qgqg" (q_pids, g_pids, q_camids, g_camids)."""
+    q_pids, q_camids = np.array([s[1] for s in query]), np.array([s[2] for s in query])
+    g_pids, g_camids = np.array([s[1] for s in gallery]), np.array([s[2] for s in gallery])
+    return (q_pids, g_pids, q_camids, g_camids) if order == "qgqg" else (q_pids, q_camids, g_pids, g_camids)
+
+
+@contextlib.contextmanager
+def _data_errors():
+    """A ValueError of the ranking (e.g. no valid query) as a ReidkitError: the data, not the code, is at fault."""
+    try:
+        yield
+    except ValueError as error:
         raise ReidkitError(f"cannot evaluate: {error}") from error
 
 
@@ -167,15 +235,22 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                    device: torch.device | str = "cpu", workers: int = 0, amp: bool = False,
                    progress: bool = True, pair_feature: str = "features",
                    attributes: dict[int, dict[str, int]] | None = None, *,
-                   protocol: str) -> Evaluation:
-    """Extract query and gallery features and evaluate them: metrics, distances and features (`Evaluation`).
+                   protocol: str, cached: tuple[CachedTestImages, CachedTestImages] | None = None) -> Evaluation:
+    """Extract query and gallery features and evaluate them: metrics, ranked lists and features (`Evaluation`).
+
+    `cached`: the query and gallery images decoded once (`CachedTestImages`, `data.cache`), read instead of
+    decoding every image again; the features are the same.
 
     `protocol` is the resolved evaluation protocol, `reidkit.config.resolve_protocol(config)` ("all_gallery"
     or "single_gallery_shot", with `eval_config.single_shot_repeats` draws); it also applies to the
     re-scored metrics.
 
+    Memory: the all-gallery metrics, ranked lists, pair-head re-scoring and query expansion are computed
+    block by block on the evaluation device (`reidkit.metrics.ranked_lists`), never holding the [Q, G]
+    distances; the single-gallery-shot protocol and k-reciprocal re-ranking work on the whole matrix.
+
     In a distributed run every rank extracts a contiguous shard of the query and gallery sets and rank 0
-    gathers them in order and evaluates; the other ranks get empty metrics, distances and features.
+    gathers them in order and evaluates; the other ranks get empty metrics, ranked lists and features.
 
     With `eval_config.verify_topk` > 0 (a model without a pair head is refused), the summary also holds
     `verification_rescored`: the metrics after re-ordering each query's top-k by the pair head's
@@ -188,61 +263,89 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     if eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is None:
         raise ReidkitError(f"eval.verify_topk={eval_config.verify_topk} needs a pair head: this run was trained "
                            "without loss.verification; set eval.verify_topk=0")
+    check_protocol(protocol)
+    device = torch.device(device)
     transform = build_test_transform(height, width)
     rescore = eval_config.verify_topk > 0
     keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
     outputs = []
-    for samples in (dataset.query, dataset.gallery):
-        shard = samples[len(samples) * rank() // world_size(): len(samples) * (rank() + 1) // world_size()]
-        loader = build_test_loader(shard, transform, batch_size=eval_config.batch_size, workers=workers)
+    for samples, images in zip((dataset.query, dataset.gallery), cached or (None, None)):
+        start, stop = len(samples) * rank() // world_size(), len(samples) * (rank() + 1) // world_size()
+        if images is not None:
+            if len(images) != len(samples):
+                raise ValueError(f"cached test images hold {len(images)} images, the split has {len(samples)}")
+            loader = images.batches(start, stop, eval_config.batch_size, device)
+        else:
+            loader = build_test_loader(samples[start:stop], transform, batch_size=eval_config.batch_size,
+                                       workers=workers)
         local = extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp,
-                                progress=progress)
+                                progress=progress, on_device=True)
         gathered = {key: gather_to_main(value.to(device)) for key, value in local.items()}  # NCCL: on device
-        outputs.append({key: value.cpu() for key, value in gathered.items() if value is not None})
+        outputs.append({key: value for key, value in gathered.items() if value is not None})
     if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features
-        return Evaluation({}, np.empty((0, 0), np.float32), torch.empty(0, 0), torch.empty(0, 0))
+        return Evaluation({}, RankedLists({}, np.empty(0), np.empty((0, 0), np.int64), np.empty((0, 0), np.float32),
+                                          {}), torch.empty(0, 0), torch.empty(0, 0))
+    query, gallery = outputs[0][eval_config.feature], outputs[1][eval_config.feature]  # on the device
+    config = eval_config
 
-    def score(distances: np.ndarray) -> dict:
-        return evaluate_distances(distances, dataset.query, dataset.gallery, eval_config.max_rank, eval_config.junk,
-                                  protocol, eval_config.single_shot_repeats)
+    def score(query_features: torch.Tensor, gallery_features: torch.Tensor) -> dict:
+        return evaluate_feature_sets(query_features, gallery_features, dataset.query, dataset.gallery,
+                                     config.metric, config.max_rank, config.junk, protocol,
+                                     config.single_shot_repeats)
 
-    query, gallery = outputs[0][eval_config.feature], outputs[1][eval_config.feature]
-    distmat = distance_matrix(query, gallery, eval_config.metric)
-    metrics = score(distmat)
+    ranked = rank_feature_sets(query, gallery, dataset.query, dataset.gallery, config.metric, config.max_rank,
+                               config.junk)
+    metrics = score(query, gallery) if protocol != "all_gallery" else {"protocol": protocol,
+                                                                       **summarize(ranked.metrics)}
     if rescore:
-        metrics["verification_rescored"] = score(rescore_top_k(model, outputs[0][pair_feature],
-                                                               outputs[1][pair_feature], distmat,
-                                                               eval_config.verify_topk, device))
-    if eval_config.rerank:
-        metrics["reranked"] = score(re_ranking_features(query, gallery, eval_config.metric, eval_config.rerank_k1,
-                                                        eval_config.rerank_k2, eval_config.rerank_lambda,
-                                                        progress=progress))
-    if eval_config.query_expansion != "none":
-        alpha = 0.0 if eval_config.query_expansion == "average" else eval_config.qe_alpha
-        expanded = alpha_query_expansion(query, gallery, eval_config.qe_top_k, alpha)
-        metrics["query_expanded"] = score(distance_matrix(*expanded, eval_config.metric))
+        adjust = PairHeadRescoring(model, outputs[0][pair_feature], outputs[1][pair_feature], config.verify_topk)
+        if protocol == "all_gallery":
+            rescored = rank_feature_sets(query, gallery, dataset.query, dataset.gallery, config.metric,
+                                         config.max_rank, config.junk, adjust=adjust)
+            metrics["verification_rescored"] = {"protocol": protocol, **summarize(rescored.metrics)}
+        else:
+            distmat = torch.as_tensor(distance_matrix(query, gallery, config.metric))
+            metrics["verification_rescored"] = evaluate_distances(adjust(0, distmat).numpy(), dataset.query,
+                                                                  dataset.gallery, config.max_rank, config.junk,
+                                                                  protocol, config.single_shot_repeats)
+    if config.rerank:
+        reranked = re_ranking_features(query.cpu(), gallery.cpu(), config.metric, config.rerank_k1,
+                                       config.rerank_k2, config.rerank_lambda, progress=progress)
+        metrics["reranked"] = evaluate_distances(reranked, dataset.query, dataset.gallery, config.max_rank,
+                                                 config.junk, protocol, config.single_shot_repeats)
+    if config.query_expansion != "none":
+        alpha = 0.0 if config.query_expansion == "average" else config.qe_alpha
+        metrics["query_expanded"] = score(*alpha_query_expansion(query, gallery, config.qe_top_k, alpha))
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
-                                                           eval_config.batch_size, workers, device)
-    return Evaluation(metrics, distmat, query, gallery)
+                                                           config.batch_size, workers, device)
+    return Evaluation(metrics, ranked, query.cpu(), gallery.cpu())
 
 
-@torch.no_grad()
-def rescore_top_k(model: nn.Module, query_features: torch.Tensor, gallery_features: torch.Tensor,
-                  distmat: np.ndarray, k: int, device: torch.device | str = "cpu") -> np.ndarray:
-    """A copy of `distmat` [Q, G] in which each query's k nearest gallery items are re-ordered by the pair
-    head: their entries become −P(same) (below every distance, so they stay the top k); the rest keep
-    their distances."""
-    k = min(k, distmat.shape[1])
-    top = np.argpartition(distmat, k - 1, axis=1)[:, :k]
-    rows = np.repeat(np.arange(len(distmat)), k)
-    with eval_mode(model):
-        probabilities = [model.verify(query_features[rows[i:i + 8192]].to(device),
-                                      gallery_features[top.ravel()[i:i + 8192]].to(device)).float().cpu()
-                         for i in range(0, rows.size, 8192)]
-    rescored = distmat.copy()
-    rescored[rows, top.ravel()] = -torch.cat(probabilities).numpy()
-    return rescored
+class PairHeadRescoring:
+    """A block hook of `rank_features`: each query's k nearest gallery items (ties by gallery index) get
+    −P(same person) from the model's pair head, below every distance, so they stay the top k re-ordered by
+    that probability; the other entries keep their distances."""
+
+    def __init__(self, model: nn.Module, query_features: torch.Tensor, gallery_features: torch.Tensor,
+                 k: int) -> None:
+        self.model, self.query, self.gallery, self.k = model, query_features, gallery_features, k
+
+    @torch.no_grad()
+    def __call__(self, start: int, block: torch.Tensor) -> torch.Tensor:
+        k = min(self.k, block.shape[1])
+        top = torch.as_tensor(nearest(block, k)[0], device=block.device)
+        rows = torch.arange(start, start + len(block), device=block.device).repeat_interleave(k)
+        columns = top.reshape(-1)
+        device = self.query.device
+        with eval_mode(self.model):
+            probabilities = torch.cat([
+                self.model.verify(self.query[rows[i:i + 8192].to(device)],
+                                  self.gallery[columns[i:i + 8192].to(device)]).float()
+                for i in range(0, len(rows), 8192)]).to(block.device, block.dtype)
+        rescored = block.clone()
+        rescored[rows - start, columns] = -probabilities
+        return rescored
 
 
 @torch.no_grad()
@@ -263,7 +366,7 @@ def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict
     return {name: count / len(samples) for name, count in correct.items()}
 
 
-def write_pictures(run_dir: str | Path, metrics: dict, distmat: np.ndarray, dataset: ReidDataset,
+def write_pictures(run_dir: str | Path, metrics: dict, ranked: RankedLists, dataset: ReidDataset,
                    eval_config) -> None:
     """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`.
 
@@ -276,5 +379,5 @@ def write_pictures(run_dir: str | Path, metrics: dict, distmat: np.ndarray, data
     run_dir = Path(run_dir)
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     plot_cmc(np.array(metrics["cmc"]), run_dir / "plots" / "cmc.png", label=dataset.name)
-    save_ranked_lists(distmat, dataset.query, dataset.gallery, run_dir / "ranked",
-                      num_queries=eval_config.ranked_queries, topk=10, junk=eval_config.junk)
+    save_ranked_lists(ranked, dataset.query, dataset.gallery, run_dir / "ranked",
+                      num_queries=eval_config.ranked_queries, topk=RANKED_TOP_K)

@@ -11,7 +11,7 @@ from torch import nn
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
-from reidkit.engine.evaluator import extract_features
+from reidkit.engine.evaluator import extract_features, uses_amp
 from reidkit.errors import ReidkitError
 
 
@@ -27,7 +27,7 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
     loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
                                batch_size=config.eval.batch_size, workers=config.data.workers)
     features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
-                                device=device, amp=config.train.amp, progress=progress)
+                                device=device, amp=uses_amp(config.train, device), progress=progress)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({"features": features.contiguous(),
@@ -87,5 +87,5 @@ def image_outputs(model: nn.Module, paths: list[str], config, device: torch.devi
     samples = [(str(path), -1, -1) for path in paths]
     loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
                                batch_size=config.eval.batch_size, workers=0)
-    return extract_outputs(model, loader, keys, flip=config.eval.flip, device=device, amp=config.train.amp,
-                           progress=progress)
+    return extract_outputs(model, loader, keys, flip=config.eval.flip, device=device,
+                           amp=uses_amp(config.train, device), progress=progress)

@@ -10,7 +10,7 @@ import torch
 
 from reidkit.config import Config, resolve_protocol
 from reidkit.data.datasets import ReidDataset
-from reidkit.engine.evaluator import Evaluation, distance_matrix, evaluate_distances, write_pictures
+from reidkit.engine.evaluator import Evaluation, evaluate_feature_sets, write_pictures
 from reidkit.engine.runs import read_metrics_records
 from reidkit.errors import ReidkitError
 
@@ -80,9 +80,9 @@ def finish_run(run_dir: Path, evaluation: Evaluation, dataset: ReidDataset, conf
     from reidkit.viz.report import write_report
 
     (run_dir / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2))
-    write_pictures(run_dir, evaluation.metrics, evaluation.distmat, dataset, config.eval)
+    write_pictures(run_dir, evaluation.metrics, evaluation.ranked, dataset, config.eval)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
-    return write_report(run_dir, distmat=evaluation.distmat, dataset=dataset,
+    return write_report(run_dir, ranked=evaluation.ranked, dataset=dataset,
                         gallery_features=evaluation.gallery_features)
 
 
@@ -92,9 +92,9 @@ def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrain
 
     query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
     gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
-    histogram = evaluate_distances(distance_matrix(query, gallery, "euclidean"), dataset.query, dataset.gallery,
-                                   config.eval.max_rank, config.eval.junk, resolve_protocol(config),
-                                   config.eval.single_shot_repeats)
+    histogram = evaluate_feature_sets(query, gallery, dataset.query, dataset.gallery, "euclidean",
+                                      config.eval.max_rank, config.eval.junk, resolve_protocol(config),
+                                      config.eval.single_shot_repeats)
     baselines = {"colour_histogram": histogram, "untrained_network": untrained}
     (run_dir / "baselines.json").write_text(json.dumps(baselines, indent=2))
     log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")

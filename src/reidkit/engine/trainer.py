@@ -28,13 +28,14 @@ from reidkit.config import Config, resolve_protocol, save_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
 from reidkit.data.build import build_dataset
 from reidkit.data.batch_transforms import BatchAugmentation
-from reidkit.data.cache import CachedTrainLoader, choose_cache, decode_images
+from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
 from reidkit.engine.checkpoint import (CheckpointManager, capture_rng_state, load_into, restore_rng_state,
                                       save_weights)
-from reidkit.engine.evaluator import Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model
+from reidkit.engine.evaluator import (Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model,
+                                      uses_amp)
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
                                        write_baselines)
@@ -234,6 +235,21 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
                              seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device)
 
 
+def cached_test_images(config: Config, dataset, device: torch.device, progress: bool,
+                       log) -> tuple[CachedTestImages, CachedTestImages] | None:
+    """The query and gallery images decoded once for all evaluations of the run (`data.cache`, chosen for
+    them as for the training images), or None: each evaluation decodes them with the PIL test loader."""
+    data = config.data
+    cache, why = choose_cache(data.cache, len(dataset.query) + len(dataset.gallery), data.height, data.width,
+                              device)
+    log(f"test images: {why}")
+    if cache == "none":
+        return None
+    where = device if cache == "device" else torch.device("cpu")
+    return tuple(CachedTestImages.decode(samples, data.height, data.width, where, data.workers, progress)
+                 for samples in (dataset.query, dataset.gallery))
+
+
 def train(config: Config, run_dir: str | Path, progress: bool = True, log=print, resume: bool = False,
           force: bool = False) -> dict:
     """Train a model as `config` says, writing the run folder; returns the final metrics summary.
@@ -277,7 +293,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
             metrics_log.path.unlink(missing_ok=True)
     distributed.barrier()
     seed_everything(config.train.seed)
-    amp = config.train.amp and device.type == "cuda"
+    amp = uses_amp(config.train, device)
     data, train_cfg = config.data, config.train
 
     with distributed.wait_for_main_process():  # the synthetic set is generated once, by rank 0
@@ -298,6 +314,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
             f"K={data.k}, so their positive pairs are copies of one image")
     loader = training_batches(config, dataset, device, progress, log)
+    test_images = cached_test_images(config, dataset, device, progress, log)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
                         attributes=attribute_classes(attributes) if attributes else None,
@@ -337,7 +354,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         evaluation = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
                                     workers=data.workers, amp=amp, progress=progress,
                                     pair_feature=config.loss.verification.feature, attributes=attributes,
-                                    protocol=resolve_protocol(config))
+                                    protocol=resolve_protocol(config), cached=test_images)
         if not main_process:
             return None
         metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(evaluation.metrics)})

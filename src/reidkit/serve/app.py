@@ -127,12 +127,12 @@ class Embedder:
         self.transform = build_test_transform(self.config.data.height, self.config.data.width)
 
     def __call__(self, image: Image.Image):
-        from reidkit.engine.evaluator import extract_outputs
+        from reidkit.engine.evaluator import extract_outputs, uses_amp
 
         key, config = self.config.eval.feature, self.config
         batches = [{"images": self.transform(image).unsqueeze(0)}]
         return extract_outputs(self.model, batches, (key,), flip=config.eval.flip, device=self.device,
-                               amp=config.train.amp, progress=False)[key]
+                               amp=uses_amp(config.train, self.device), progress=False)[key]
 
     def query_set(self) -> QuerySet:
         """The run's query split, embedded now (one pass of the model over every query image)."""

@@ -2,20 +2,19 @@
 
 Each picture is one row of cells: the query (blue frame), then rank 1..k with a green frame for a
 true match (same pid) and a red frame otherwise, captioned with rank, pid, camera and distance. The
-junk rule is the one of :func:`reidkit.metrics.evaluate_rank` (Market-1501 protocol).
+lists come from the evaluation (:mod:`reidkit.metrics.ranked_lists`: junk rule of the Market-1501 protocol).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from reidkit.data.images import read_rgb
-from reidkit.metrics.rank import JUNK_RULES
+from reidkit.metrics.ranked_lists import RankedLists
 
 CELL_SIZE = (128, 256)  # (width, height) of each image: 64×128 person crops scaled ×2
 FRAME = 5  # frame width in pixels around each image
@@ -26,44 +25,42 @@ Sample = tuple[str, int, int]  # (path, pid, camid), camid 0-based
 
 
 def save_ranked_lists(
-    distmat: Any,
+    ranked: RankedLists,
     query: list[Sample],
     gallery: list[Sample],
     out_dir: str | Path,
     query_indices: Sequence[int] | None = None,
     num_queries: int = 10,
     topk: int = 10,
-    junk: str = "market",
 ) -> list[Path]:
     """Write one ranked-list PNG per chosen query, named ``query_{index:05d}.png``.
 
     Args:
-        distmat: ``[Q, G]`` distances (numpy or torch); ties are ordered by gallery index.
+        ranked: the evaluation's ranked lists (``reidkit.metrics.ranked_lists``: each query's nearest gallery
+            items after junk removal, ties by gallery index, and its AP); from a distance matrix with
+            ``rank_distances``.
         query: ``Q`` samples ``(path, pid, camid)``.
         gallery: ``G`` samples ``(path, pid, camid)``.
         out_dir: folder for the pictures (created if missing).
         query_indices: queries to draw; None draws ``num_queries`` valid queries (with a true match
             left after junk removal) spread evenly over the query set, deterministically.
         num_queries: how many queries to draw when ``query_indices`` is None.
-        topk: gallery images per picture.
-        junk: ``"market"`` (drop gallery items with the query's pid and camera, and pid -1) or
-            ``"none"``.
+        topk: gallery images per picture (at most the lists' length).
 
     Returns:
         Paths of the pictures written, in the order of the chosen queries.
 
     Raises:
-        ValueError: unknown ``junk``, sizes that do not match ``distmat``, or a query index out of
-            range.
+        ValueError: lists that do not match the samples, ``topk`` longer than the lists, or a query index
+            out of range.
     """
-    if junk not in JUNK_RULES:
-        raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
-    if tuple(distmat.shape) != (len(query), len(gallery)):
-        raise ValueError(f"distmat has shape {tuple(distmat.shape)}, expected ({len(query)}, {len(gallery)})")
-    g_pids = np.array([pid for _, pid, _ in gallery], dtype=np.int64)
-    g_camids = np.array([camid for _, _, camid in gallery], dtype=np.int64)
+    if ranked.top_indices.shape[0] != len(query) or ranked.top_indices.max(initial=-1) >= len(gallery):
+        raise ValueError(f"the ranked lists are for {ranked.top_indices.shape[0]} queries and another gallery, "
+                         f"not for these {len(query)} queries and {len(gallery)} gallery items")
+    if topk > ranked.top_indices.shape[1]:
+        raise ValueError(f"topk={topk} but the ranked lists hold {ranked.top_indices.shape[1]} items per query")
     if query_indices is None:
-        valid = _valid_queries(query, g_pids, g_camids, junk)
+        valid = np.flatnonzero(~np.isnan(ranked.ap)).tolist()
         count = min(num_queries, len(valid))
         query_indices = [valid[i * len(valid) // count] for i in range(count)]
     for index in query_indices:
@@ -75,14 +72,10 @@ def save_ranked_lists(
     font = ImageFont.load_default(size=14)
     paths = []
     for index in query_indices:
-        distances = _row(distmat, index)
-        _, q_pid, q_camid = query[index]
-        removed = np.zeros(len(gallery), bool)
-        if junk == "market":
-            removed = (g_pids == q_pid) & (g_camids == q_camid) | (g_pids == -1)
-        order = np.argsort(distances, kind="stable")
-        ranked = [(gallery[j], float(distances[j])) for j in order[~removed[order]][:topk]]
-        picture = _compose(query[index], ranked, q_pid, topk, font)
+        _, q_pid, _ = query[index]
+        ranked_items = [(gallery[j], float(d)) for j, d in zip(ranked.top_indices[index, :topk],
+                                                              ranked.top_distances[index, :topk]) if j >= 0]
+        picture = _compose(query[index], ranked_items, q_pid, topk, font)
         path = out_dir / f"query_{index:05d}.png"
         picture.save(path)
         paths.append(path)
@@ -120,21 +113,3 @@ def _draw_cell(picture: Image.Image, draw: ImageDraw.ImageDraw, column: int, pat
     caption_top = y + CELL_SIZE[1] + 2 * FRAME + 3
     for line_index, line in enumerate(lines):
         draw.text((x, caption_top + 17 * line_index), line, fill="black", font=font)
-
-
-def _valid_queries(query: list[Sample], g_pids: np.ndarray, g_camids: np.ndarray, junk: str) -> list[int]:
-    """Indices of the queries with a true match left after junk removal."""
-    cameras: dict[int, set[int]] = {}
-    for pid, camid in zip(g_pids.tolist(), g_camids.tolist()):
-        cameras.setdefault(pid, set()).add(camid)
-    if junk == "none":
-        return [i for i, (_, pid, _) in enumerate(query) if pid in cameras]
-    return [i for i, (_, pid, camid) in enumerate(query) if pid != -1 and cameras.get(pid, set()) - {camid}]
-
-
-def _row(distmat: Any, index: int) -> np.ndarray:
-    """Row ``index`` of a numpy or torch distance matrix as a float64 numpy array."""
-    row = distmat[index]
-    if hasattr(row, "detach"):
-        row = row.detach().cpu().double().numpy()
-    return np.asarray(row, dtype=np.float64)

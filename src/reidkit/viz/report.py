@@ -36,72 +36,20 @@ figure { margin: .8rem 0; } figcaption { font-size: .85rem; color: #444; }
 """
 
 
-def average_precisions(distmat: Any, query: list, gallery: list, junk: str = "market") -> np.ndarray:
-    """Average precision of each query, by a plain loop (for reports; `evaluate_rank` gives the mean).
-
-    Args:
-        distmat: ``[Q, G]`` distances (numpy or torch); ties ordered by gallery index.
-        query: Q samples ``(path, pid, camid)``.
-        gallery: G samples ``(path, pid, camid)``.
-        junk: ``"market"`` (drop gallery items with the query's pid and camera, and pid −1) or ``"none"``.
-
-    Returns:
-        ``[Q]`` float64: non-interpolated AP, NaN for a query with no true match left.
-    """
-    distmat = _as_numpy(distmat)
-    g_pids = np.array([s[1] for s in gallery], dtype=np.int64)
-    g_camids = np.array([s[2] for s in gallery], dtype=np.int64)
-    precisions = np.full(len(query), np.nan)
-    for row, (_, pid, camid) in enumerate(query):
-        keep = np.ones(len(gallery), bool) if junk == "none" else \
-            ~(((g_pids == pid) & (g_camids == camid)) | (g_pids == -1))
-        hits = g_pids[keep][np.argsort(distmat[row][keep], kind="stable")] == pid
-        ranks = np.flatnonzero(hits) + 1
-        if ranks.size:
-            precisions[row] = float(np.mean(np.arange(1, ranks.size + 1) / ranks))
-    return precisions
-
-
-def camera_pair_rank1(distmat: Any, query: list, gallery: list, junk: str = "market") -> dict:
-    """Rank-1 of the queries of camera a searched in the gallery items of camera b only, for every (a, b).
-
-    Returns:
-        ``{"query_cameras": [..], "gallery_cameras": [..], "rank1": [[..]], "queries": [[..]]}``: rank-1 rate
-        (None where no query is valid) and the number of valid queries, rows = query cameras.
-    """
-    from reidkit.metrics import evaluate_rank
-
-    distmat = _as_numpy(distmat)
-    q_pids, q_camids = (np.array([s[i] for s in query], dtype=np.int64) for i in (1, 2))
-    g_pids, g_camids = (np.array([s[i] for s in gallery], dtype=np.int64) for i in (1, 2))
-    q_cams, g_cams = sorted(set(q_camids.tolist())), sorted(set(g_camids.tolist()))
-    rates, counts = [[None] * len(g_cams) for _ in q_cams], [[0] * len(g_cams) for _ in q_cams]
-    for a, q_cam in enumerate(q_cams):
-        rows = q_camids == q_cam
-        for b, g_cam in enumerate(g_cams):
-            cols = g_camids == g_cam
-            try:
-                result = evaluate_rank(distmat[np.ix_(rows, cols)], q_pids[rows], g_pids[cols], q_camids[rows],
-                                       g_camids[cols], max_rank=1, junk=junk)
-            except ValueError:  # no query of camera a has a true match in camera b
-                continue
-            rates[a][b], counts[a][b] = float(result["cmc"][0]), int(result["num_valid_queries"])
-    return {"query_cameras": q_cams, "gallery_cameras": g_cams, "rank1": rates, "queries": counts}
-
-
-def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, gallery_features: Any = None,
+def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, gallery_features: Any = None,
                  out_path: str | Path | None = None, num_ranked: int = 6, num_worst: int = 6,
                  num_identities: int = 20) -> Path:
     """Write the HTML report of a finished run.
 
     What is not given is recomputed: the data set from the run's config, and the gallery features and
-    the query-gallery distances by reloading the model (``model.safetensors``) and extracting features as
-    ``config.eval`` says. The trainer passes what it has; sections needing an unavailable data set or
+    the ranked lists by reloading the model (``model.safetensors``) and extracting features as
+    ``config.eval`` says (ranked in blocks: never the query-gallery matrix). The trainer passes what it has; sections needing an unavailable data set or
     model say so instead of failing.
 
     Args:
         run_dir: run folder written by `reidkit train` (needs config.yaml and metrics.json).
-        distmat: ``[Q, G]`` query-gallery distances of the final model, in data set order.
+        ranked: the final evaluation's `RankedLists` (``reidkit.metrics.ranked_lists``: per query its AP and
+            nearest gallery items, rank-1 per camera pair), in data set order.
         dataset: the run's `ReidDataset`.
         gallery_features: ``[G, D]`` retrieval features of the gallery (for the PCA scatter).
         out_path: HTML file to write; default ``run_dir/report.html``.
@@ -137,11 +85,11 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
     if dataset is None:
         dataset = _try(notes, "data set", lambda: build_dataset(config.data, progress=False))
-    if dataset is not None and (distmat is None or gallery_features is None):
-        recomputed = _try(notes, "model features", lambda: _extract(run_dir, config, dataset, distmat is None))
+    if dataset is not None and (ranked is None or gallery_features is None):
+        recomputed = _try(notes, "model features", lambda: _extract(run_dir, config, dataset, ranked is None))
         if recomputed is not None:
             gallery_features = recomputed[1]
-            distmat = recomputed[0] if distmat is None else distmat
+            ranked = recomputed[0] if ranked is None else ranked
     with tempfile.TemporaryDirectory() as scratch:
         sections = [
             ("config", "Config", _config_section(run_dir)),
@@ -152,11 +100,10 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
         ]
         if metrics.get("attribute_accuracy"):
             sections.append(("attributes", "Attribute accuracy", _attribute_section(metrics["attribute_accuracy"])))
-        if dataset is not None and distmat is not None:
-            junk = config.eval.junk
+        if dataset is not None and ranked is not None:
             sections += [
-                ("camera-pairs", "Rank-1 per camera pair", _camera_section(distmat, dataset, junk)),
-                *_ranked_sections(distmat, dataset, junk, Path(scratch), num_ranked, num_worst),
+                ("camera-pairs", "Rank-1 per camera pair", _camera_section(ranked.camera_rank1)),
+                *_ranked_sections(ranked, dataset, Path(scratch), num_ranked, num_worst),
             ]
         if dataset is not None and gallery_features is not None:
             sections.append(("embedding", "Gallery embedding (PCA)", _embedding_section(
@@ -167,8 +114,8 @@ def write_report(run_dir: str | Path, distmat: Any = None, dataset: Any = None, 
     return _write_page(Path(out_path) if out_path else run_dir / "report.html", title, summary, sections, notes)
 
 
-def _as_numpy(distmat: Any) -> np.ndarray:  # numpy or torch → numpy
-    return np.asarray(distmat.detach().cpu().numpy() if hasattr(distmat, "detach") else distmat)
+def _as_numpy(values: Any) -> np.ndarray:  # numpy or torch → numpy
+    return np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
 
 
 def _read_baselines(path: Path) -> dict:  # baselines.json ({name: metrics}) when present, else {}
@@ -190,10 +137,10 @@ def _try(notes: list[str], what: str, compute):  # compute(), or None and a note
 
 
 def _extract(run_dir: Path, config, dataset, need_query: bool):
-    """(distmat [Q, G] or None, gallery features [G, D]) from the run's reloaded model."""
+    """(ranked lists or None, gallery features [G, D]) from the run's reloaded model."""
     from reidkit.data.loading import build_test_loader
     from reidkit.data.transforms import build_test_transform
-    from reidkit.engine.evaluator import distance_matrix, extract_features
+    from reidkit.engine.evaluator import extract_features, rank_feature_sets, uses_amp
     from reidkit.engine.runs import load_run_model
     from reidkit.engine.trainer import resolve_device
 
@@ -203,9 +150,10 @@ def _extract(run_dir: Path, config, dataset, need_query: bool):
     loaders = [build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
                for samples in ((dataset.query, dataset.gallery) if need_query else (dataset.gallery,))]
     features = [extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip, device=device,
-                                 amp=config.train.amp, progress=False) for loader in loaders]
-    distmat = distance_matrix(features[0], features[1], config.eval.metric) if need_query else None
-    return distmat, features[-1]
+                                 amp=uses_amp(config.train, device), progress=False) for loader in loaders]
+    ranked = rank_feature_sets(features[0], features[1], dataset.query, dataset.gallery, config.eval.metric,
+                               config.eval.max_rank, config.eval.junk) if need_query else None
+    return ranked, features[-1]
 
 
 def _table(table_id: str, header: list[str], rows: list[tuple[str, str]]) -> str:
@@ -273,8 +221,7 @@ def _attribute_section(accuracy: dict[str, float]) -> str:
     return _table("attribute-table", ["attribute", "accuracy (%)"], rows) + f"<p>mean {100 * mean:.2f}%</p>"
 
 
-def _camera_section(distmat, dataset, junk: str) -> str:
-    table = camera_pair_rank1(distmat, dataset.query, dataset.gallery, junk)
+def _camera_section(table: dict) -> str:
     columns = [f"gallery c{camera + 1}" for camera in table["gallery_cameras"]]
     rows = [(f"query c{camera + 1}", "".join(_percent(rate, 1, key=column, title=f"{count} valid queries")
                                              for column, rate, count in zip(columns, rates, counts)))
@@ -284,16 +231,17 @@ def _camera_section(distmat, dataset, junk: str) -> str:
             + _table("camera-table", ["", *columns], rows))
 
 
-def _ranked_sections(distmat, dataset, junk: str, scratch: Path, num_ranked: int, num_worst: int) -> list:
+def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst: int) -> list:
     from reidkit.viz.ranked import save_ranked_lists
 
-    precisions = average_precisions(distmat, dataset.query, dataset.gallery, junk)
+    precisions = ranked.ap
     valid = np.flatnonzero(~np.isnan(precisions))
     worst = valid[np.argsort(precisions[valid], kind="stable")][:num_worst].tolist()
-    sample = save_ranked_lists(distmat, dataset.query, dataset.gallery, scratch / "ranked", num_queries=num_ranked,
-                               topk=10, junk=junk)
-    hard = save_ranked_lists(distmat, dataset.query, dataset.gallery, scratch / "worst", query_indices=worst,
-                             topk=10, junk=junk)
+    topk = ranked.top_indices.shape[1]
+    sample = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "ranked", num_queries=num_ranked,
+                               topk=topk)
+    hard = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "worst", query_indices=worst,
+                             topk=topk)
     legend = "<p class='note'>query in blue; green frame: same identity, red: another identity.</p>"
 
     def picture(path: Path) -> str:
