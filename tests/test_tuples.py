@@ -78,7 +78,7 @@ def ref_contrastive(embeddings, labels, metric, strategy):
 
 
 def ref_triplets(embeddings, labels, metric, strategy):
-    """All (d_ap, d_an) pairs selected by `strategy` in ("all", "hard", "adaptive"), by loops."""
+    """All (d_ap, d_an) pairs selected by `strategy` in ("all", "hard", "nn_adaptive"), by loops."""
     n, d = len(labels), lambda i, j: ref_distance(embeddings[i], embeddings[j], metric)
     positives = {a: [p for p in range(n) if p != a and labels[p] == labels[a]] for a in range(n)}
     negatives = {a: [k for k in range(n) if labels[k] != labels[a]] for a in range(n)}
@@ -127,9 +127,9 @@ CASES = [
     (batch_contrastive_loss, "all", ref_contrastive),
     (batch_contrastive_loss, "hard", ref_contrastive),
     *[(batch_triplet_loss, s, triplet_reference(lambda p, n: hinge(p - n + MARGIN))) for s in
-      ("all", "hard", "adaptive")],
+      ("all", "hard", "nn_adaptive")],
     *[(batch_improved_triplet_loss, s, triplet_reference(lambda p, n: p + hinge(p - n + MARGIN))) for s in
-      ("all", "hard", "adaptive")],
+      ("all", "hard", "nn_adaptive")],
     (batch_quadruplet_loss, "all", ref_quadruplets),
     (batch_quadruplet_loss, "hard", ref_quadruplets),
 ]
@@ -158,8 +158,8 @@ def test_adaptive_strategy_is_between_hard_and_all_on_this_batch() -> None:
     embeddings = clustered_embeddings()
     for metric in ("euclidean", "cosine"):
         dist = pairwise_distance(embeddings, embeddings, metric)
-        sizes = {s: build_triplets(dist, LABELS, s)[0].numel() for s in ("hard", "adaptive", "all")}
-        assert sizes["hard"] < sizes["adaptive"] < sizes["all"]
+        sizes = {s: build_triplets(dist, LABELS, s)[0].numel() for s in ("hard", "nn_adaptive", "all")}
+        assert sizes["hard"] < sizes["nn_adaptive"] < sizes["all"]
 
 
 # Hand-solved cases on a line.
@@ -192,20 +192,20 @@ def test_build_quadruplets_hard_on_a_line() -> None:
 def test_build_triplets_adaptive_on_a_line() -> None:
     # Anchors 1 and 2 have a nearer negative than positive: ρ = 2/6, so k = ceil(4/3) = 2 negatives each.
     dist, labels = line_distances(0, 1, 1.5, 3, 10, 11), torch.tensor([0, 0, 1, 1, 2, 2])
-    d_ap, d_an = build_triplets(dist, labels, "adaptive")
+    d_ap, d_an = build_triplets(dist, labels, "nn_adaptive")
     torch.testing.assert_close(d_ap, t(1, 1, 1, 1, 1.5, 1.5, 1.5, 1.5, 1, 1, 1, 1))
     torch.testing.assert_close(d_an, t(1.5, 3, 0.5, 2, 1.5, 0.5, 3, 2, 8.5, 7, 9.5, 8))
     torch.testing.assert_close(batch_triplet_loss(t(0, 1, 1.5, 3, 10, 11)[:, None], labels, 0.3,
-                                                  strategy="adaptive"), t(2.4 / 12)[0])
+                                                  strategy="nn_adaptive"), t(2.4 / 12)[0])
 
 
 def test_adaptive_narrows_to_batch_hard_when_the_batch_is_solved_and_widens_when_not() -> None:
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     solved = line_distances(0, 1, 10, 11, 20, 21)  # ρ = 0: one negative per anchor, the nearest
-    for got, expected in zip(build_triplets(solved, labels, "adaptive"), hardest_pairs(solved, labels)):
+    for got, expected in zip(build_triplets(solved, labels, "nn_adaptive"), hardest_pairs(solved, labels)):
         torch.testing.assert_close(got, expected)
     collapsed = torch.zeros(6, 6, dtype=torch.float64)  # ties count as errors: ρ = 1, every negative
-    assert build_triplets(collapsed, labels, "adaptive")[0].numel() == 6 * 4
+    assert build_triplets(collapsed, labels, "nn_adaptive")[0].numel() == 6 * 4
 
 
 # Random strategies: validity, determinism, uniformity.
@@ -328,7 +328,7 @@ def test_hard_triplet_strategy_is_trihard() -> None:
 
 
 @pytest.mark.parametrize(("loss_fn", "strategy"), [
-    (batch_contrastive_loss, "all"), (batch_triplet_loss, "all"), (batch_triplet_loss, "adaptive"),
+    (batch_contrastive_loss, "all"), (batch_triplet_loss, "all"), (batch_triplet_loss, "nn_adaptive"),
     (batch_quadruplet_loss, "hard"), (batch_improved_triplet_loss, "hard"),
 ])
 def test_gradcheck(loss_fn, strategy) -> None:
@@ -402,7 +402,7 @@ def test_modules_reject_bad_hyperparameters(module_cls, loss_fn, params) -> None
 
 def test_adaptive_is_rejected_for_pairs_and_quadruplets() -> None:
     with pytest.raises(ValueError, match="strategy"):
-        BatchContrastiveLoss(strategy="adaptive")
+        BatchContrastiveLoss(strategy="nn_adaptive")
     with pytest.raises(ValueError, match="strategy"):
-        BatchQuadrupletLoss(strategy="adaptive")
-    assert BatchImprovedTripletLoss(strategy="adaptive").strategy == "adaptive"
+        BatchQuadrupletLoss(strategy="nn_adaptive")
+    assert BatchImprovedTripletLoss(strategy="nn_adaptive").strategy == "nn_adaptive"

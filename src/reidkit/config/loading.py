@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
+from reidkit.config.rules import RENAMED_CHOICES
 from reidkit.config.sections import Config
 from reidkit.errors import ConfigError
 
@@ -25,6 +26,8 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     """Return `value` converted to the annotated type `tp`, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
     if origin is Literal:
+        if value in RENAMED_CHOICES.get(tp, {}):
+            raise ConfigError(f"{key}: {value!r} is now {RENAMED_CHOICES[tp][value]}")
         if value not in typing.get_args(tp):
             allowed = ", ".join(repr(a) for a in typing.get_args(tp))
             raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {allowed}")

@@ -9,9 +9,13 @@ from reidkit.errors import ConfigError
 
 DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03"]
 Metric = Literal["euclidean", "cosine"]
-FeatureKey = Literal["features", "bn_features"]  # before or after the BNNeck
+# before or after the BNNeck, or Mancs's attention-aware branch (needs model.attention_branch)
+FeatureKey = Literal["features", "bn_features", "att_features"]
 PairStrategy = Literal["all", "random", "hard"]
-TripletStrategy = Literal["all", "random", "hard", "adaptive"]
+TripletStrategy = Literal["all", "random", "hard", "nn_adaptive"]
+# Choices renamed since: the old value gets one error naming the new one.
+RENAMED_CHOICES = {TripletStrategy: {"adaptive": "nn_adaptive (renamed: a distance-based variant; the classifier-based "
+                                                 "adaptive hard sample mining of Chen et al. 2018 is loss.id.mining=ahsm)"}}
 
 
 def refuse_bad(section: str, obj: Any, rules: list[tuple[str, bool, str]]) -> None:

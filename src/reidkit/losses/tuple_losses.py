@@ -2,7 +2,7 @@
 
 References: Hadsell et al., CVPR 2006 (contrastive); Schroff et al., FaceNet, CVPR 2015 (triplet); Cheng
 et al., CVPR 2016 (improved triplet); Chen et al., CVPR 2017 (quadruplet); Hermans et al. 2017 (batch
-hard); Chen et al., ICIP 2018 (adaptive hard sample mining, see `tuples.build_triplets`).
+hard); "nn_adaptive" triplets: see `tuples.build_triplets`.
 
 Each loss is `formula(*builder(pairwise_distance(embeddings), labels, strategy))`, the formula's mean over
 the selected tuples being the reduction; with no tuple left the loss is 0 with a gradient.

@@ -9,8 +9,9 @@ batch without a second copy of any hinge. Strategies:
 - "random": per anchor, uniformly drawn members (optional `torch.Generator` for determinism);
 - "hard": per anchor, the hardest members (Hermans et al. 2017, batch hard; Chen et al. 2017, quadruplet
   margin-based online hard negative mining);
-- "adaptive" (triplets only): adaptive hard sample mining after Chen et al., "Improving Person
-  Re-Identification by Adaptive Hard Sample Mining", ICIP 2018 — see `build_triplets`.
+- "nn_adaptive" (triplets only): a distance-based adaptive selection whose width follows the batch's
+  nearest-neighbour error — see `build_triplets`. (Formerly "adaptive"; the classifier-based adaptive hard
+  sample mining of Chen et al., ICIP 2018, is `reidkit.losses.hard_samples`.)
 
 Anchors lacking what a tuple needs (a positive, a negative, a second negative identity) are left out.
 The batch losses composing builders and formulas live in `tuple_losses.py`.
@@ -22,12 +23,15 @@ from torch import Tensor
 from reidkit.losses.metric import _anchor_masks, hardest_pairs
 
 PAIR_STRATEGIES = ("all", "random", "hard")
-TRIPLET_STRATEGIES = ("all", "random", "hard", "adaptive")
+TRIPLET_STRATEGIES = ("all", "random", "hard", "nn_adaptive")
 QUADRUPLET_STRATEGIES = ("all", "random", "hard")
 
 
 def check_strategy(strategy: str, allowed: tuple[str, ...]) -> None:
     """Raise ValueError listing `allowed` if `strategy` is not one of them."""
+    if strategy == "adaptive" and "nn_adaptive" in allowed:
+        raise ValueError("strategy 'adaptive' was renamed 'nn_adaptive' (a distance-based variant; the "
+                         "classifier-based adaptive hard sample mining is reidkit.losses.HardSampleCrossEntropy)")
     if strategy not in allowed:
         raise ValueError(f"strategy must be one of {allowed}, got {strategy!r}")
 
@@ -82,7 +86,7 @@ def build_pairs(
     return torch.cat([d_ap, d_an]), same
 
 
-def _adaptive_triplets(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def _nn_adaptive_triplets(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     positive, negative, valid = _anchor_masks(dist, labels)
     limits = torch.finfo(dist.dtype)
     d_ap = dist.masked_fill(~positive, limits.min).amax(dim=1)
@@ -104,15 +108,14 @@ def build_triplets(
     "all": every (a, p, n) with p ≠ a of a's identity and n of another (memory O(N³));
     "random": per anchor one random positive and one random negative;
     "hard": per anchor max_p d(a, p) and min_n d(a, n) (batch hard, `hardest_pairs`);
-    "adaptive": adaptive hard sample mining. With ρ = the batch's leave-one-out nearest-neighbour error,
+    "nn_adaptive": with ρ = the batch's leave-one-out nearest-neighbour error,
     ρ = |{a : min_n d(a, n) ≤ min_p d(a, p)}| / |valid anchors| (a detached, discrete progress signal),
     each anchor keeps its hardest positive and its k_a = max(1, ceil(ρ·|N(a)|)) nearest negatives. Early
     in training ρ is large and many moderately hard negatives are averaged (gentle, semi-hard-like); as
     the embedding improves ρ → 0 and the selection narrows to batch hard (k_a = 1).
-    Simplification: Chen et al. (ICIP 2018) measure each sample's hard level from an identity classifier's
-    prediction against the true label and adapt a threshold on that level over training; here the
-    "prediction" is the 1-NN identity inside the batch and the threshold acts as a per-batch top-k on
-    distances, with no state carried between batches.
+    This is not Chen et al.'s adaptive hard sample mining (ICIP 2018), which grades samples by an identity
+    classifier's prediction (`reidkit.losses.hard_samples`); it borrows the idea with the 1-NN identity
+    inside the batch as the "prediction" and a per-batch top-k on distances, with no state between batches.
 
     Args:
         dist: Distance matrix `[N, N]`.
@@ -131,8 +134,8 @@ def build_triplets(
         return hardest_pairs(dist, labels)
     if strategy == "random":
         return _random_pairs(dist, labels, generator)
-    if strategy == "adaptive":
-        return _adaptive_triplets(dist, labels)
+    if strategy == "nn_adaptive":
+        return _nn_adaptive_triplets(dist, labels)
     positive, negative, _ = _anchor_masks(dist, labels)
     anchors, positives, negatives = (positive[:, :, None] & negative[:, None, :]).nonzero(as_tuple=True)
     return dist[anchors, positives], dist[anchors, negatives]
