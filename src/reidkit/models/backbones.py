@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 from reidkit.errors import ConfigError
+from reidkit.models.attention import with_attention
 from reidkit.models.ibn import resnet_ibn_a
 from reidkit.models.non_local import with_non_local
 from reidkit.models.osnet import OSNET_WIDTHS, OSNet
@@ -35,7 +36,8 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet without its pooling and classifier: images [N,3,H,W] -> maps [N,C,h,w]."""
 
-    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1, non_local: bool = False) -> None:
+    def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1, non_local: bool = False,
+                 attention_blocks: bool = False) -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ConfigError(f"model.last_stride must be 1 or 2, got {last_stride}")
@@ -44,6 +46,8 @@ class ResNetTrunk(nn.Module):
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
         if non_local:  # AGW: 2 blocks after the last residual blocks of stage 2, 3 after those of stage 3
             self.layer2, self.layer3 = with_non_local(self.layer2, 2), with_non_local(self.layer3, 3)
+        if attention_blocks:  # Mancs: a fully attentional block on the outputs of stages 2 and 3
+            self.layer2, self.layer3 = with_attention(self.layer2), with_attention(self.layer3)
         first_block = self.layer4[0]
         strided_conv = first_block.conv2 if hasattr(first_block, "conv3") else first_block.conv1
         strided_conv.stride = (last_stride, last_stride)
@@ -56,7 +60,8 @@ class ResNetTrunk(nn.Module):
 
 
 def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
-                   non_local: bool = False, input_size: tuple[int, int] = (256, 128)) -> nn.Module:
+                   non_local: bool = False, input_size: tuple[int, int] = (256, 128),
+                   attention_blocks: bool = False) -> nn.Module:
     """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights.
 
     Args:
@@ -66,17 +71,20 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
             the named network's state dict (a ResNet's `fc.*` ignored); None or "" keeps random init.
         non_local: insert AGW's non-local blocks in stages 2 and 3 of a ResNet (after the weights are
             loaded; they start as the identity).
+        attention_blocks: insert Mancs's fully attentional blocks after stages 2 and 3 of a ResNet (after
+            the weights are loaded; they start as the identity, `reidkit.models.attention`).
         input_size: (height, width) of the training images (a vision transformer's patch grid).
 
     Raises:
         KeyError: unknown name (lists the choices).
         ConfigError: unreadable weights, keys/shapes that do not match the architecture, or non-local
-            blocks asked of a trunk that is not a ResNet.
+            or attention blocks asked of a trunk that is not a ResNet.
     """
+    inserted = [key for key, asked in (("non_local", non_local), ("attention_blocks", attention_blocks)) if asked]
     if name.startswith(PREFIX):
-        if non_local:
-            raise ConfigError("model.non_local inserts blocks into ResNet stages of reidkit's own ResNets; set "
-                              "model.non_local=false with a timm backbone")
+        if inserted:
+            raise ConfigError(f"model.{inserted[0]} inserts blocks into ResNet stages of reidkit's own ResNets; set "
+                              f"model.{inserted[0]}=false with a timm backbone")
         trunk = build_timm_trunk(name, last_stride, input_size, pretrained=str(weights) == "imagenet")
         if weights and str(weights) != "imagenet":
             load_timm_weights(trunk, read_state_dict(weights), str(weights))
@@ -85,9 +93,9 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         raise KeyError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
     network = BACKBONES[name]()
     is_resnet = isinstance(network, torchvision.models.ResNet)
-    if non_local and not is_resnet:
-        raise ConfigError(f"model.non_local inserts blocks into ResNet stages; {name} has none: set "
-                          "model.non_local=false or use a ResNet backbone")
+    if inserted and not is_resnet:
+        raise ConfigError(f"model.{inserted[0]} inserts blocks into ResNet stages; {name} has none: set "
+                          f"model.{inserted[0]}=false or use a ResNet backbone")
     if weights:
         state = {k: v for k, v in backbone_state_dict(name, weights).items() if not k.startswith("fc.")}
         expected = {k: v for k, v in network.state_dict().items() if not k.startswith("fc.")}
@@ -95,4 +103,4 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         if mismatch:
             raise ConfigError(f"{weights} does not match {name}: {mismatch}")
         network.load_state_dict(state, strict=False)
-    return ResNetTrunk(network, last_stride, non_local) if is_resnet else network
+    return ResNetTrunk(network, last_stride, non_local, attention_blocks) if is_resnet else network

@@ -11,16 +11,21 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from reidkit.errors import ConfigError
+from reidkit.models.attention import AttentionBranch
 from reidkit.models.backbones import build_backbone
 from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
 
 
 class ReidModel(nn.Module):
     """images [N,3,H,W] -> {"features" [N,D], "bn_features" [N,D], "logits" [N,C],
-    "attr_logits" {name: [N, classes]}} (attr_logits empty without attribute heads)."""
+    "attr_logits" {name: [N, classes]}} (attr_logits empty without attribute heads), plus "att_features"
+    [N,D] with Mancs's attention-aware branch (`attention_branch=True`): the last feature map re-weighted by
+    a fully attentional block and pooled, beside the ID branch's "features" (equal to them at insertion)."""
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
-                 attributes: dict[str, int] | None = None, pair_head: bool = False) -> None:
+                 attributes: dict[str, int] | None = None, pair_head: bool = False,
+                 attention_branch: bool = False) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
@@ -29,6 +34,7 @@ class ReidModel(nn.Module):
         self.head = BNNeckHead(feat_dim, num_classes)
         self.attribute_heads = AttributeHeads(feat_dim, attributes) if attributes else None
         self.pair_head = PairHead(feat_dim) if pair_head else None
+        self.attention_branch = AttentionBranch(feat_dim, self.pool) if attention_branch else None
         self.feat_dim = feat_dim
         self.num_classes = num_classes
 
@@ -44,20 +50,27 @@ class ReidModel(nn.Module):
         return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": attr_logits}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | dict]:
-        return self.forward_head(self.forward_features(images))
+        if self.attention_branch is None:
+            return self.forward_head(self.forward_features(images))
+        maps = self.backbone(images)
+        if maps.dim() != 4:
+            raise ConfigError("model.attention_branch re-weights a CNN feature map; this backbone returns tokens: "
+                              "set model.attention_branch=false or use a CNN backbone")
+        return {**self.forward_head(self.pool(maps)), "att_features": self.attention_branch(maps)}
 
     def freeze_unused(self, used_outputs: Iterable[str]) -> list[str]:
         """Stop training the head layers that none of `used_outputs` depends on; returns their names.
 
         "logits" needs the BNNeck and the classifier, "bn_features" the BNNeck, "attr_logits" the BNNeck and
-        the attribute heads; "features" and the pair head (trained by its own loss) are never frozen. A
+        the attribute heads, "att_features" the attention-aware branch; "features" and the pair head (trained by its own loss) are never frozen. A
         frozen layer still runs (its BatchNorm statistics are updated); it only gets no gradient, so
         DistributedDataParallel does not wait for one.
         """
         used = set(used_outputs)
         needs = {"head.bn": (self.head.bn, {"bn_features", "logits", "attr_logits"}),
                  "head.classifier": (self.head.classifier, {"logits"}),
-                 "attribute_heads": (self.attribute_heads, {"attr_logits"})}
+                 "attribute_heads": (self.attribute_heads, {"attr_logits"}),
+                 "attention_branch": (self.attention_branch, {"att_features"})}
         frozen = []
         for name, (layer, outputs) in needs.items():
             trainable = [p for p in (layer.parameters() if layer is not None else []) if p.requires_grad]
@@ -77,12 +90,13 @@ class ReidModel(nn.Module):
 def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
                 weights: str | None = None, attributes: dict[str, int] | None = None,
                 pair_head: bool = False, non_local: bool = False,
-                input_size: tuple[int, int] = (256, 128)) -> ReidModel:
+                input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
+                attention_branch: bool = False) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
     trunk = build_backbone(backbone, last_stride=last_stride, weights=weights, non_local=non_local,
-                           input_size=input_size)
+                           input_size=input_size, attention_blocks=attention_blocks)
     return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
-                     pair_head=pair_head)
+                     pair_head=pair_head, attention_branch=attention_branch)
 
 
 def model_kwargs(model_config, data_config=None) -> dict:
@@ -91,4 +105,5 @@ def model_kwargs(model_config, data_config=None) -> dict:
     size = {"input_size": (data_config.height, data_config.width)} if data_config is not None else {}
     return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
             "pooling": model_config.pooling, "weights": model_config.weights or None,
-            "non_local": model_config.non_local, **size}
+            "non_local": model_config.non_local, "attention_blocks": model_config.attention_blocks,
+            "attention_branch": model_config.attention_branch, **size}
