@@ -42,8 +42,11 @@ EXPECTED_TERMS = {
     "contrastive": {"contrastive"}, "triplet": {"triplet"}, "improved_triplet": {"improved_triplet"},
     "quadruplet": {"quadruplet"}, "trihard": {"trihard"}, "adaptive_triplet": {"adaptive_triplet"},
     "lifted": {"lifted"}, "hap2s": {"hap2s"}, "bot": {"id", "trihard"}, "norm_softmax": {"norm_softmax"},
-    "cosface": {"cosface"}, "arcface": {"arcface"}, "circle": {"circle"},
+    "cosface": {"cosface"}, "arcface": {"arcface"}, "circle": {"circle"}, "ahsm": {"id"},
+    "mancs": {"id", "curriculum_triplet"},
 }
+# recipe → the model keys it adds to demo.yaml's model section (the architecture its paper needs).
+MODEL_ADDITIONS = {"mancs": {"attention_blocks": True, "attention_branch": True}}
 STEPS = 8  # optimiser steps on the fixed batch; the mean of the last 3 must be below that of the first 3
 
 
@@ -88,7 +91,7 @@ def test_recipe_loads_and_stands_alone(recipe):
     raw = yaml.safe_load(path.read_text())
     demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     assert path.read_text().startswith(f"# {recipe}: ")  # the one-line comment naming recipe and paper
-    assert raw["data"] == demo["data"] and raw["model"] == demo["model"]
+    assert raw["data"] == demo["data"] and raw["model"] == {**demo["model"], **MODEL_ADDITIONS.get(recipe, {})}
     assert {k: v for k, v in raw["train"].items() if k != "lr"} == \
         {k: v for k, v in demo["train"].items() if k != "lr"}  # same budget; only the rate differs
     assert raw["eval"]["baselines"] is False and config.eval.baselines is False

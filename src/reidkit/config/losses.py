@@ -6,7 +6,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from reidkit.config.rules import FeatureKey, Metric, PairStrategy, TripletStrategy, refuse_bad
 from reidkit.errors import ConfigError
@@ -19,6 +19,10 @@ class IdLossConfig:
     # Split the classifier by class over the ranks of a distributed run (exact softmax through
     # all-reduces) for data sets with very many identities; reads bn_features instead of the model's logits.
     sharded: bool = False
+    # "ahsm": adaptive hard sample mining (Chen et al., ICIP 2018): the loss averages over the samples whose
+    # hard level 1 - p(true class) is at least a running mean of it (momentum ahsm_momentum per step)
+    mining: Literal["none", "ahsm"] = "none"
+    ahsm_momentum: float = 0.9
 
 
 @dataclass
@@ -54,6 +58,19 @@ class AdaptiveTripletLossConfig(MetricTermConfig):
 
 
 @dataclass
+class CurriculumTripletLossConfig(MetricTermConfig):
+    """Mancs's curriculum sampling (Wang et al., ECCV 2018): per anchor the farthest positive and one negative
+    drawn with p(rank r) ∝ exp(-(r/(M-1))² / 2σ²), r = 0 the hardest; σ shrinks geometrically from sigma_start
+    (nearly uniform) to sigma_end (nearly the hardest) between the fractions start and end of training."""
+
+    margin: float | None = 0.3
+    sigma_start: float = 10.0
+    sigma_end: float = 0.02
+    start: float = 0.0  # fraction of training where σ starts to shrink
+    end: float = 1.0  # fraction of training where σ reaches sigma_end
+
+
+@dataclass
 class ContrastiveLossConfig(MetricTermConfig):
     margin: float = 1.0
     strategy: PairStrategy = "hard"  # which pairs of the PK batch count
@@ -62,7 +79,8 @@ class ContrastiveLossConfig(MetricTermConfig):
 @dataclass
 class TripletLossConfig(MetricTermConfig):
     margin: float | None = 0.3
-    strategy: TripletStrategy = "random"  # "hard" is TriHard; "adaptive" = adaptive hard sample mining
+    # "hard" is TriHard; "nn_adaptive" widens the negatives with the batch's nearest-neighbour error
+    strategy: TripletStrategy = "random"
 
 
 @dataclass
@@ -129,6 +147,7 @@ class LossConfig:
     id: IdLossConfig = field(default_factory=IdLossConfig)
     trihard: TriHardLossConfig = field(default_factory=TriHardLossConfig)
     adaptive_triplet: AdaptiveTripletLossConfig = field(default_factory=AdaptiveTripletLossConfig)
+    curriculum_triplet: CurriculumTripletLossConfig = field(default_factory=CurriculumTripletLossConfig)
     contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
     triplet: TripletLossConfig = field(default_factory=TripletLossConfig)
     improved_triplet: ImprovedTripletLossConfig = field(default_factory=ImprovedTripletLossConfig)
@@ -152,6 +171,16 @@ class LossConfig:
             if term.weight > 0:
                 refuse_bad(f"loss.{name}", term, [(key, ok(getattr(term, key)), fix)
                                                    for key, (ok, fix) in _LOSS_RULES.get(name, {}).items()])
+        if self.id.weight > 0 and self.id.mining == "ahsm" and self.id.sharded:
+            raise ConfigError("loss.id.mining=ahsm needs the model's logits; set loss.id.sharded=false or "
+                              "loss.id.mining=none")
+        curriculum = self.curriculum_triplet
+        if curriculum.weight > 0 and not 0 < curriculum.sigma_end <= curriculum.sigma_start < math.inf:
+            raise ConfigError(f"loss.curriculum_triplet: sigma_start={curriculum.sigma_start!r}, sigma_end="
+                              f"{curriculum.sigma_end!r} are not allowed; use 0 < sigma_end <= sigma_start")
+        if curriculum.weight > 0 and not 0 <= curriculum.start < curriculum.end <= 1:
+            raise ConfigError(f"loss.curriculum_triplet: start={curriculum.start!r}, end={curriculum.end!r} are not "
+                              "allowed; use fractions of training with 0 <= start < end <= 1")
         if not any(getattr(self, f.name).weight > 0 for f in dataclasses.fields(self)):
             raise ConfigError("no loss term has a weight > 0; set one, e.g. loss.id.weight=1")
 
@@ -162,7 +191,8 @@ _POSITIVE = (lambda v: 0 < v < math.inf, "use a number > 0")
 _UNIT = (lambda v: 0 <= v < 1, "use a value in [0, 1)")
 # Loss term -> {key: (accepts(value), fix)}: the ranges the loss modules check, refused before any work.
 _LOSS_RULES: dict[str, dict[str, tuple[typing.Callable[[Any], bool], str]]] = {
-    "id": {"label_smoothing": _UNIT}, "trihard": {"margin": _SOFT_OR_AT_LEAST_0},
+    "id": {"label_smoothing": _UNIT, "ahsm_momentum": _UNIT}, "curriculum_triplet": {"margin": _SOFT_OR_AT_LEAST_0},
+    "trihard": {"margin": _SOFT_OR_AT_LEAST_0},
     "adaptive_triplet": {"margin": _SOFT_OR_AT_LEAST_0}, "triplet": {"margin": _SOFT_OR_AT_LEAST_0},
     "contrastive": {"margin": _AT_LEAST_0}, "improved_triplet": {"margin": _AT_LEAST_0},
     "quadruplet": {"alpha": _AT_LEAST_0, "beta": _AT_LEAST_0}, "lifted": {"margin": _AT_LEAST_0},

@@ -89,6 +89,10 @@ class ModelConfig:
     last_stride: int = 1  # 1 doubles the final feature map (BoT trick); 2 is torchvision's default
     pooling: Literal["avg", "gem"] = "avg"  # global average or generalised-mean pooling
     non_local: bool = False  # AGW's non-local blocks in stages 2 and 3 (Ye et al., TPAMI 2021)
+    # Mancs (Wang et al., ECCV 2018): fully attentional blocks after ResNet stages 2 and 3 (identity at
+    # insertion), and the attention-aware branch: output "att_features" = pooled, re-weighted last map
+    attention_blocks: bool = False
+    attention_branch: bool = False
     # Distributed runs: BatchNorm statistics over the global batch of all ranks, so W processes train as one
     # process on the same global batch (for small per-rank batches); no effect in one process.
     sync_bn: bool = False
@@ -162,7 +166,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    feature: Literal["bn_features", "features"] = "bn_features"  # BNNeck output, as in BoT
+    # BNNeck output, as in BoT; "att_features": Mancs's attention-aware branch (model.attention_branch)
+    feature: Literal["bn_features", "features", "att_features"] = "bn_features"
     metric: Metric = "cosine"
     flip: bool = False  # average the features of the image and its mirror
     batch_size: int = 256
@@ -217,6 +222,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        readers = [f"loss.{f.name}.feature" for f in dataclasses.fields(self.loss)
+                   if getattr(self.loss, f.name).weight > 0 and getattr(getattr(self.loss, f.name), "feature", "")
+                   == "att_features"] + (["eval.feature"] if self.eval.feature == "att_features" else [])
+        if readers and not self.model.attention_branch:
+            raise ConfigError(f"{readers[0]}=att_features reads Mancs's attention-aware branch, which this model "
+                              "lacks; set model.attention_branch=true or read features/bn_features")
         if self.eval.verify_topk > 0 and not self.loss.verification.weight > 0:
             raise ConfigError(f"eval.verify_topk={self.eval.verify_topk} needs a pair head, which only "
                               "loss.verification trains; set loss.verification.weight > 0 or eval.verify_topk=0")

@@ -1,7 +1,10 @@
 """Losses: distances, metric-learning losses of the lecture, identity (representation) losses."""
 
 from reidkit.losses.center import CenterLoss, center_loss
+from reidkit.losses.curriculum import (CurriculumTripletLoss, curriculum_triplet_loss, negative_probabilities,
+                                       rank_probabilities)
 from reidkit.losses.distances import pairwise_distance
+from reidkit.losses.hard_samples import HardSampleCrossEntropy, hard_levels, hard_sample_cross_entropy
 from reidkit.losses.margin_softmax import (
     ArcFaceLoss,
     CircleClassLoss,
@@ -60,7 +63,9 @@ __all__ = [
     "CosFaceLoss",
     "CosineMarginLoss",
     "CrossEntropyLabelSmooth",
+    "CurriculumTripletLoss",
     "HAP2SLoss",
+    "HardSampleCrossEntropy",
     "LiftedStructuredLoss",
     "NormSoftmaxLoss",
     "TriHardLoss",
@@ -76,12 +81,17 @@ __all__ = [
     "circle_pair_loss",
     "contrastive_loss",
     "cross_entropy_label_smooth",
+    "curriculum_triplet_loss",
     "hap2s_loss",
+    "hard_levels",
+    "hard_sample_cross_entropy",
     "hardest_pairs",
     "improved_triplet_loss",
     "lifted_structured_loss",
+    "negative_probabilities",
     "pairwise_distance",
     "quadruplet_loss",
+    "rank_probabilities",
     "softmax_weighted_pairs",
     "trihard_loss",
     "triplet_loss",

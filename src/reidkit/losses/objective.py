@@ -19,6 +19,8 @@ from reidkit.errors import ConfigError
 from reidkit.losses.attribute import AttributeLoss
 from reidkit.losses.center import CenterLoss
 from reidkit.losses.cross_rank import CrossRankLoss
+from reidkit.losses.curriculum import CurriculumTripletLoss
+from reidkit.losses.hard_samples import HardSampleCrossEntropy
 from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
 from reidkit.losses.metric import AdaptiveWeightedTripletLoss, TriHardLoss
 from reidkit.losses.representation import CrossEntropyLabelSmooth
@@ -29,7 +31,7 @@ from reidkit.losses.tuple_losses import (BatchContrastiveLoss, BatchImprovedTrip
 from reidkit.losses.verification import VerificationLoss
 
 # Terms that compare samples of the batch with each other: they need K ≥ 2 images per identity.
-METRIC_TERMS = ("trihard", "adaptive_triplet", "contrastive", "triplet", "improved_triplet", "quadruplet",
+METRIC_TERMS = ("trihard", "adaptive_triplet", "curriculum_triplet", "contrastive", "triplet", "improved_triplet", "quadruplet",
                 "lifted", "hap2s", "circle_pair", "verification")
 # Output keys of the terms whose config has no `feature` field.
 FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits"}
@@ -64,11 +66,24 @@ class Objective(nn.Module):
         total = sum(self.weights[name] * value for name, value in values.items())
         return total, values
 
+    def set_progress(self, progress: float) -> None:
+        """Tell the scheduled terms (curriculum sampling) the fraction of training done, in [0, 1]."""
+        for module in self.modules():
+            if isinstance(module, CurriculumTripletLoss):
+                module.progress = progress
+
 
 def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.Tensor | None,
                    pair_head: nn.Module | None) -> dict[str, Callable]:
     """Loss-config field name → function(term config) → loss module."""
     c, d = num_classes, embedding_dim
+
+    def identity(t):
+        if t.sharded:
+            return ShardedLinearCrossEntropy(c, d, t.label_smoothing)
+        if t.mining == "ahsm":
+            return HardSampleCrossEntropy(t.label_smoothing, t.ahsm_momentum)
+        return CrossEntropyLabelSmooth(t.label_smoothing)
 
     def attribute(_):
         if attribute_table is None:
@@ -83,10 +98,11 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
         return VerificationLoss(pair_head)
 
     return {
-        "id": lambda t: ShardedLinearCrossEntropy(c, d, t.label_smoothing) if t.sharded
-        else CrossEntropyLabelSmooth(t.label_smoothing),
+        "id": identity,
         "trihard": lambda t: TriHardLoss(t.margin, t.metric),
         "adaptive_triplet": lambda t: AdaptiveWeightedTripletLoss(t.margin, t.metric),
+        "curriculum_triplet": lambda t: CurriculumTripletLoss(t.margin, t.metric, t.sigma_start, t.sigma_end,
+                                                              t.start, t.end),
         "contrastive": lambda t: BatchContrastiveLoss(t.margin, t.metric, t.strategy),
         "triplet": lambda t: BatchTripletLoss(t.margin, t.metric, t.strategy),
         "improved_triplet": lambda t: BatchImprovedTripletLoss(t.margin, t.metric, t.strategy),
