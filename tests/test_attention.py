@@ -21,7 +21,8 @@ def test_block_keeps_the_shape_and_its_mask_re_weights_channels_and_positions():
     mask = block.mask(x)
     hidden = torch.relu(torch.einsum("oc,nchw->nohw", block.squeeze.weight[:, :, 0, 0], x)
                         + block.squeeze.bias[None, :, None, None])
-    logits = torch.einsum("oc,nchw->nohw", block.excite.weight[:, :, 0, 0], hidden) + block.excite.bias[None, :, None, None]
+    logits = (torch.einsum("oc,nchw->nohw", block.excite.weight[:, :, 0, 0], hidden)
+              + block.excite.bias[None, :, None, None])
     torch.testing.assert_close(mask, 2 * torch.sigmoid(logits))
     torch.testing.assert_close(block(x), x * mask)
     # not a per-channel constant (an SE block's mask) nor a per-position one: it varies along both

@@ -59,11 +59,11 @@ def test_draws_follow_the_probabilities():
     generator = torch.Generator().manual_seed(0)
     sigma = 0.5
     counts = torch.zeros(4)
-    for _ in range(4000):
+    for _ in range(1500):
         _, d_an = curriculum_triplets(dist, LABELS, sigma, generator)
         counts[[4.0, 1.0, 3.0, 2.0].index(d_an[0].item())] += 1
     expected = torch.tensor(by_hand(sigma, [3, 0, 2, 1], count=4), dtype=torch.float32)
-    torch.testing.assert_close(counts / 4000, expected, atol=0.03, rtol=0)
+    torch.testing.assert_close(counts / 1500, expected, atol=0.04, rtol=0)  # ≈ 3 standard errors
 
 
 def test_narrow_sigma_is_batch_hard_and_the_module_reads_its_progress():

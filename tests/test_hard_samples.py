@@ -69,7 +69,8 @@ def test_config_switch_builds_the_mining_loss_and_refuses_what_it_cannot_do():
 
 
 def test_the_old_adaptive_strategy_name_gets_one_clear_error():
-    with pytest.raises(ConfigError, match=r"loss\.triplet\.strategy: 'adaptive' is now nn_adaptive .*loss\.id\.mining=ahsm"):
+    renamed = r"loss\.triplet\.strategy: 'adaptive' is now nn_adaptive .*loss\.id\.mining=ahsm"
+    with pytest.raises(ConfigError, match=renamed):
         load_config(None, ["loss.triplet.weight=1", "loss.triplet.strategy='adaptive'"])
     assert load_config(None, ["loss.triplet.strategy='nn_adaptive'"]).loss.triplet.strategy == "nn_adaptive"
     dist = torch.rand(4, 4)

@@ -14,8 +14,9 @@ FeatureKey = Literal["features", "bn_features", "att_features"]
 PairStrategy = Literal["all", "random", "hard"]
 TripletStrategy = Literal["all", "random", "hard", "nn_adaptive"]
 # Choices renamed since: the old value gets one error naming the new one.
-RENAMED_CHOICES = {TripletStrategy: {"adaptive": "nn_adaptive (renamed: a distance-based variant; the classifier-based "
-                                                 "adaptive hard sample mining of Chen et al. 2018 is loss.id.mining=ahsm)"}}
+RENAMED_CHOICES = {TripletStrategy: {
+    "adaptive": "nn_adaptive (renamed: a distance-based variant; the classifier-based adaptive hard sample mining "
+                "of Chen et al. 2018 is loss.id.mining=ahsm)"}}
 
 
 def refuse_bad(section: str, obj: Any, rules: list[tuple[str, bool, str]]) -> None:

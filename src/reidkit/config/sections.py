@@ -222,9 +222,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        readers = [f"loss.{f.name}.feature" for f in dataclasses.fields(self.loss)
-                   if getattr(self.loss, f.name).weight > 0 and getattr(getattr(self.loss, f.name), "feature", "")
-                   == "att_features"] + (["eval.feature"] if self.eval.feature == "att_features" else [])
+        terms = {f.name: getattr(self.loss, f.name) for f in dataclasses.fields(self.loss)}
+        readers = [f"loss.{name}.feature" for name, term in terms.items()
+                   if term.weight > 0 and getattr(term, "feature", None) == "att_features"]
+        readers += ["eval.feature"] if self.eval.feature == "att_features" else []
         if readers and not self.model.attention_branch:
             raise ConfigError(f"{readers[0]}=att_features reads Mancs's attention-aware branch, which this model "
                               "lacks; set model.attention_branch=true or read features/bn_features")

@@ -418,7 +418,8 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
             position.step_in_epoch += 1
             position.global_step += 1
             if "images" in batch:  # else every image of the batch was unreadable
-                objective.set_progress((epoch - 1 + (position.step_in_epoch - 1) / len(loader)) / train_cfg.epochs)
+                done = epoch - 1 + (position.step_in_epoch - 1) / len(loader)  # epochs before this step
+                objective.set_progress(done / train_cfg.epochs)
                 trainer.run_step(batch, step=position.global_step)
             else:
                 position.skipped_batches += 1

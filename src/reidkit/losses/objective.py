@@ -31,8 +31,8 @@ from reidkit.losses.tuple_losses import (BatchContrastiveLoss, BatchImprovedTrip
 from reidkit.losses.verification import VerificationLoss
 
 # Terms that compare samples of the batch with each other: they need K ≥ 2 images per identity.
-METRIC_TERMS = ("trihard", "adaptive_triplet", "curriculum_triplet", "contrastive", "triplet", "improved_triplet", "quadruplet",
-                "lifted", "hap2s", "circle_pair", "verification")
+METRIC_TERMS = ("trihard", "adaptive_triplet", "curriculum_triplet", "contrastive", "triplet", "improved_triplet",
+                "quadruplet", "lifted", "hap2s", "circle_pair", "verification")
 # Output keys of the terms whose config has no `feature` field.
 FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits"}
 

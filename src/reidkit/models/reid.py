@@ -62,9 +62,9 @@ class ReidModel(nn.Module):
         """Stop training the head layers that none of `used_outputs` depends on; returns their names.
 
         "logits" needs the BNNeck and the classifier, "bn_features" the BNNeck, "attr_logits" the BNNeck and
-        the attribute heads, "att_features" the attention-aware branch; "features" and the pair head (trained by its own loss) are never frozen. A
-        frozen layer still runs (its BatchNorm statistics are updated); it only gets no gradient, so
-        DistributedDataParallel does not wait for one.
+        the attribute heads, "att_features" the attention-aware branch; "features" and the pair head (trained
+        by its own loss) are never frozen. A frozen layer still runs (its BatchNorm statistics are updated); it
+        only gets no gradient, so DistributedDataParallel does not wait for one.
         """
         used = set(used_outputs)
         needs = {"head.bn": (self.head.bn, {"bn_features", "logits", "attr_logits"}),
