@@ -34,6 +34,7 @@ from reidkit.config import load_config
 from reidkit.engine.evaluator import eval_record
 from reidkit.engine.trainer import train
 from reidkit.errors import ReidkitError
+from reidkit.outputs import write_file, write_json, write_text
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs" / "recipes"
 METRICS = (("rank1", "rank-1"), ("mAP", "mAP"), ("mINP", "mINP"))
@@ -74,10 +75,8 @@ def load_results(path: Path, budget: list[str]) -> list[dict]:
 
 
 def save_results(path: Path, budget: list[str], runs: list[dict]) -> None:
-    """Write `results.json` atomically (a kill mid-write leaves the previous file)."""
-    scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps({"budget": budget, "runs": runs}, indent=2))
-    scratch.replace(path)
+    """Write `results.json` atomically (a kill or a full disk mid-write leaves the previous file)."""
+    write_json(path, {"budget": budget, "runs": runs})
 
 
 def run_one(recipe: str, seed: int, out: Path, budget: list[str], recipes_dir: Path = RECIPES_DIR,
@@ -141,8 +140,7 @@ def plot_map(rows: list[dict], path: Path) -> Path:
     axes.set(ylabel="mAP (%)", title="Loss recipes: mAP, mean ± std over seeds")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
+    return write_file(path, lambda temporary: figure.savefig(temporary, format="png"))
 
 
 def run_ablation(recipes: list[str], seeds: list[int], out: Path, budget: list[str],
@@ -185,8 +183,8 @@ def run_ablation(recipes: list[str], seeds: list[int], out: Path, budget: list[s
     rows = summarize(runs, recipes)
     budget_text = ", ".join(budget) if budget else "each recipe's own"
     table = format_table(rows)
-    (out / "table.md").write_text(f"Loss recipes on the same budget ({budget_text}); seeds {seeds}; "
-                                  f"mean ± std over seeds.\n\n{table}")
+    write_text(out / "table.md", f"Loss recipes on the same budget ({budget_text}); seeds {seeds}; "
+                                 f"mean ± std over seeds.\n\n{table}")
     if rows:
         plot_map(rows, out / "ablation.png")
     return rows, failures

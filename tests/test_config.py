@@ -164,7 +164,7 @@ def test_re_ranking_keys_are_checked():
     (["train.epochs=0"], r"train\.epochs: 0 is not allowed; use 1 or more"),
     (["train.lr=0"], r"train\.lr: 0\.0 is not allowed; use a number > 0"),
     (["train.lr=-1e-3"], r"train\.lr: -0\.001 is not allowed"),
-    (["train.weight_decay=-1e-4"], r"train\.weight_decay: -0\.0001 is not allowed; use a number >= 0"),
+    (["train.weight_decay=-1e-4"], r"train\.weight_decay: -0\.0001 is not allowed; use a number in \[0, 1\]"),
     (["train.momentum=-0.1"], r"train\.momentum: -0\.1 is not allowed; use a value in \[0, 1\)"),
     (["train.momentum=1"], r"train\.momentum: 1\.0 is not allowed"),
     (["train.warmup_epochs=-1"], r"train\.warmup_epochs: -1 is not allowed; use 0 or more"),

@@ -16,6 +16,7 @@ import torch
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import CheckpointManager, load_weights
+from reidkit.errors import ReidkitError
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 
@@ -137,9 +138,11 @@ def test_checkpoint_write_failure_keeps_earlier_checkpoints(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(Exception, match="No space left.*earlier checkpoints are intact"):
+    with pytest.raises(ReidkitError, match=r"no space left on device writing .*epoch_002\.state\.pt: .*the earlier "
+                                           r"checkpoints in .* are intact"):
         manager.save("epoch_002", model, {}, {"position": {"epoch": 3}})
     monkeypatch.undo()
+    assert not (tmp_path / "epoch_002.safetensors").exists()  # no half checkpoint left beside the earlier one
     _, state = manager.load_last()
     assert state["position"]["epoch"] == 2
     assert not list(tmp_path.glob("*.tmp"))
@@ -189,8 +192,8 @@ def test_corrupt_images_skipped_and_counted(corrupt_copy, tmp_path):
 
 
 def test_diverging_loss_stops_naming_the_step_or_is_skipped(data_root, tmp_path):
-    args = ["--config", TINY, f"data.root={data_root}", "train.lr=1e30", "train.warmup_epochs=0",
-            "train.checkpoint_every_steps=1"]
+    args = ["--config", TINY, f"data.root={data_root}", "train.optimizer=sgd", "train.lr=1", "loss.id.weight=1e30",
+            "train.warmup_epochs=0", "train.checkpoint_every_steps=1"]
     result = reidkit("train", "--out", str(tmp_path / "stop"), *args)
     assert result.returncode == 2
     assert "non-finite loss at epoch 1, step" in result.stderr and "loss/" in result.stderr

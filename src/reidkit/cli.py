@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.errors import ReidkitError
-from reidkit.outputs import output_file, output_folder
+from reidkit.outputs import output_file, output_folder, write_file, write_json
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
 RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. eval.flip=true "
@@ -77,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                            workers=data.workers, amp=uses_amp(config.train, device), progress=not args.quiet,
                                            pair_feature=config.loss.verification.feature, attributes=attributes,
                                            protocol=resolve_protocol(config))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     write_pictures(out, metrics, ranked, dataset, config.eval)
     print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)")
     return 0
@@ -126,7 +128,11 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         print(f"{name:>9}: rank-1 {result['cmc'][0]:.2%}  mAP {result['mAP']:.2%}  mINP {result['mINP']:.2%}  "
               f"({result['num_valid_queries']} valid queries, {args.metric} distance)")
     if out:
-        np.save(out, distances)
+        def save(temporary: Path) -> None:
+            with temporary.open("wb") as handle:  # a file name would gain numpy's ".npy"
+                np.save(handle, distances)
+
+        write_file(out, save)
         print(f"wrote the [{distances.shape[0]}, {distances.shape[1]}] re-ranked distances to {out}")
     return 0
 
@@ -232,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--identities", type=int_in(4, 9999), default=300,
                        help="number of identities, half train and half test (4 to 9999; default 300)")
     synth.add_argument("--cameras", type=int_in(2, 9), default=6, help="number of cameras (2 to 9; default 6)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    synth.add_argument("--seed", type=int_in(0), default=0, help="random seed, 0 or more (same seed, same files)")
     synth.set_defaults(func=cmd_synth)
 
     train = commands.add_parser("train", parents=[quiet], help="train a model and evaluate it; writes a run folder")
@@ -367,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.parse_args(argv)  # argparse's own message for the unrecognised arguments
     args.argv = argv
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past `ulimit -f` a write fails (EFBIG): one line, no core dump
     try:
         return args.func(args)
     except ReidkitError as error:

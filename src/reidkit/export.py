@@ -24,6 +24,7 @@ from PIL import Image
 from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.data.images import read_rgb
 from reidkit.errors import ReidkitError
+from reidkit.outputs import write_file
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
 PARITY_TOLERANCE = 1e-4  # max abs feature difference allowed between onnxruntime and PyTorch
@@ -103,8 +104,8 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, heig
                 overrides: list[str] | None = None) -> dict:
     """Export a run's retrieval feature to ONNX and check it against PyTorch on real query images.
 
-    Only `out_path` is written (and removed again when a check fails). The parity check preprocesses the first `parity_images` query images of
-    the run's data set with `build_test_transform` and compares onnxruntime with PyTorch on CPU.
+    Only `out_path` is written, atomically and only once both checks passed (a failure leaves an earlier file
+    there unchanged). The parity check preprocesses the first `parity_images` query images of the run's data set with `build_test_transform` and compares onnxruntime with PyTorch on CPU.
 
     Args:
         run_dir: run folder written by `reidkit train`.
@@ -152,29 +153,32 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, heig
             raise ReidkitError(f"cannot read query image {path} for the parity check ({error}); replace "
                                f"or delete the file") from error
     batch = torch.stack(images)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        _write_onnx(module, batch[:1].repeat(2, 1, 1, 1), out_path, opset)  # batch 2: the axis stays dynamic
         expected = module(batch).numpy()
-    graph = onnx.load(str(out_path))
-    written_opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    if written_opset != opset:
-        out_path.unlink()
-        raise ReidkitError(f"the exporter wrote opset {written_opset}, not the requested {opset}; "
-                           f"choose --opset {written_opset}")
-    onnx.helper.set_model_props(graph, {"feature": config.eval.feature, "flip": str(config.eval.flip),
-                                        "height": str(height), "width": str(width)})
-    onnx.save(graph, str(out_path))
-    actual = _session(out_path).run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
-    difference = float(np.abs(actual - expected).max())
-    if not difference <= PARITY_TOLERANCE:
-        out_path.unlink()
-        raise ReidkitError(f"ONNX parity check failed: max abs feature difference {difference:.3g} > "
-                           f"{PARITY_TOLERANCE} on {len(samples)} query images; the ONNX file was removed")
+    checked = {}
+
+    def write_checked(temporary: Path) -> None:
+        """Export to `temporary`, stamp the properties and check opset and parity before it is renamed."""
+        with torch.no_grad():
+            _write_onnx(module, batch[:1].repeat(2, 1, 1, 1), temporary, opset)  # batch 2: the axis stays dynamic
+        graph = onnx.load(str(temporary))
+        written_opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+        if written_opset != opset:
+            raise ReidkitError(f"the exporter wrote opset {written_opset}, not the requested {opset}; "
+                               f"choose --opset {written_opset}")
+        onnx.helper.set_model_props(graph, {"feature": config.eval.feature, "flip": str(config.eval.flip),
+                                            "height": str(height), "width": str(width)})
+        onnx.save(graph, str(temporary), format="protobuf")
+        actual = _session(temporary).run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
+        checked["difference"] = difference = float(np.abs(actual - expected).max())
+        if not difference <= PARITY_TOLERANCE:
+            raise ReidkitError(f"ONNX parity check failed: max abs feature difference {difference:.3g} > "
+                               f"{PARITY_TOLERANCE} on {len(samples)} query images; no ONNX file was written")
+
+    out_path = write_file(out_path, write_checked)
     return {"path": str(out_path), "opset": opset, "height": height, "width": width,
             "feature": config.eval.feature, "flip": config.eval.flip, "feat_dim": int(expected.shape[1]),
-            "parity_images": len(samples), "max_abs_diff": difference}
+            "parity_images": len(samples), "max_abs_diff": checked["difference"]}
 
 
 def preprocess_images(image_paths: Sequence[str | Path], height: int, width: int) -> np.ndarray:
@@ -236,11 +240,9 @@ def extract_split_onnx(onnx_path: str | Path, samples: Sequence[tuple[str, int, 
 
     features = extract_with_onnx(onnx_path, [s[0] for s in samples], batch_size=batch_size)
     properties = _session(onnx_path).get_modelmeta().custom_metadata_map
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"features": np.ascontiguousarray(features),
-               "pids": np.array([s[1] for s in samples], np.int64),
-               "camids": np.array([s[2] for s in samples], np.int64)},
-              str(out), metadata={"paths": json.dumps([str(s[0]) for s in samples]), "onnx": str(onnx_path),
-                                  **{k: properties[k] for k in ("feature", "flip") if k in properties}})
+    arrays = {"features": np.ascontiguousarray(features), "pids": np.array([s[1] for s in samples], np.int64),
+              "camids": np.array([s[2] for s in samples], np.int64)}
+    metadata = {"paths": json.dumps([str(s[0]) for s in samples]), "onnx": str(onnx_path),
+                **{k: properties[k] for k in ("feature", "flip") if k in properties}}
+    write_file(out, lambda temporary: save_file(arrays, str(temporary), metadata=metadata))
     return features

@@ -6,12 +6,12 @@ Loading rejects unknown keys (with a "did you mean" hint), values of the wrong t
 values (e.g. a CUHK03 split that its protocol lacks).
 """
 
-from reidkit.config.loading import apply_overrides, config_from_dict, load_config, save_config
+from reidkit.config.loading import apply_overrides, config_from_dict, load_config, read_yaml, save_config
 from reidkit.config.losses import LossConfig
 from reidkit.config.rules import DatasetName, Metric
 from reidkit.config.sections import (CUHK03_CLASSIC_SPLITS, Config, DataConfig, EvalConfig, ModelConfig, TrainConfig,
                                      resolve_protocol)
 
 __all__ = ["CUHK03_CLASSIC_SPLITS", "Config", "DataConfig", "DatasetName", "EvalConfig", "LossConfig", "Metric",
-           "ModelConfig", "TrainConfig", "apply_overrides", "config_from_dict", "load_config", "resolve_protocol",
-           "save_config"]
+           "ModelConfig", "TrainConfig", "apply_overrides", "config_from_dict", "load_config", "read_yaml",
+           "resolve_protocol", "save_config"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
+import re
 import reprlib
 import types
 import typing
@@ -15,7 +17,13 @@ import yaml
 
 from reidkit.config.rules import RENAMED_CHOICES
 from reidkit.config.sections import Config
+
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a larger file is not one
+MAX_DEPTH = 16  # mapping/list levels (a config has three: section, term, key; plus lists)
+# A float in exponent notation without a dot ("1e-4", "3E5"): YAML 1.1 (PyYAML) reads it as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 from reidkit.errors import ConfigError
+from reidkit.outputs import write_text
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -48,10 +56,14 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item_type,) = typing.get_args(tp)
         return [_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        value = float(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {reprlib.repr(value)}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not allowed; use a finite number")
     return value
 
 
@@ -134,12 +146,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
-        try:
-            values = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        values = read_yaml(path, "see configs/ for examples")
         if values is None:
             raise ConfigError(f"config file {path} is empty; list the keys it changes (see configs/ for examples), "
                               "or leave out --config for the defaults")
@@ -149,7 +158,57 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(apply_overrides(values, overrides or []))
 
 
+def read_yaml(path: Path, fix: str) -> Any:
+    """The YAML document in the file `path` (None when it holds none).
+
+    Raises:
+        ConfigError: `path` is a folder, a device, pipe or socket, over 1 MB, not UTF-8, not valid YAML, or
+            nested more than `MAX_DEPTH` levels; the message names the problem and ends with `fix`.
+    """
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file; {fix}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file (a device, pipe or socket); give a YAML file; "
+                          f"{fix}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size:,} bytes, too large for a config (at most "
+                          f"{MAX_CONFIG_BYTES:,}); {fix}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position "
+                          f"{error.start}); save it as UTF-8; {fix}") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path} ({error.strerror or error}); {fix}") from error
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML ({where}{problem}); {fix}") from error
+    except RecursionError as error:
+        raise ConfigError(f"{path} nests too deeply to be a config (at most {MAX_DEPTH} levels); {fix}") from error
+    if _depth(values) > MAX_DEPTH:
+        raise ConfigError(f"{path} nests {_depth(values)} levels deep, more than a config's {MAX_DEPTH}; {fix}")
+    return values
+
+
+def _depth(values: Any) -> int:
+    """Levels of nested mappings and lists in `values` (0 for a scalar); each node is visited once, so YAML
+    aliases (shared or recursive nodes) cost nothing."""
+    depth, level, seen = 0, [values], set()
+    while True:
+        containers = [node for node in level if isinstance(node, (dict, list)) and id(node) not in seen]
+        if not containers:
+            return depth
+        seen.update(id(node) for node in containers)
+        depth += 1
+        level = [child for node in containers for child in (node.values() if isinstance(node, dict) else node)]
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Write `config` as YAML with every field, so a run folder records exactly what ran."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

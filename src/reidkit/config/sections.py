@@ -16,6 +16,7 @@ CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of c
 MIN_HEIGHT, MIN_WIDTH = 16, 8  # smallest input size accepted (the tests train at 32x16)
 MAX_SIDE = 1024  # largest input side accepted (ReID trains at 256×128 to 384×192; vehicles at 320×320)
 MAX_WORKERS = 128  # loader processes accepted (a fixed bound: a run's config must load on any machine)
+MAX_LR = 10.0  # largest learning rate accepted (large-batch SGD uses up to a few; 1e300 is a typo)
 
 
 @dataclass
@@ -143,8 +144,8 @@ class TrainConfig:
         steps = self.milestones
         refuse_bad("train", self, [
             ("epochs", self.epochs >= 1, "use 1 or more"),
-            ("lr", 0 < self.lr < math.inf, "use a number > 0 (e.g. 3.5e-4)"),
-            ("weight_decay", self.weight_decay >= 0, "use a number >= 0 (0: none)"),
+            ("lr", 0 < self.lr <= MAX_LR, f"use a number > 0 and at most {MAX_LR:g} (e.g. 3.5e-4 for Adam)"),
+            ("weight_decay", 0 <= self.weight_decay <= 1, "use a number in [0, 1] (0: none; e.g. 5e-4)"),
             ("momentum", 0 <= self.momentum < 1, "use a value in [0, 1)"),
             ("warmup_epochs", self.warmup_epochs >= 0, "use 0 or more (0: no warm-up)"),
             ("warmup_factor", 0 < self.warmup_factor <= 1, "use a value in (0, 1] (the first epoch's share of lr)"),

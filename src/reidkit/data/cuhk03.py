@@ -41,6 +41,7 @@ import numpy as np
 
 from reidkit.data.datasets import ReidDataset, Sample, StrPath, _found, relabel
 from reidkit.errors import DatasetError
+from reidkit.outputs import flush_to_disk, write_image
 
 VARIANTS = ("labeled", "detected")
 PROTOCOLS = ("new", "classic")
@@ -129,8 +130,10 @@ def extract_images(mat_path: StrPath, variant: str, image_dir: StrPath) -> int:
                         continue
                     camera = 1 + slot // SLOTS_PER_CAMERA
                     name = f"{pair}_{person + 1:03d}_{camera}_{slot + 1:02d}.png"
-                    Image.fromarray(np.ascontiguousarray(image.T, dtype=np.uint8)).save(partial / name)
+                    write_image(partial / name, Image.fromarray(np.ascontiguousarray(image.T, dtype=np.uint8)), "PNG",
+                                durable=False)
                     count += 1
+    flush_to_disk()  # the rename below marks the folder complete
     partial.rename(target)
     return count
 

@@ -1,7 +1,10 @@
-"""Reading any image file as 8-bit RGB, high-bit-depth greyscale included.
+"""Reading any image file as upright 8-bit RGB, high-bit-depth greyscale included: the one reader of
+training, indexing, search, evaluation, export and the service.
 
 PIL's `convert("RGB")` clips 16-bit and 32-bit greyscale values at 255, so a 16-bit PNG would become an
-all-white picture; such images are scaled to 8 bits first (16-bit range: value / 257).
+all-white picture; such images are scaled to 8 bits first (16-bit range: value / 257). An EXIF orientation
+tag (cameras and phones store pictures sideways with a tag saying how to turn them) is always applied, so
+the same picture gives the same features whichever command reads it.
 """
 
 from __future__ import annotations
@@ -9,17 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """`image` as 8-bit RGB; 16-bit, 32-bit-integer and float greyscale are scaled from their range.
+    """`image` upright (its EXIF orientation applied) as 8-bit RGB; 16-bit, 32-bit-integer and float greyscale
+    are scaled from their range.
 
     Raises:
         ValueError: a float or 32-bit image whose values lie outside [0, 65535] (no known range).
     """
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)  # a copy without the tag
     if image.mode not in WIDE_GREY_MODES:
         return image.convert("RGB")
     values = np.asarray(image, dtype=np.float64)

@@ -15,7 +15,7 @@ files in any order and with any number of worker processes.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import multiprocessing
 import shutil
 from dataclasses import asdict, dataclass
@@ -29,6 +29,7 @@ from reidkit.data.synthetic_camera import Camera, make_camera
 from reidkit.data.synthetic_draw import Placement, render_person, render_scene
 from reidkit.data.synthetic_identity import ATTRIBUTE_NAMES, Identity, sample_identity
 from reidkit.errors import ConfigError, DatasetError
+from reidkit.outputs import flush_to_disk, write_image, write_json, write_text
 
 SPLIT_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 MANIFEST = "synthetic.json"  # written last: its presence means a complete data set
@@ -181,7 +182,8 @@ class _Renderer:
             image = render_person(sample_identity(rng), camera, self.spec, rng)
         else:
             image = render_scene(camera, rng)
-        image.save(self.out_dir / job.path, format="JPEG", quality=camera.jpeg_quality)
+        # not fsynced one by one: synthetic.json, written last after flush_to_disk, marks the set complete
+        write_image(self.out_dir / job.path, image, "JPEG", durable=False, quality=camera.jpeg_quality)
 
 
 _worker_renderer: _Renderer | None = None
@@ -197,9 +199,22 @@ def _render_in_worker(job: _Job) -> None:
 
 
 def _prepare_folder(out_dir: Path) -> None:
-    """Create ``out_dir`` or clear a previous synthetic output in it; refuse any other non-empty folder."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"{out_dir} is a file, not a folder; choose a folder path for the synthetic data set")
+    """Create ``out_dir`` or clear a previous synthetic output in it; refuse any other non-empty folder, and a
+    place that cannot hold it (under a file, read-only, /proc or /sys) with the reason."""
+    above = next(path for path in (out_dir, *out_dir.parents) if path.exists())
+    if not above.is_dir():
+        where = "is a file" if above == out_dir else f"lies under the file {above}"
+        raise DatasetError(f"{out_dir} {where}, not a folder; choose a folder path for the synthetic data set")
+    try:
+        _clear_previous_output(out_dir)
+        for folder in SPLIT_FOLDERS:
+            (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"cannot create the synthetic data set in {out_dir} ({error.strerror or error}); "
+                           "choose a writable folder") from error
+
+
+def _clear_previous_output(out_dir: Path) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not ((out_dir / MANIFEST).is_file() or (out_dir / UNFINISHED).is_file()):
             raise DatasetError(
@@ -208,8 +223,6 @@ def _prepare_folder(out_dir: Path) -> None:
         for folder in SPLIT_FOLDERS:
             shutil.rmtree(out_dir / folder, ignore_errors=True)
         (out_dir / MANIFEST).unlink(missing_ok=True)
-    for folder in SPLIT_FOLDERS:
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
 
 def generate_dataset(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0,
@@ -230,15 +243,19 @@ def generate_dataset(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(),
         ``junk``, ``distractors``, ``train_identities``, ``test_identities``.
 
     Raises:
-        DatasetError: ``out_dir`` is a non-empty folder that holds no previous synthetic output.
-        ValueError: ``workers`` < 1 (the spec validates itself on construction).
+        DatasetError: ``out_dir`` is a non-empty folder that holds no previous synthetic output, or a place
+            where no folder can be created (under a file, a read-only file system, /proc, /sys).
+        ReidkitError: a file could not be written (e.g. a full disk).
+        ValueError: ``workers`` < 1 or ``seed`` < 0 (the spec validates itself on construction).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}")
     out_dir = Path(out_dir)
     _prepare_folder(out_dir)
     manifest = {"generator": "reidkit.data.synthetic", "seed": seed, "spec": asdict(spec)}
-    (out_dir / UNFINISHED).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out_dir / UNFINISHED, manifest)
     jobs = _plan(spec, seed)
     bar = tqdm(total=len(jobs), desc="synthesising", unit="img", disable=None if progress else True)
     if workers == 1:
@@ -260,16 +277,18 @@ def generate_dataset(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(),
         "distractors": sum(job.path.startswith("bounding_box_test/0000_") for job in jobs),
         "train_identities": len(train_pids), "test_identities": len(test_pids),
     }
-    (out_dir / MANIFEST).write_text(json.dumps({**manifest, "counts": counts}, indent=2) + "\n")
+    flush_to_disk()
+    write_json(out_dir / MANIFEST, {**manifest, "counts": counts})
     (out_dir / UNFINISHED).unlink()
     return counts
 
 
 def _write_attributes(path: Path, spec: SyntheticSpec, seed: int) -> None:
     """One row per identity (raw pid), Market-1501 attribute names and codes."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("pid", *ATTRIBUTE_NAMES))
-        for pid in range(1, spec.identities + 1):
-            codes = sample_identity(np.random.default_rng([seed, _IDENTITY, pid])).attributes()
-            writer.writerow((pid, *(codes[name] for name in ATTRIBUTE_NAMES)))
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(("pid", *ATTRIBUTE_NAMES))
+    for pid in range(1, spec.identities + 1):
+        codes = sample_identity(np.random.default_rng([seed, _IDENTITY, pid])).attributes()
+        writer.writerow((pid, *(codes[name] for name in ATTRIBUTE_NAMES)))
+    write_text(path, rows.getvalue())

@@ -1,14 +1,13 @@
 """Checkpoints on disk: model weights in `*.safetensors` (no pickled code) with a small string header,
 training state (optimiser, scheduler, RNG, position) in a side file read with `weights_only=True`.
 
-Files are written to a temporary name, fsynced and renamed, so a crash never leaves a half-written
-checkpoint under the final name.
+Files go through `reidkit.outputs.write_file` (temporary name, fsync, rename), so a crash or a full disk never
+leaves a half-written checkpoint under the final name, and the earlier checkpoints stay intact.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from reidkit.errors import ReidkitError
 from reidkit.models.weights import state_mismatch
+from reidkit.outputs import write_file, write_text
 
 CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
 
@@ -28,11 +28,8 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     """Write the state dict of `model` to `path` atomically (temporary file, fsync, rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    _write_atomically(path, lambda temporary: save_file(state, str(temporary), metadata=metadata or {}))
-    return path
+    return write_file(path, lambda temporary: save_file(state, str(temporary), metadata=metadata or {}))
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -84,19 +81,6 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call `write(temporary_path)`, fsync, then rename onto `path`; an OSError names the file."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise ReidkitError(f"could not write {path} ({error}); earlier checkpoints are intact") from error
-
-
 class CheckpointManager:
     """Checkpoints of a run in `directory`: NAME.safetensors (model weights) + NAME.state.pt (everything
     else, loaded with `weights_only=True`), and `last.json` naming the newest complete pair.
@@ -113,19 +97,29 @@ class CheckpointManager:
         self.keep = keep
 
     def save(self, name: str, model: nn.Module, metadata: dict[str, str], state: dict) -> None:
-        """Write checkpoint `name` (e.g. "epoch_003" or "step_00000120") and make it the last one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        save_weights(model, self.directory / f"{name}.safetensors", metadata)
-        _write_atomically(self.directory / f"{name}.state.pt", lambda path: torch.save(state, path))
-        pointer = json.dumps({"name": name})
-        _write_atomically(self.directory / "last.json", lambda path: path.write_text(pointer))
+        """Write checkpoint `name` (e.g. "epoch_003" or "step_00000120") and make it the last one.
+
+        Raises:
+            ReidkitError: a file could not be written (e.g. a full disk); the files of `name` are removed,
+                and `last.json` still names the earlier checkpoint.
+        """
+        files = [self.directory / f"{name}{suffix}" for suffix in (".safetensors", ".state.pt")]
+        new = [path for path in files if not path.exists()]
+        try:
+            save_weights(model, files[0], metadata)
+            write_file(files[1], lambda path: torch.save(state, path))
+            write_text(self.directory / "last.json", json.dumps({"name": name}))
+        except ReidkitError as error:
+            for path in new:  # half a checkpoint, which last.json does not name
+                path.unlink(missing_ok=True)
+            raise ReidkitError(f"{error}; the earlier checkpoints in {self.directory} are intact "
+                               "(`reidkit train --resume RUN` continues from the last one)") from error
         self._prune(name)
 
     def save_best(self, model: nn.Module, metadata: dict[str, str], summary: dict) -> None:
         """Write `best.safetensors` and `best.json` (the epoch and metrics that made it best)."""
         save_weights(model, self.directory / "best.safetensors", metadata)
-        text = json.dumps(summary)
-        _write_atomically(self.directory / "best.json", lambda path: path.write_text(text))
+        write_text(self.directory / "best.json", json.dumps(summary))
 
     def load_last(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         """(model state dict, training state) of the last checkpoint, or None when there is none.

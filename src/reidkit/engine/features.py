@@ -13,6 +13,7 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.engine.evaluator import extract_features, uses_amp
 from reidkit.errors import ReidkitError
+from reidkit.outputs import write_file
 
 
 def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
@@ -28,14 +29,12 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                                batch_size=config.eval.batch_size, workers=config.data.workers)
     features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
                                 device=device, amp=uses_amp(config.train, device), progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"features": features.contiguous(),
+    tensors = {"features": features.contiguous(),
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
-               "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)},
-              str(out), metadata={"paths": json.dumps([s[0] for s in samples]),
-                                  "feature": config.eval.feature, "flip": str(config.eval.flip),
-                                  "metric": config.eval.metric})
+               "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)}
+    metadata = {"paths": json.dumps([s[0] for s in samples]), "feature": config.eval.feature,
+                "flip": str(config.eval.flip), "metric": config.eval.metric}
+    write_file(out, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
     return features
 
 

@@ -80,7 +80,12 @@ def check_same_model(index: GalleryIndex, run_dir: str | Path) -> None:
 
 
 def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
-    """Embed `image_paths` with the model of the run that built `index` and search it."""
+    """Embed `image_paths` with the model of the run that built `index` and search it.
+
+    Raises:
+        DatasetError: the index names no run, the run's model is not the one that built the index (another
+            weights digest or feature dimension), or a query image is missing.
+    """
     if not index.run_dir:
         raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
     check_same_model(index, index.run_dir)
@@ -88,7 +93,12 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -
         if not Path(path).is_file():
             problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"
             raise DatasetError(f"query image {path} {problem}")
-    return index.search(embed_images(index.run_dir, list(image_paths)), k=topk)
+    queries = embed_images(index.run_dir, list(image_paths))
+    if queries.shape[1] != index.dim:
+        raise DatasetError(f"the model of {index.run_dir} gives {queries.shape[1]}-d features but this index holds "
+                           f"{index.dim}-d ones, so another model built it; rebuild it with `reidkit index --run "
+                           f"{index.run_dir} --gallery DIR`")
+    return index.search(queries, k=topk)
 
 
 def sampled_recall(index: GalleryIndex, k: int = 10, num_queries: int = 256, seed: int = 0) -> float:

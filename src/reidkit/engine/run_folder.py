@@ -13,6 +13,7 @@ from reidkit.data.datasets import ReidDataset
 from reidkit.engine.evaluator import Evaluation, evaluate_feature_sets, write_pictures
 from reidkit.engine.runs import read_metrics_records
 from reidkit.errors import ReidkitError
+from reidkit.outputs import append_line, write_json, write_text
 
 
 def check_writable(run_dir: Path) -> None:
@@ -51,14 +52,14 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 
 class MetricsLog:
-    """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation."""
+    """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation, each appended
+    whole or not at all (`reidkit.outputs.append_line`); rewritten atomically when cut back on resume."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after optimiser step `step` (work redone after a resume), and the partial last
@@ -66,7 +67,7 @@ class MetricsLog:
         if not self.path.is_file():
             return
         kept = [record for record in self.records() if record.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def records(self) -> list[dict]:
         """The readable records (a line that is not a JSON object is skipped)."""
@@ -79,7 +80,7 @@ def finish_run(run_dir: Path, evaluation: Evaluation, dataset: ReidDataset, conf
     from reidkit.viz.curves import plot_training_curves
     from reidkit.viz.report import write_report
 
-    (run_dir / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2))
+    write_json(run_dir / "metrics.json", evaluation.metrics)
     write_pictures(run_dir, evaluation.metrics, evaluation.ranked, dataset, config.eval)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
     return write_report(run_dir, ranked=evaluation.ranked, dataset=dataset,
@@ -96,5 +97,5 @@ def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrain
                                       config.eval.max_rank, config.eval.junk, resolve_protocol(config),
                                       config.eval.single_shot_repeats)
     baselines = {"colour_histogram": histogram, "untrained_network": untrained}
-    (run_dir / "baselines.json").write_text(json.dumps(baselines, indent=2))
+    write_json(run_dir / "baselines.json", baselines)
     log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from reidkit.config import Config, apply_overrides, config_from_dict
+from reidkit.config import Config, apply_overrides, config_from_dict, read_yaml
 from reidkit.engine.checkpoint import load_into, load_weights
 from reidkit.errors import ReidkitError
 from reidkit.models.reid import ReidModel, build_model, model_kwargs
@@ -30,15 +28,7 @@ def read_run_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise ReidkitError(f"{run_dir} is not a run folder (no config.yaml); pass the --out of `reidkit train`")
     restore = "restore it from a copy, or write there the config file (and overrides) the run was trained with"
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ReidkitError(f"{path} is not a text file ({error}); {restore}") from error
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ReidkitError(f"{path} is not valid YAML ({where}{problem}); {restore}") from error
+    values = read_yaml(path, restore)
     if values is None:
         raise ReidkitError(f"{path} is empty; a run folder's config.yaml is written by `reidkit train`: {restore}")
     if not isinstance(values, dict):

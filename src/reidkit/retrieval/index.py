@@ -17,7 +17,6 @@ Metadata: `format` = "reidkit.gallery_index", `format_version`, `paths` (JSON), 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch import Tensor
 
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import METRICS, pairwise_distance
+from reidkit.outputs import write_file
 from reidkit.retrieval import faiss_backend
 
 BACKENDS = ("exact",) + faiss_backend.FAISS_BACKENDS
@@ -165,7 +165,8 @@ class GalleryIndex:
         return np.ascontiguousarray(features.numpy(), dtype=np.float32)
 
     def save(self, path: str | Path) -> None:
-        """Write the index to one `.safetensors` file (format in the module docstring); atomic replace."""
+        """Write the index to one `.safetensors` file (format in the module docstring) with
+        `reidkit.outputs.write_file` (atomic; a ReidkitError naming the file and the fix on failure)."""
         from safetensors.torch import save_file
 
         tensors = {"features": self.features, "pids": self.pids, "camids": self.camids}
@@ -174,11 +175,7 @@ class GalleryIndex:
         metadata = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "paths": json.dumps(self.paths),
                     "metric": self.metric, "backend": self.backend, "params": json.dumps(self.params),
                     "run_dir": self.run_dir, "model_digest": self.model_digest}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        save_file(tensors, str(partial), metadata=metadata)
-        os.replace(partial, path)
+        write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path) -> GalleryIndex:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reidkit.outputs import write_file
 from reidkit.viz.report import _image, _metrics_table, _table, _write_page
 
 
@@ -64,5 +65,4 @@ def _plot_cmc_overlay(curves: dict[str, list[float]], path: Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
+    return write_file(path, lambda temporary: figure.savefig(temporary, format="png"))

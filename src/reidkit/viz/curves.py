@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from reidkit.outputs import write_file
+
 _EVAL_KEYS = ("rank1", "mAP", "mINP")
 
 
@@ -125,7 +127,4 @@ def _figure(rows: int, columns: int, size: tuple[float, float]):
 
 def _save(figure: Any, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` as a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return write_file(path, lambda temporary: figure.savefig(temporary, format="png"))

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from reidkit.outputs import write_file
+
 
 def pca_2d(features: Any) -> tuple[np.ndarray, np.ndarray]:
     """Project features on their first two principal components.
@@ -87,7 +89,4 @@ def plot_embedding(features: Any, pids: Any, path: str | Path, num_identities: i
     axes.grid(alpha=0.3)
     axes.legend(title="pid", fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return write_file(path, lambda temporary: figure.savefig(temporary, format="png"))

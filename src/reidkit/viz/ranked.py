@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reidkit.data.images import read_rgb
 from reidkit.metrics.ranked_lists import RankedLists
+from reidkit.outputs import write_image
 
 CELL_SIZE = (128, 256)  # (width, height) of each image: 64×128 person crops scaled ×2
 FRAME = 5  # frame width in pixels around each image
@@ -68,7 +69,6 @@ def save_ranked_lists(
             raise ValueError(f"query index {index} out of range [0, {len(query)})")
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     font = ImageFont.load_default(size=14)
     paths = []
     for index in query_indices:
@@ -77,8 +77,7 @@ def save_ranked_lists(
                                                               ranked.top_distances[index, :topk]) if j >= 0]
         picture = _compose(query[index], ranked_items, q_pid, topk, font)
         path = out_dir / f"query_{index:05d}.png"
-        picture.save(path)
-        paths.append(path)
+        paths.append(write_image(path, picture, "PNG"))
     return paths
 
 

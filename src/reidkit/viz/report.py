@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from reidkit.errors import ReidkitError
+from reidkit.outputs import write_text
 
 METRIC_COLUMNS = (("rank1", "rank-1"), ("rank5", "rank-5"), ("rank10", "rank-10"), ("mAP", "mAP"), ("mINP", "mINP"))
 _CSS = """
@@ -291,9 +292,7 @@ def _write_page(out: Path, title: str, summary: str, sections: list[tuple[str, s
     body = "".join(f"<section id='{key}'><h2>{html.escape(name)}</h2>{content}</section>"
                    for key, name, content in sections)
     remarks = "".join(f"<p class='note'>{html.escape(note)}</p>" for note in notes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                   f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
-                   f"<p class='note'>written {written}</p>{remarks}<nav>{nav}</nav>{body}</body></html>\n",
-                   encoding="utf-8")
-    return out
+    return write_text(out, f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+                           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+                           f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
+                           f"<p class='note'>written {written}</p>{remarks}<nav>{nav}</nav>{body}</body></html>\n")
