@@ -74,7 +74,8 @@ def write_file(path: str | Path, write: Callable[[Path], object], durable: bool 
 
     Args:
         path: the file to write; its folder is created.
-        write: fills the file it is given (a path ending in `.tmp`: name formats explicitly).
+        write: fills the file at the path it is given; that path ends in `.tmp`, so a writer that picks its
+            format from the suffix (PIL, matplotlib, numpy) must be told the format or given a handle.
         durable: fsync the file and its folder; False for the many small files of a data set whose
             completion a marker written last records (after `flush_to_disk`).
 
