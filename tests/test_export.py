@@ -126,9 +126,9 @@ def test_onnx_extraction_never_imports_torch(tiny_run, exported):
 
 
 def test_a_failed_parity_check_removes_the_file(tiny_run, tmp_path, monkeypatch):
-    import reidkit.export
+    from reidkit.export import TOLERANCES, Tolerance
 
-    monkeypatch.setattr(reidkit.export, "PARITY_TOLERANCE", -1.0)  # any difference fails
+    monkeypatch.setitem(TOLERANCES, "onnx", Tolerance(-1.0, 0.0))  # any difference fails
     with pytest.raises(ReidkitError, match="parity check failed"):  # also exports without flip
         export_onnx(tiny_run, tmp_path / "model.onnx", parity_images=1)
     assert list(tmp_path.iterdir()) == []

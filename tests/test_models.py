@@ -76,7 +76,8 @@ def test_every_backbone_serves_both_sizes_and_exports_to_onnx(backbone, tmp_path
     import numpy as np
     import onnxruntime
 
-    from reidkit.export import _feature_module, _write_onnx
+    from reidkit.export.onnx_fp32 import write_onnx
+    from reidkit.export.source import feature_module
 
     for height, width in ((64, 32), (256, 128)):
         torch.manual_seed(0)
@@ -91,7 +92,7 @@ def test_every_backbone_serves_both_sizes_and_exports_to_onnx(backbone, tmp_path
         assert set(out) == {"features", "bn_features", "logits", "attr_logits"} and out["logits"].shape == (2, 4)
         assert out["features"].shape == (2, model.backbone.out_channels)
     model = build_model(backbone, num_classes=4, input_size=(64, 32)).eval()
-    _write_onnx(_feature_module(model, "bn_features", flip=False), torch.randn(1, 3, 64, 32), tmp_path / "model.onnx",
+    write_onnx(feature_module(model, "bn_features", flip=False), torch.randn(1, 3, 64, 32), tmp_path / "model.onnx",
                 opset=17)
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     images = torch.randn(3, 3, 64, 32)

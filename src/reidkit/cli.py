@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.errors import ReidkitError
+from reidkit.export.formats import FORMATS
 from reidkit.outputs import output_file, output_folder, write_file, write_json
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
@@ -69,19 +70,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import describe_metrics, evaluate_model, uses_amp, write_pictures
+    from reidkit.engine.evaluator import describe_metrics, evaluate_exported, evaluate_model, uses_amp, write_pictures
 
-    config, device, model = _open_run(args)
-    out = output_folder(args.out or Path(args.run) / "eval")
-    dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
-    attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
-    metrics, ranked, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                           workers=data.workers, amp=uses_amp(config.train, device), progress=not args.quiet,
-                                           pair_feature=config.loss.verification.feature, attributes=attributes,
-                                           protocol=resolve_protocol(config))
+    if args.model:  # an exported file: its own runtime, no PyTorch model
+        from reidkit.engine.runs import load_run_config
+
+        if args.weights:
+            raise ReidkitError("--model and --weights exclude each other: an exported file holds its weights")
+        config = load_run_config(args.run, args.overrides)
+        out = output_folder(args.out or Path(args.run) / f"eval_{Path(args.model).stem}")
+        dataset = build_dataset(config.data, progress=not args.quiet)
+        metrics, ranked, _, _ = evaluate_exported(args.model, dataset, config.eval, protocol=resolve_protocol(config),
+                                                  progress=not args.quiet)
+    else:
+        config, device, model = _open_run(args)
+        out = output_folder(args.out or Path(args.run) / "eval")
+        dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
+        attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
+        metrics, ranked, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
+                                               workers=data.workers, amp=uses_amp(config.train, device),
+                                               progress=not args.quiet, pair_feature=config.loss.verification.feature,
+                                               attributes=attributes, protocol=resolve_protocol(config))
     write_json(out / "metrics.json", metrics)
     write_pictures(out, metrics, ranked, dataset, config.eval)
-    print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)")
+    source = f"  [{metrics['format']} model {args.model}]" if args.model else ""
+    print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries){source}")
     return 0
 
 
@@ -90,13 +103,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from reidkit.engine.features import extract_split
 
     args.out = output_file(args.out)
-    if args.onnx:  # onnxruntime inference: no torch model is built
+    if args.model:  # the exported file's runtime: no PyTorch model is built
         from reidkit.engine.runs import load_run_config
-        from reidkit.export import extract_split_onnx
+        from reidkit.export import extract_split_model
 
         config = load_run_config(args.run, args.overrides)
         samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
-        features = extract_split_onnx(args.onnx, samples, args.out, batch_size=config.eval.batch_size)
+        features = extract_split_model(args.model, samples, args.out, batch_size=config.eval.batch_size,
+                                       progress=not args.quiet)
     else:
         config, device, model = _open_run(args)
         samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
@@ -151,13 +165,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from reidkit.export import export_onnx
+    from reidkit.export import TOLERANCES, export
 
-    info = export_onnx(args.run, output_file(args.out), opset=args.opset, height=args.height, width=args.width,
-                       weights=args.weights, overrides=args.overrides)
-    print(f"wrote {info['path']}: images [batch, 3, {info['height']}, {info['width']}] → {info['feature']} "
-          f"[batch, {info['feat_dim']}], opset {info['opset']}; max |ONNX − PyTorch| = "
-          f"{info['max_abs_diff']:.2e} on {info['parity_images']} query images")
+    result = export(args.run, args.format, output_file(args.out), opset=args.opset, height=args.height,
+                    width=args.width, weights=args.weights, parity_images=args.parity_images,
+                    calibration_images=args.calibration_images, overrides=args.overrides)
+    info, parity = result.info, result.parity
+    print(f"wrote {result.path} ({info.format}): images [batch, 3, {info.height}, {info.width}] → {info.feature} "
+          f"[batch, {result.feat_dim}]{', flip-averaged' if info.flip else ''}\nparity on {parity.images} query "
+          f"images: max |Δ feature| = {parity.max_abs_diff:.2e}, min cosine = {parity.min_cosine:.6f} "
+          f"(tolerance {TOLERANCES[info.format].describe()})")
     return 0
 
 
@@ -257,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", parents=[quiet], help="evaluate a trained run on its query/gallery sets")
     evaluate.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     evaluate.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
-    evaluate.add_argument("--out", help="folder for metrics and pictures (default RUN/eval)")
+    evaluate.add_argument("--model", metavar="FILE", help="evaluate a file written by `reidkit export` instead "
+                          "(.onnx, .xml, .engine, .pt; its own runtime, its baked-in feature and flip)")
+    evaluate.add_argument("--out", help="folder for metrics and pictures (default RUN/eval, or RUN/eval_STEM with "
+                          "--model)")
     evaluate.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     evaluate.set_defaults(func=cmd_eval)
 
@@ -268,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     extract.add_argument("--out", required=True, help="output .safetensors file (features, pids, camids)")
     extract.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
-    extract.add_argument("--onnx", help="ONNX file from `reidkit export`: extract with onnxruntime, no PyTorch model")
+    extract.add_argument("--model", "--onnx", dest="model", metavar="FILE", help="a file from `reidkit export` "
+                         "(.onnx, .xml, .engine, .pt): extract with its runtime, no PyTorch model")
     extract.set_defaults(func=cmd_extract)
 
     verify = commands.add_parser("verify", parents=[quiet], help="probability that two images show the same person (pair head)")
@@ -316,11 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--out", help="save the [Q, G] float32 re-ranked distances as .npy")
     rerank.set_defaults(func=cmd_rerank)
 
-    export = commands.add_parser("export", parents=[quiet], help="export a run's retrieval feature to ONNX, checked against PyTorch")
+    export = commands.add_parser("export", parents=[quiet], help="export a run's retrieval feature (ONNX, fp16, int8, "
+                                 "OpenVINO, TensorRT, TorchScript), checked against PyTorch")
     export.add_argument("--run", required=True, help="run folder written by `reidkit train`")
-    export.add_argument("--out", required=True, help="output .onnx file (dynamic batch axis)")
+    export.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx (float32, default), onnx-fp16, onnx-int8 (static quantisation calibrated on "
+                             "training images), openvino (IR for Intel CPUs, pip install \"reidkit[openvino]\"), "
+                             "tensorrt (needs tensorrt and a CUDA GPU), torchscript")
+    export.add_argument("--out", required=True, help="output file: .onnx (onnx*), .xml (openvino; its .bin is written "
+                                                     "beside it), .engine (tensorrt), .pt (torchscript)")
     export.add_argument("--opset", type=int_in(9, 23), default=17, help="ONNX opset version, 9 to 23 (default 17; 18 and newer "
                                                                "need the onnxscript package)")
+    export.add_argument("--parity-images", type=int_in(1), default=16,
+                        help="query images of the parity check against PyTorch (default 16)")
+    export.add_argument("--calibration-images", type=int_in(1), default=128,
+                        help="training images that calibrate onnx-int8, evenly spaced over the training set "
+                             "(default 128)")
     export.add_argument("--height", type=int_in(MIN_HEIGHT), help="input height (default: the run's data.height)")
     export.add_argument("--width", type=int_in(MIN_WIDTH), help="input width (default: the run's data.width)")
     export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")

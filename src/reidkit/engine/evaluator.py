@@ -287,16 +287,7 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                                           {}), torch.empty(0, 0), torch.empty(0, 0))
     query, gallery = outputs[0][eval_config.feature], outputs[1][eval_config.feature]  # on the device
     config = eval_config
-
-    def score(query_features: torch.Tensor, gallery_features: torch.Tensor) -> dict:
-        return evaluate_feature_sets(query_features, gallery_features, dataset.query, dataset.gallery,
-                                     config.metric, config.max_rank, config.junk, protocol,
-                                     config.single_shot_repeats)
-
-    ranked = rank_feature_sets(query, gallery, dataset.query, dataset.gallery, config.metric, config.max_rank,
-                               config.junk)
-    metrics = score(query, gallery) if protocol != "all_gallery" else {"protocol": protocol,
-                                                                       **summarize(ranked.metrics)}
+    metrics, ranked = score_features(query, gallery, dataset, config, protocol, progress)
     if rescore:
         adjust = PairHeadRescoring(model, outputs[0][pair_feature], outputs[1][pair_feature], config.verify_topk)
         if protocol == "all_gallery":
@@ -308,6 +299,27 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
             metrics["verification_rescored"] = evaluate_distances(adjust(0, distmat).numpy(), dataset.query,
                                                                   dataset.gallery, config.max_rank, config.junk,
                                                                   protocol, config.single_shot_repeats)
+    if attributes and getattr(model, "attribute_heads", None) is not None:
+        metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
+                                                           config.batch_size, workers, device)
+    return Evaluation(metrics, ranked, query.cpu(), gallery.cpu())
+
+
+def score_features(query: torch.Tensor, gallery: torch.Tensor, dataset: ReidDataset, eval_config, protocol: str,
+                   progress: bool = True) -> tuple[dict, RankedLists]:
+    """Metrics summary and ranked lists of query [Q, D] / gallery [G, D] features of `dataset` (on any device),
+    with the `reranked` and `query_expanded` metrics when `eval_config` asks for them (see `evaluate_model`)."""
+    config = eval_config
+
+    def score(query_features: torch.Tensor, gallery_features: torch.Tensor) -> dict:
+        return evaluate_feature_sets(query_features, gallery_features, dataset.query, dataset.gallery,
+                                     config.metric, config.max_rank, config.junk, protocol,
+                                     config.single_shot_repeats)
+
+    ranked = rank_feature_sets(query, gallery, dataset.query, dataset.gallery, config.metric, config.max_rank,
+                               config.junk)
+    metrics = score(query, gallery) if protocol != "all_gallery" else {"protocol": protocol,
+                                                                       **summarize(ranked.metrics)}
     if config.rerank:
         reranked = re_ranking_features(query.cpu(), gallery.cpu(), config.metric, config.rerank_k1,
                                        config.rerank_k2, config.rerank_lambda, progress=progress)
@@ -316,10 +328,33 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     if config.query_expansion != "none":
         alpha = 0.0 if config.query_expansion == "average" else config.qe_alpha
         metrics["query_expanded"] = score(*alpha_query_expansion(query, gallery, config.qe_top_k, alpha))
-    if attributes and getattr(model, "attribute_heads", None) is not None:
-        metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
-                                                           config.batch_size, workers, device)
-    return Evaluation(metrics, ranked, query.cpu(), gallery.cpu())
+    return metrics, ranked
+
+
+def evaluate_exported(model_path: str | Path, dataset: ReidDataset, eval_config, *, protocol: str,
+                      progress: bool = True) -> Evaluation:
+    """`evaluate_model` for a file written by `reidkit export` (any format, `reidkit.export.load_model`): the
+    same metrics of the same query/gallery, so that the accuracy cost of a format is a measured number.
+
+    The feature and flip are those baked into the file (recorded in the summary with `model` and `format`);
+    `eval_config`'s metric, junk rule, protocol, re-ranking and query expansion apply as usual.
+
+    Raises:
+        ReidkitError: `eval_config.verify_topk` > 0 (the pair head is not exported), or as `load_model`.
+    """
+    from reidkit.export import extract_with_model, load_model
+
+    if eval_config.verify_topk > 0:
+        raise ReidkitError("an exported model holds only the retrieval feature, not the pair head: set "
+                           "eval.verify_topk=0 to evaluate it")
+    check_protocol(protocol)
+    model = load_model(model_path)
+    query, gallery = (torch.from_numpy(extract_with_model(model, [s[0] for s in samples],
+                                                          batch_size=eval_config.batch_size, progress=progress))
+                      for samples in (dataset.query, dataset.gallery))
+    metrics, ranked = score_features(query, gallery, dataset, eval_config, protocol, progress)
+    metrics.update(model=str(model_path), format=model.info.format, feature=model.info.feature, flip=model.info.flip)
+    return Evaluation(metrics, ranked, query, gallery)
 
 
 class PairHeadRescoring:

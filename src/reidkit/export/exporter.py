@@ -1,0 +1,97 @@
+"""`export(run, format, out)`: one entry point for every format, each file checked by the one parity check."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reidkit.errors import ReidkitError
+from reidkit.export.common import ModelInfo
+from reidkit.export.formats import FORMATS, SUFFIXES
+from reidkit.export.parity import Parity, check_parity
+
+
+@dataclass(frozen=True)
+class Exported(os.PathLike):
+    """An exported model: `path` (and, being path-like, usable wherever a path is), every file written
+    (`files`: OpenVINO's .bin, TensorRT's .json), its `info`, its `parity` figures and its `feat_dim`."""
+
+    path: Path
+    info: ModelInfo
+    parity: Parity
+    feat_dim: int
+    files: list[Path] = field(default_factory=list)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17, height: int | None = None,
+           width: int | None = None, weights: str | Path | None = None, parity_images: int = 16,
+           calibration_images: int = 128, overrides: list[str] | None = None) -> Exported:
+    """Export a run's retrieval feature in `format` and check it against PyTorch on real query images.
+
+    The parity check (`reidkit.export.parity`) runs the first `parity_images` query images of the run's data
+    set through PyTorch and through the exported file loaded by its own runtime (`load_model`); the files
+    are removed again when it fails.
+
+    Args:
+        run_dir: run folder written by `reidkit train`.
+        format: one of `FORMATS`: onnx, onnx-fp16, onnx-int8, openvino, tensorrt, torchscript.
+        out: the file to write, with the format's suffix (`SUFFIXES`: .onnx, .xml, .engine, .pt).
+        opset: ONNX opset of the graph (every format but torchscript goes through ONNX).
+        height, width: input size in pixels; default the run's `data.height` / `data.width`.
+        weights: a checkpoint to export instead of `run_dir/model.safetensors`.
+        parity_images: query images of the parity check (at least 1).
+        calibration_images: training images that calibrate onnx-int8 (at least 1).
+        overrides: `key=value` config overrides (e.g. `eval.flip=true`).
+
+    Raises:
+        ReidkitError: an unknown format, a wrong suffix, a missing package (or GPU, for tensorrt), a bad run
+            folder or data set, or a failed parity check.
+    """
+    from reidkit.export import onnx_fp16, onnx_fp32, onnx_int8, openvino_ir, tensorrt_engine, torchscript
+    from reidkit.export.runtime import load_model
+    from reidkit.export.source import prepare_source
+
+    if format not in FORMATS:
+        raise ReidkitError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.suffix.lower() != SUFFIXES[format]:
+        raise ReidkitError(f"the {format} file must end in {SUFFIXES[format]}: use --out "
+                           f"{out.with_suffix(SUFFIXES[format])}")
+    if format == "tensorrt":
+        tensorrt_engine.require_tensorrt()  # before the model is built
+    if calibration_images < 1:
+        raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")
+    source = prepare_source(run_dir, format, height, width, weights, parity_images, overrides)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writers = {"onnx": lambda: onnx_fp32.write(source, out, opset),
+               "onnx-fp16": lambda: onnx_fp16.write(source, out, opset),
+               "onnx-int8": lambda: onnx_int8.write(source, out, opset, calibration_images),
+               "openvino": lambda: openvino_ir.write(source, out, opset),
+               "tensorrt": lambda: tensorrt_engine.write(source, out, opset),
+               "torchscript": lambda: torchscript.write(source, out)}
+    files = [out, *({"openvino": [out.with_suffix(".bin")], "tensorrt": [tensorrt_engine.metadata_path(out)]}
+                    .get(format, []))]
+    try:  # nothing is left behind when the writer, the runtime or the parity check fails
+        writers[format]()
+        parity = check_parity(format, load_model(out)(source.images.numpy()), source.expected)
+    except BaseException:
+        for path in files:
+            path.unlink(missing_ok=True)
+        raise
+    return Exported(out, source.info, parity, int(source.expected.shape[1]), files)
+
+
+def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, height: int | None = None,
+                width: int | None = None, weights: str | Path | None = None, parity_images: int = 4,
+                overrides: list[str] | None = None) -> dict:
+    """`export(run_dir, "onnx", out_path, ...)` as the summary dict of earlier versions: ``{"path", "opset",
+    "height", "width", "feature", "flip", "feat_dim", "parity_images", "max_abs_diff"}``."""
+    result = export(run_dir, "onnx", out_path, opset=opset, height=height, width=width, weights=weights,
+                    parity_images=parity_images, overrides=overrides)
+    return {"path": str(result.path), "opset": opset, "height": result.info.height, "width": result.info.width,
+            "feature": result.info.feature, "flip": result.info.flip, "feat_dim": result.feat_dim,
+            "parity_images": result.parity.images, "max_abs_diff": result.parity.max_abs_diff}

@@ -1,0 +1,61 @@
+"""Format `onnx-int8`: onnxruntime static quantisation (QDQ) of the ONNX graph, calibrated on training images.
+
+Weights int8 per output channel, activations uint8 per tensor with ranges from MinMax calibration over
+`calibration_images` training images of the run's data set, taken evenly spaced over the sorted training
+list (so many identities and cameras, and the same images every time: the file is deterministic). The
+graph is first pre-processed (shape inference, Conv + BatchNorm folding) as onnxruntime recommends; the
+BNNeck's BatchNormalization stays float. Run by `OnnxModel`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from reidkit.export.common import INPUT_NAME, preprocess_images, require
+from reidkit.export.onnx_fp32 import set_info, write_onnx_model
+from reidkit.export.source import Source
+
+CALIBRATION_BATCH = 32
+
+
+def calibration_paths(train_samples: list, count: int) -> list[str]:
+    """`count` image paths evenly spaced over `train_samples` (all of them when there are fewer)."""
+    if count < 1:
+        raise ValueError(f"calibration_images must be >= 1, got {count}")
+    count = min(count, len(train_samples))
+    return [train_samples[i * len(train_samples) // count][0] for i in range(count)]
+
+
+def write(source: Source, out: Path, opset: int = 17, calibration_images: int = 128) -> None:
+    """Write the int8 ONNX file `out`."""
+    onnx = require("onnx", "ONNX export")
+    quantization = require("onnxruntime.quantization", "int8 quantisation")
+    from onnxruntime.quantization.registry import QDQRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    paths = calibration_paths(sorted(source.dataset.train), calibration_images)
+    images = preprocess_images(paths, source.info.height, source.info.width)
+
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(images), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.batches, None)
+            return None if start is None else {INPUT_NAME: images[start:start + CALIBRATION_BATCH]}
+
+    with tempfile.TemporaryDirectory() as folder:
+        float_graph, prepared = Path(folder) / "float.onnx", Path(folder) / "prepared.onnx"
+        write_onnx_model(source, float_graph, opset)
+        quant_pre_process(str(float_graph), str(prepared))
+        quantization.quantize_static(
+            str(prepared), str(out), Calibration(), quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+            op_types_to_quantize=[op for op in QDQRegistry if op != "BatchNormalization"])
+    graph = onnx.load(str(out))
+    set_info(graph, source.info)
+    onnx.save(graph, str(out))
