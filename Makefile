@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_rerank.py --market --msmt
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_export.py
 
 # Every recipe of configs/recipes/ on the synthetic set, same budget, seeds 0 and 1 (hours on 2 CPU cores;
 # resumable: finished runs are skipped). Writes runs/ablation/{results.json,table.md,ablation.png}.

@@ -149,7 +149,7 @@ def test_missing_packages_and_gpu_are_named(trained, tmp_path, monkeypatch):
         export(run, "openvino", tmp_path / "m.xml")
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installable here: the error path is what runs
     with pytest.raises(ReidkitError, match="need NVIDIA's tensorrt package and a CUDA GPU; tensorrt is not "
-                                           "installed: pip install tensorrt"):
+                                           r'installed: pip install "reidkit\[tensorrt\]"'):
         export(run, "tensorrt", tmp_path / "m.engine")
     monkeypatch.setitem(sys.modules, "tensorrt", type(sys)("tensorrt"))  # the package without a GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

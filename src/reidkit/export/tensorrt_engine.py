@@ -2,8 +2,8 @@
 ONNX graph, with an optimisation profile for batches 1 to `MAX_BATCH` (tuned for `OPT_BATCH`), and its
 metadata in a JSON file beside it (`model.json` for `model.engine`).
 
-Needs NVIDIA's `tensorrt` package (10.x: `pip install tensorrt`) and a CUDA GPU; an engine is specific to
-the GPU model and TensorRT version that built it. `TensorRtModel` runs it with CUDA buffers from PyTorch.
+Needs NVIDIA's `tensorrt` package (10.x: ``pip install "reidkit[tensorrt]"``) and a CUDA GPU; an engine is
+specific to the GPU model and TensorRT version that built it. `TensorRtModel` runs it with CUDA buffers from PyTorch.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def require_tensorrt():
         tensorrt = importlib.import_module("tensorrt")
     except ImportError as error:
         raise ReidkitError("TensorRT export and inference need NVIDIA's tensorrt package and a CUDA GPU; "
-                           "tensorrt is not installed: pip install tensorrt (on a machine with an NVIDIA GPU), "
-                           "or choose --format onnx / onnx-fp16 / openvino") from error
+                           'tensorrt is not installed: pip install "reidkit[tensorrt]" (on a machine with an NVIDIA '
+                           "GPU), or choose --format onnx / onnx-fp16 / openvino") from error
     if not torch.cuda.is_available():
         raise ReidkitError("TensorRT export and inference need a CUDA GPU, and none is visible here "
                            "(torch.cuda.is_available() is False); run on an NVIDIA GPU machine, or choose "
