@@ -140,11 +140,12 @@ def table(rows: list[dict]) -> str:
         if "skipped" in row:
             lines.append(f"| {row['format']} | not measured: {row['skipped'].split(';')[0]} |" + " |" * 11)
             continue
+        accuracy = ("reference | reference" if row is base else
+                    f"{row['max_diff']:.1e} | {row['min_cos']:.5f}")
         lines.append(
-            f"| {row['format']} | {row['size'] / 1e6:.1f} | {row['size'] / base['size']:.2f} | {row['batch1']:.0f} | "
-            f"{row['batch1'] / base['batch1']:.2f} | {row['batch64']:.0f} | {row['batch64'] / base['batch64']:.2f} | "
-            f"{row['max_diff']:.1e} | {row['min_cos']:.5f} | {row['rank1']:.2%} | "
-            f"{100 * (row['rank1'] - base['rank1']):+.2f} pt | {row['mAP']:.2%} | "
+            f"| {row['format']} | {row['size'] / 1e6:.1f} | {row['size'] / base['size']:.2f} | {row['batch1']:.1f} | "
+            f"{row['batch1'] / base['batch1']:.2f} | {row['batch64']:.1f} | {row['batch64'] / base['batch64']:.2f} | "
+            f"{accuracy} | {row['rank1']:.2%} | {100 * (row['rank1'] - base['rank1']):+.2f} pt | {row['mAP']:.2%} | "
             f"{100 * (row['mAP'] - base['mAP']):+.2f} pt |")
     return "\n".join(lines)
 
