@@ -101,7 +101,7 @@ def write_file(path: str | Path, write: Callable[[Path], object], durable: bool 
     except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-        if isinstance(error, _write_failures()):
+        if isinstance(error, write_failures()):
             raise write_error(path, error) from error
         raise
     return path
@@ -179,7 +179,7 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else "no message"
 
 
-def _write_failures() -> tuple[type[BaseException], ...]:
+def write_failures() -> tuple[type[BaseException], ...]:
     """Exception types a failed write raises: OSError, torch's RuntimeError, and safetensors' own error type
     when safetensors is loaded (only then can it be raised)."""
     safetensors = sys.modules.get("safetensors")

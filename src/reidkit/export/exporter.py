@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
+from reidkit.outputs import write_error
 from reidkit.export.common import ModelInfo
 from reidkit.export.formats import FORMATS, SUFFIXES
 from reidkit.export.parity import Parity, check_parity
@@ -66,22 +68,33 @@ def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17
     if calibration_images < 1:
         raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")
     source = prepare_source(run_dir, format, height, width, weights, parity_images, overrides)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writers = {"onnx": lambda: onnx_fp32.write(source, out, opset),
-               "onnx-fp16": lambda: onnx_fp16.write(source, out, opset),
-               "onnx-int8": lambda: onnx_int8.write(source, out, opset, calibration_images),
-               "openvino": lambda: openvino_ir.write(source, out, opset),
-               "tensorrt": lambda: tensorrt_engine.write(source, out, opset),
-               "torchscript": lambda: torchscript.write(source, out)}
-    files = [out, *({"openvino": [out.with_suffix(".bin")], "tensorrt": [tensorrt_engine.metadata_path(out)]}
-                    .get(format, []))]
-    try:  # nothing is left behind when the writer, the runtime or the parity check fails
-        writers[format]()
-        parity = check_parity(format, load_model(out)(source.images.numpy()), source.expected)
-    except BaseException:
-        for path in files:
-            path.unlink(missing_ok=True)
-        raise
+    writers = {"onnx": lambda path: onnx_fp32.write(source, path, opset),
+               "onnx-fp16": lambda path: onnx_fp16.write(source, path, opset),
+               "onnx-int8": lambda path: onnx_int8.write(source, path, opset, calibration_images),
+               "openvino": lambda path: openvino_ir.write(source, path, opset),
+               "tensorrt": lambda path: tensorrt_engine.write(source, path, opset),
+               "torchscript": lambda path: torchscript.write(source, path)}
+
+    def with_companions(path: Path) -> list[Path]:  # the file and the files that go with it
+        return [path, *({"openvino": [path.with_suffix(".bin")], "tensorrt": [tensorrt_engine.metadata_path(path)]}
+                        .get(format, []))]
+
+    # The files are written and checked in a staging folder beside `out` under their final names (runtimes
+    # read the suffix; OpenVINO's .xml names its .bin), then moved into place, the main file last: a failed
+    # writer, runtime or parity check leaves no file behind and an earlier export at `out` intact.
+    files = with_companions(out)
+    staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        staged = with_companions(staging / out.name)
+        writers[format](staged[0])
+        parity = check_parity(format, load_model(staged[0])(source.images.numpy()), source.expected)
+        for path, final in reversed(list(zip(staged, files))):
+            os.replace(path, final)
+    except OSError as error:  # a full disk, a size limit, a read-only folder (a converter's own errors pass)
+        raise write_error(out, error) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return Exported(out, source.info, parity, int(source.expected.shape[1]), files)
 
 
