@@ -203,10 +203,24 @@ def test_attribute_and_verification_heads_end_to_end(tiny_run, tmp_path):
     queries = sorted((root / "data" / "query").glob("*.jpg"))
     result = reidkit("verify", str(queries[0]), str(queries[1]), "--run", str(run))
     assert result.returncode == 0, result.stderr
-    probability = float(result.stdout.split("=")[1].split()[0])
-    assert 0 <= probability <= 1
-    refused = reidkit("verify", str(queries[0]), str(queries[1]), "--run", str(root / "run"))
-    assert refused.returncode == 2 and "no pair head" in refused.stderr
+    decision, pair_head = result.stdout.splitlines()
+    assert decision.startswith(("same person: cosine distance", "no match: cosine distance"))
+    probability = float(pair_head.split("=")[1].split()[0])
+    assert pair_head.startswith("P(same person)") and 0 <= probability <= 1
+
+
+def test_verify_decides_by_the_runs_open_set_threshold(tiny_run):
+    root, _ = tiny_run
+    run, image = root / "run", str(sorted((root / "data" / "query").glob("*.jpg"))[0])
+    threshold = json.loads((run / "metrics.json").read_text())["open_set"]["threshold"]
+    assert threshold > 0
+    same = reidkit("verify", image, image, "--run", str(run))  # distance 0 < the run's threshold
+    assert same.returncode == 0 and same.stdout.startswith("same person: cosine distance 0.0000 < "
+                                                           f"{threshold:.4f} (the run's threshold for FPR ≤ 0.001")
+    strict = reidkit("verify", image, image, "--run", str(run), "--threshold", "0")  # 0 < 0 is false
+    assert strict.returncode == 0 and strict.stdout.startswith("no match: cosine distance 0.0000 >= 0.0000")
+    other = reidkit("verify", image, image, "--run", str(run), "eval.metric=euclidean")
+    assert other.returncode == 2 and "is for cosine distances, not euclidean" in other.stderr
 
 
 def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
@@ -221,9 +235,14 @@ def test_index_and_search_find_the_true_match(tiny_run, tmp_path):
     # A gallery image searched against its own gallery comes back first, at distance ~0.
     result = reidkit("search", "--index", str(index_file), str(gallery[5]), "--topk", "3")
     assert result.returncode == 0, result.stderr
-    first = result.stdout.splitlines()[1].split()
-    assert first[0] == "1" and float(first[1]) < 1e-4 and first[-1] == str(gallery[5])
-    assert len(result.stdout.splitlines()) == 4
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("same person below cosine distance ") and "FPR ≤ 0.001 on test pairs" in lines[0]
+    assert lines[1] == f"query {gallery[5]}  → same person as #1"  # distance ~0: below any positive threshold
+    first = lines[2].split()
+    assert first[0] == "1" and float(first[1]) < 1e-4 and first[-2:] == [str(gallery[5]), "same"]
+    assert len(lines) == 5
+    strict = reidkit("search", "--index", str(index_file), str(gallery[5]), "--topk", "3", "--threshold", "-1")
+    assert strict.stdout.splitlines()[1].endswith("→ no match") and "same" not in strict.stdout.splitlines()[2]
     missing = reidkit("search", "--index", str(index_file), str(tmp_path / "nope.jpg"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     # An index built with a relative --run is searchable from any folder; a changed model is refused.

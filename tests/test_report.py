@@ -16,7 +16,8 @@ from reidkit.viz.report import write_report
 from test_ranked_lists import brute_force, brute_force_cameras
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "camera-pairs", "ranked", "worst", "embedding"}
+RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "open-set", "camera-pairs", "ranked", "worst",
+                "embedding"}
 
 
 class ReportParser(HTMLParser):
@@ -94,8 +95,8 @@ def test_every_section_and_image_is_embedded(report):
     run, parsed = report
     assert (run / "report.html").is_file()
     assert RUN_SECTIONS <= set(parsed.sections) and "attributes" not in parsed.sections
-    # CMC + training curves + 3 sample queries + 3 worst queries + PCA scatter
-    assert len(parsed.images) == 9
+    # CMC + training curves + ROC + distance histograms + 3 sample queries + 3 worst queries + PCA scatter
+    assert len(parsed.images) == 11
     assert all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in parsed.images)
     assert parsed.external == []
 
@@ -108,6 +109,15 @@ def test_metrics_table_equals_metrics_and_baselines_json(report):
     assert parsed.cells["this run"] == {key: metrics[key] for key in keys}
     for name, values in baselines.items():
         assert parsed.cells[f"baseline: {name.replace('_', ' ')}"] == {key: values[key] for key in keys}
+
+
+def test_open_set_table_equals_metrics_json(report):
+    run, parsed = report
+    figures = json.loads((run / "metrics.json").read_text())["open_set"]
+    assert parsed.cells["EER"] == {"": figures["eer"]}
+    assert parsed.cells["threshold for FPR ≤ 0.001"] == {"": figures["threshold"]}
+    for fpr, tpr in figures["tpr_at_fpr"].items():
+        assert parsed.cells[f"TPR at FPR {float(fpr):g}"] == {"": tpr}
 
 
 def test_trainer_arguments_are_used_without_reloading_the_model(run, tmp_path, monkeypatch):
@@ -123,7 +133,7 @@ def test_trainer_arguments_are_used_without_reloading_the_model(run, tmp_path, m
     path = write_report(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
                         gallery_features=features, out_path=tmp_path / "given.html", num_ranked=2, num_worst=1)
     parsed = parse(path)
-    assert RUN_SECTIONS <= set(parsed.sections) and len(parsed.images) == 2 + 2 + 1 + 1
+    assert RUN_SECTIONS <= set(parsed.sections) and len(parsed.images) == 2 + 2 + 2 + 1 + 1
     assert parsed.cells["this run"]["mAP"] == json.loads((run / "metrics.json").read_text())["mAP"]
     table = brute_force_cameras(distmat, *labels(dataset), junk="market")
     for camera, rates in zip(table["query_cameras"], table["rank1"]):
@@ -154,9 +164,10 @@ def test_attributes_and_a_missing_data_set(run, tmp_path):
                      {"attribute_accuracy": accuracy})
     path = write_report(other)
     parsed = parse(path)
-    assert {"config", "dataset", "metrics", "cmc", "training", "attributes"} == set(parsed.sections)
+    # the open-set section is drawn from metrics.json alone, so it stays
+    assert {"config", "dataset", "metrics", "cmc", "training", "open-set", "attributes"} == set(parsed.sections)
     assert parsed.cells["gender"] == {"": 0.75} and parsed.cells["backpack"] == {"": 0.5}
-    assert len(parsed.images) == 2 and "data set not available" in path.read_text()
+    assert len(parsed.images) == 4 and "data set not available" in path.read_text()
 
 
 def test_compare_runs(run, tmp_path):

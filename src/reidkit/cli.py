@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -190,16 +191,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
     from reidkit.engine.features import image_outputs
+    from reidkit.engine.runs import run_threshold
+    from reidkit.losses.distances import pairwise_distance
 
     config, device, model = _open_run(args)
-    if model.pair_head is None:
-        raise ReidkitError(f"{args.weights or args.run} has no pair head; use a run trained with "
-                           f"loss.verification.weight > 0 (and its weights) for verify")
-    key = config.loss.verification.feature
-    features = image_outputs(model, [args.image_a, args.image_b], config, device, (key,))[key].to(device)
-    with torch.no_grad():
-        probability = float(model.verify(features[:1], features[1:]))
-    print(f"P(same person) = {probability:.4f}  ({'same' if probability >= 0.5 else 'different'})")
+    key, metric = config.eval.feature, config.eval.metric
+    try:
+        threshold, source = run_threshold(args.run, metric, args.threshold)
+    except ReidkitError:
+        if model.pair_head is None:
+            raise
+        threshold, source = None, ""  # the pair head decides alone
+    keys = tuple(dict.fromkeys((key, config.loss.verification.feature) if model.pair_head is not None else (key,)))
+    outputs = image_outputs(model, [args.image_a, args.image_b], config, device, keys)
+    distance = float(pairwise_distance(outputs[key][:1], outputs[key][1:], metric)[0, 0])
+    if threshold is not None:
+        same = distance < threshold
+        print(f"{'same person' if same else 'no match'}: {metric} distance {distance:.4f} "
+              f"{'<' if same else '>='} {threshold:.4f} ({source})")
+    if model.pair_head is not None:
+        pair = outputs[config.loss.verification.feature].to(device)
+        with torch.no_grad():
+            probability = float(model.verify(pair[:1], pair[1:]))
+        print(f"P(same person) = {probability:.4f}  ({'same' if probability >= 0.5 else 'different'}, pair head)")
     return 0
 
 
@@ -219,17 +233,38 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.engine.indexing import search_images
+    from reidkit.engine.runs import run_threshold
     from reidkit.retrieval import GalleryIndex
 
     index = GalleryIndex.load(args.index)
     result = search_images(index, args.images, topk=args.topk)
+    try:
+        threshold, source = run_threshold(index.run_dir, index.metric, args.threshold)
+    except ReidkitError as error:  # results without a decision
+        threshold, source = None, str(error)
+    print(f"same person below {index.metric} distance {threshold:.4f} ({source})" if threshold is not None
+          else f"no same-person decision: {source}")
     for query, indices, distances in zip(args.images, result.indices, result.distances):
-        print(f"query {query}")
+        decision = "" if threshold is None else \
+            "  → same person as #1" if distances[0] < threshold else "  → no match"
+        print(f"query {query}{decision}")
         for rank, (item, distance) in enumerate(zip(indices, distances), start=1):
             if item >= 0:
                 camera = index.camids[item] + 1 if index.camids[item] >= 0 else "?"
-                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  {index.paths[item]}")
+                same = "  same" if threshold is not None and distance < threshold else ""
+                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  {index.paths[item]}{same}")
     return 0
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+finite_float.__name__ = "number"
 
 
 def int_in(low: int, high: int | None = None):
@@ -292,11 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(.onnx, .xml, .engine, .pt): extract with its runtime, no PyTorch model")
     extract.set_defaults(func=cmd_extract)
 
-    verify = commands.add_parser("verify", parents=[quiet], help="probability that two images show the same person (pair head)")
+    verify = commands.add_parser("verify", parents=[quiet], help="whether two images show the same person: their "
+                                 "distance against the run's open-set threshold (and the pair head's probability)")
     verify.add_argument("image_a", help="first image file")
     verify.add_argument("image_b", help="second image file")
-    verify.add_argument("--run", required=True, help="run trained with loss.verification.weight > 0")
+    verify.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     verify.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
+    verify.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the run's "
+                        "threshold for eval.open_set_fpr, in metrics.json)")
     verify.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     verify.set_defaults(func=cmd_verify)
 
@@ -313,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, help="file written by `reidkit index`")
     search.add_argument("images", nargs="+", help="query image files")
     search.add_argument("--topk", type=int_in(1), default=10, help="results per query (default 10)")
+    search.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the "
+                        "threshold of the index's run for eval.open_set_fpr, in metrics.json)")
     search.set_defaults(func=cmd_search)
 
     report = commands.add_parser("report", parents=[quiet], help="write a self-contained HTML report of a run, or compare runs")

@@ -39,6 +39,9 @@ class DataConfig:
     # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
     attributes: str = ""
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
+    # Training identities held out of training (those with the highest pids) as a validation split; its
+    # pairs calibrate the open-set threshold when eval.open_set_pairs=holdout. 0: none.
+    holdout_identities: int = 0
     # Training images decoded once to uint8 at the training size and augmented a batch at a time where they
     # are kept: "device" (the training GPU), "memory" (host), "none" (PIL in `workers` processes, each epoch);
     # "auto" picks device, then memory, when the images take at most a quarter of the free memory.
@@ -62,6 +65,7 @@ class DataConfig:
             ("flip_prob", 0.0 <= self.flip_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
             ("pad", self.pad >= 0, "use 0 or more pixels (0 disables it)"),
             ("erasing_prob", 0.0 <= self.erasing_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
+            ("holdout_identities", self.holdout_identities >= 0, "use 0 (none) or more identities"),
         ])
         if self.dataset == "synthetic":  # the synthetic_* keys are read only for the synthetic set
             refuse_bad("data", self, [
@@ -194,6 +198,11 @@ class EvalConfig:
     query_expansion: Literal["none", "average", "alpha"] = "none"
     qe_top_k: int = 5
     qe_alpha: float = 3.0
+    # Open-set matching (metrics "open_set"): the distance threshold is the one whose false positive rate on
+    # impostor pairs is at most open_set_fpr; the pairs are the test split's query × gallery pairs ("test") or
+    # the pairs of the identities held out of training ("holdout", needs data.holdout_identities >= 2).
+    open_set_fpr: float = 1e-3
+    open_set_pairs: Literal["test", "holdout"] = "test"
 
     def __post_init__(self) -> None:
         refuse_bad("eval", self, [
@@ -201,6 +210,7 @@ class EvalConfig:
             ("max_rank", self.max_rank >= 1, "use 1 or more (the length of the CMC curve)"),
             ("ranked_queries", self.ranked_queries >= 0, "use 0 (none) or more"),
             ("verify_topk", self.verify_topk >= 0, "use 0 (off) or more"),
+            ("open_set_fpr", 0.0 < self.open_set_fpr < 1.0, "use a false positive rate in (0, 1), e.g. 0.001"),
         ])
         if self.single_shot_repeats < 1:
             raise ConfigError(f"eval.single_shot_repeats: {self.single_shot_repeats} is not allowed; use 1 or more")
@@ -233,6 +243,10 @@ class Config:
         if self.eval.verify_topk > 0 and not self.loss.verification.weight > 0:
             raise ConfigError(f"eval.verify_topk={self.eval.verify_topk} needs a pair head, which only "
                               "loss.verification trains; set loss.verification.weight > 0 or eval.verify_topk=0")
+        if self.eval.open_set_pairs == "holdout" and self.data.holdout_identities < 2:
+            raise ConfigError(f"eval.open_set_pairs=holdout needs identities held out of training, but "
+                              f"data.holdout_identities={self.data.holdout_identities}; set data.holdout_identities "
+                              "to 2 or more (e.g. 10% of the training identities) or eval.open_set_pairs=test")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

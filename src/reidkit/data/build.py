@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,8 +19,31 @@ def build_dataset(data_config, progress: bool = True) -> ReidDataset:
     `synthetic_identities`, `synthetic_cameras` and `synthetic_seed`; it is then read by the Market-1501
     loader, since it is written in that layout. A set generated with other identities, cameras or seed
     is refused rather than silently reused. For "cuhk03", `cuhk03_variant`, `cuhk03_protocol` and
-    `cuhk03_split` pick the boxes, protocol and split.
+    `cuhk03_split` pick the boxes, protocol and split. With `holdout_identities` > 0, that many training
+    identities move to `dataset.holdout` (`hold_out_identities`).
     """
+    return hold_out_identities(_load(data_config, progress), data_config.holdout_identities)
+
+
+def hold_out_identities(dataset: ReidDataset, count: int) -> ReidDataset:
+    """`dataset` with its `count` training identities of highest pid moved from `train` to `holdout` (raw
+    pids); the remaining labels stay 0..C−count−1, unchanged.
+
+    Raises:
+        DatasetError: fewer than 2 identities would remain for training.
+    """
+    if count == 0:
+        return dataset
+    kept = dataset.num_train_pids - count
+    if kept < 2:
+        raise DatasetError(f"data.holdout_identities={count} leaves {kept} of the {dataset.num_train_pids} training "
+                           "identities for training; hold out fewer (2 or more must remain)")
+    holdout = [(path, dataset.train_raw_pids[label], camid) for path, label, camid in dataset.train if label >= kept]
+    return dataclasses.replace(dataset, train=[s for s in dataset.train if s[1] < kept],
+                               train_raw_pids=dataset.train_raw_pids[:kept], holdout=holdout)
+
+
+def _load(data_config, progress: bool) -> ReidDataset:
     if data_config.dataset == "cuhk03":
         return load_cuhk03(data_config.root, variant=data_config.cuhk03_variant,
                            protocol=data_config.cuhk03_protocol, split=data_config.cuhk03_split)

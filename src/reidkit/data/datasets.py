@@ -16,7 +16,7 @@ import csv
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidkit.errors import DatasetError
@@ -40,6 +40,7 @@ class ReidDataset:
         query: query samples with raw pids.
         gallery: gallery samples with raw pids (junk dropped, distractors kept).
         train_raw_pids: raw pid of each train label (index = label), e.g. to look up attributes.
+        holdout: training identities held out of training (`hold_out_identities`), raw pids; empty by default.
     """
 
     name: str
@@ -48,6 +49,7 @@ class ReidDataset:
     query: list[Sample]
     gallery: list[Sample]
     train_raw_pids: list[int]
+    holdout: list[Sample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         labels = {pid for _, pid, _ in self.train}

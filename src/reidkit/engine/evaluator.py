@@ -19,6 +19,7 @@ from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ReidkitError
 from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.features_eval import evaluate_features
+from reidkit.metrics.open_set import open_set_features, open_set_within
 from reidkit.metrics.query_expansion import alpha_query_expansion
 from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.ranked_lists import RankedLists, nearest, rank_features
@@ -137,6 +138,8 @@ def eval_record(metrics: dict) -> dict:
                         ("query_expanded", "query_expanded")):
         if key in metrics:
             record.update({f"{prefix}_{k}": metrics[key][k] for k in ("rank1", "mAP", "mINP")})
+    if "open_set" in metrics:
+        record.update({f"open_set_{k}": metrics["open_set"][k] for k in ("eer", "threshold", "tpr_at_threshold")})
     return record
 
 
@@ -156,7 +159,39 @@ def describe_metrics(metrics: dict) -> str:
     if metrics.get("attribute_accuracy"):
         accuracy = metrics["attribute_accuracy"]
         text += f"  | mean attribute accuracy {sum(accuracy.values()) / len(accuracy):.2%}"
+    if "open_set" in metrics:
+        text += f"  | {describe_open_set(metrics['open_set'])}"
     return text
+
+
+def describe_open_set(figures: dict) -> str:
+    """One line of open-set figures: EER, and the threshold with its TPR at the target FPR."""
+    return (f"open set ({figures['pairs']} pairs): EER {figures['eer']:.2%}, same person below distance "
+            f"{figures['threshold']:.4f}: TPR {figures['tpr_at_threshold']:.2%} at FPR "
+            f"{figures['fpr_at_threshold']:.2%} (≤ {figures['target_fpr']:g})")
+
+
+def open_set_figures(eval_config, query_features: torch.Tensor, gallery_features: torch.Tensor,
+                     dataset: ReidDataset, holdout_features: torch.Tensor | None = None) -> dict:
+    """The `open_set` metrics (`reidkit.metrics.open_set`) of the query × gallery pairs, or of the pairs of the
+    held-out identities' features with eval.open_set_pairs=holdout; "pairs" and "metric" say which. Computed
+    block by block from the features: no [Q, G] matrix.
+
+    Raises:
+        ReidkitError: no genuine or no impostor pair (e.g. one image per held-out identity).
+    """
+    fpr, junk, metric = eval_config.open_set_fpr, eval_config.junk, eval_config.metric
+    try:
+        if eval_config.open_set_pairs == "holdout":
+            figures = open_set_within(holdout_features, [s[1] for s in dataset.holdout],
+                                      [s[2] for s in dataset.holdout], metric, junk, fpr)
+        else:
+            figures = open_set_features(query_features, gallery_features,
+                                        *_labels(dataset.query, dataset.gallery, order="qgqg"), metric, junk, fpr)
+    except ValueError as error:
+        raise ReidkitError(f"cannot compute the open-set threshold from the {eval_config.open_set_pairs} pairs: "
+                           f"{error}") from error
+    return {"pairs": eval_config.open_set_pairs, "metric": eval_config.metric, **figures}
 
 
 def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[Sample], max_rank: int = 50,
@@ -258,7 +293,8 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     holds `reranked`: the metrics of the k-reciprocal re-ranked distances (`re_ranking_features`); with
     `eval_config.query_expansion` other than "none", `query_expanded`: those of the expanded features. With
     `attributes` and a model with attribute heads, it holds `attribute_accuracy` per attribute on the
-    gallery identities.
+    gallery identities. It always holds `open_set` (`open_set_figures`): ROC, EER, TPR@FPR and the distance
+    threshold for `eval_config.open_set_fpr`.
     """
     if eval_config.verify_topk > 0 and getattr(model, "pair_head", None) is None:
         raise ReidkitError(f"eval.verify_topk={eval_config.verify_topk} needs a pair head: this run was trained "
@@ -269,7 +305,9 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
     rescore = eval_config.verify_topk > 0
     keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
     outputs = []
-    for samples, images in zip((dataset.query, dataset.gallery), cached or (None, None)):
+    holdout = eval_config.open_set_pairs == "holdout"  # the held-out identities are extracted too
+    for samples, images in zip((dataset.query, dataset.gallery, *([dataset.holdout] if holdout else [])),
+                               (*(cached or (None, None)), None)):
         start, stop = len(samples) * rank() // world_size(), len(samples) * (rank() + 1) // world_size()
         if images is not None:
             if len(images) != len(samples):
@@ -299,6 +337,8 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
             metrics["verification_rescored"] = evaluate_distances(adjust(0, distmat).numpy(), dataset.query,
                                                                   dataset.gallery, config.max_rank, config.junk,
                                                                   protocol, config.single_shot_repeats)
+    metrics["open_set"] = open_set_figures(config, query, gallery, dataset,
+                                           outputs[2][config.feature] if holdout else None)
     if attributes and getattr(model, "attribute_heads", None) is not None:
         metrics["attribute_accuracy"] = attribute_accuracy(model, dataset.gallery, attributes, transform,
                                                            config.batch_size, workers, device)

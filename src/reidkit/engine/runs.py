@@ -13,6 +13,9 @@ from reidkit.errors import ReidkitError
 from reidkit.models.reid import ReidModel, build_model, model_kwargs
 
 
+OPEN_SET_NUMBERS = ("threshold", "target_fpr", "eer")  # the open-set figures a decision reads
+
+
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The `config.yaml` of `run_dir` with ``key=value`` overrides applied (e.g. eval.flip=true).
 
@@ -108,17 +111,41 @@ def read_run_metrics(run_dir: str | Path) -> dict:
                  if key in ("rank1", "rank5", "rank10", "mAP", "mINP") and not _is_number(value)]
     if "cmc" in metrics and not (isinstance(metrics["cmc"], list) and all(map(_is_number, metrics["cmc"]))):
         problems.append('"cmc" is not a list of numbers')
-    for key in ("attribute_accuracy", "verification_rescored", "reranked", "query_expanded"):
+    for key in ("attribute_accuracy", "verification_rescored", "reranked", "query_expanded", "open_set"):
         if key in metrics and not isinstance(metrics[key], dict):
             problems.append(f'"{key}" is not an object')
     accuracy = metrics.get("attribute_accuracy")
     if isinstance(accuracy, dict) and not all(map(_is_number, accuracy.values())):
         problems.append('"attribute_accuracy" holds a value that is not a number')
+    open_set = metrics.get("open_set")
+    if isinstance(open_set, dict) and not all(_is_number(open_set.get(key)) for key in OPEN_SET_NUMBERS):
+        problems.append(f'"open_set" lacks one of the numbers {", ".join(OPEN_SET_NUMBERS)}')
     if not isinstance(metrics.get("protocol", ""), str):
         problems.append('"protocol" is not a string')
     if problems:
         raise ReidkitError(f"{path} is damaged: {'; '.join(problems[:3])}; {fix}")
     return metrics
+
+
+def run_threshold(run_dir: str | Path, metric: str, override: float | None = None) -> tuple[float, str]:
+    """The distance below which two images are the same person, for distances of `metric`, and where it
+    comes from: `override` when given, else the run's open-set threshold (metrics.json "open_set").
+
+    Raises:
+        ReidkitError: no override and the run has no open-set figures (evaluated before they existed), or
+            they are for another metric.
+    """
+    if override is not None:
+        return override, "given threshold"
+    figures = read_run_metrics(run_dir).get("open_set")
+    if figures is None:
+        raise ReidkitError(f"{run_dir} has no open-set threshold in metrics.json (evaluated before reidkit computed "
+                           f"one); run `reidkit eval --run {run_dir} --out {run_dir}` or pass --threshold")
+    if figures.get("metric") != metric:
+        raise ReidkitError(f"the open-set threshold of {run_dir} is for {figures.get('metric')} distances, not "
+                           f"{metric}; use eval.metric={figures.get('metric')} or pass --threshold")
+    return float(figures["threshold"]), (f"the run's threshold for FPR ≤ {figures['target_fpr']:g} on "
+                                         f"{figures['pairs']} pairs")
 
 
 def read_json_object(path: Path, fix: str) -> dict:

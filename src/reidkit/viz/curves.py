@@ -1,4 +1,5 @@
-"""Curves of a run: the CMC curve of an evaluation and the training curves of ``metrics.jsonl``.
+"""Curves of a run: the CMC curve of an evaluation, the training curves of ``metrics.jsonl``, and the open-set
+ROC curve and pair-distance histograms (drawn from the ``open_set`` entry of metrics.json alone).
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot, no global
 backend change, nothing left open); matplotlib is imported inside the functions.
@@ -101,6 +102,50 @@ def plot_training_curves(records: list[dict], path: str | Path) -> Path:
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_roc(figures: dict, path: str | Path) -> Path:
+    """Save the ROC curve (TPR against FPR, log axis) of `figures` as a PNG, marking the threshold's point
+    and the EER.
+
+    Args:
+        figures: the `open_set` dict of metrics.json (`roc`, `eer`, `fpr_at_threshold`, ...).
+        path: PNG file to write.
+    """
+    roc = figures["roc"]
+    floor = 0.5 / figures["num_impostor"]  # FPR 0 drawn at half the smallest non-zero FPR
+    fpr = np.maximum(np.asarray(roc["fpr"], np.float64), floor)
+    figure, axes = _figure(1, 1, (6.0, 4.5))
+    axes.step(fpr, 100 * np.asarray(roc["tpr"]), where="post", label="ROC")
+    point = (max(figures["fpr_at_threshold"], floor), 100 * figures["tpr_at_threshold"])
+    axes.scatter(*point, color="black", zorder=3,
+                 label=f"threshold {figures['threshold']:.4f} (FPR ≤ {figures['target_fpr']:g})")
+    eer = figures["eer"]
+    axes.scatter([max(eer, floor)], [100 * (1 - eer)], marker="x", color="tab:red", zorder=3,
+                 label=f"EER {100 * eer:.2f}%")
+    axes.set(xscale="log", xlabel="false positive rate (impostor pairs accepted)",
+             ylabel="true positive rate (%)", title=f"ROC, {figures['pairs']} pairs", xlim=(floor, 1.0),
+             ylim=(0, 101))
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_distance_histograms(figures: dict, path: str | Path) -> Path:
+    """Save the histograms of same- and different-identity pair distances (each normalised to its own
+    count) with the threshold as a vertical line."""
+    histogram = figures["histogram"]
+    edges = np.asarray(histogram["edges"])
+    figure, axes = _figure(1, 1, (6.0, 4.0))
+    for key, label, colour in (("same", "same identity", "tab:green"), ("different", "different identities",
+                                                                          "tab:red")):
+        counts = np.asarray(histogram[key], np.float64)
+        axes.stairs(counts / max(counts.sum(), 1), edges, fill=True, alpha=0.45, color=colour,
+                    label=f"{label} ({int(counts.sum())} pairs)")
+    axes.axvline(figures["threshold"], color="black", linestyle="--", label=f"threshold {figures['threshold']:.4f}")
+    axes.set(xlabel=f"{figures['metric']} distance", ylabel="share of pairs", title="Pair distances")
+    axes.legend(loc="upper right")
     return _save(figure, path)
 
 

@@ -99,6 +99,8 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
             ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
             ("training", "Training curves", _training_section(records, Path(scratch))),
         ]
+        if metrics.get("open_set"):
+            sections.append(("open-set", "Open-set matching", _open_set_section(metrics["open_set"], Path(scratch))))
         if metrics.get("attribute_accuracy"):
             sections.append(("attributes", "Attribute accuracy", _attribute_section(metrics["attribute_accuracy"])))
         if dataset is not None and ranked is not None:
@@ -214,6 +216,23 @@ def _training_section(records: list[dict], scratch: Path) -> str:
         return "<p class='note'>no metrics.jsonl records.</p>"
     return _image(plot_training_curves(records, scratch / "training.png"),
                   "each loss term and the learning rate per step; evaluation per epoch")
+
+
+def _open_set_section(figures: dict, scratch: Path) -> str:
+    from reidkit.viz.curves import plot_distance_histograms, plot_roc
+
+    rows = [("EER", _percent(figures["eer"], title=f"threshold {figures['eer_threshold']:.6g}"))]
+    rows += [(f"TPR at FPR {float(fpr):g}", _percent(tpr)) for fpr, tpr in figures["tpr_at_fpr"].items()]
+    rows.append((f"threshold for FPR ≤ {figures['target_fpr']:g}",
+                 f"<td data-value='{figures['threshold']!r}'>{figures['threshold']:.4f} (TPR "
+                 f"{figures['tpr_at_threshold']:.2%}, FPR {figures['fpr_at_threshold']:.4%})</td>"))
+    text = (f"<p>{figures['num_genuine']} same-identity and {figures['num_impostor']} different-identity "
+            f"{html.escape(figures['pairs'])} pairs, {html.escape(figures['metric'])} distance; "
+            "same person when the distance is below the threshold.</p>")
+    return (text + _table("open-set-table", ["figure", "value"], rows)
+            + _image(plot_roc(figures, scratch / "roc.png"), "ROC curve (log FPR axis)")
+            + _image(plot_distance_histograms(figures, scratch / "distances.png"),
+                     "distances of same- and different-identity pairs"))
 
 
 def _attribute_section(accuracy: dict[str, float]) -> str:
