@@ -171,3 +171,34 @@ def test_non_finite_model_outputs_are_refused_with_the_fix():
     loader[1]["images"][1] = float("nan")  # the fourth image: named by its place in the split
     with pytest.raises(ReidkitError, match="'features' outputs, first for image 3 of the split"):
         extract_outputs(model, loader, ("features",), progress=False)
+
+
+def test_open_set_figures_in_evaluate_model_from_held_out_pairs(tmp_path):
+    """eval.open_set_pairs=holdout: `open_set` from the pairs of the held-out identities' images (counted here by
+    hand); the test pairs' figures are those of `open_set_scores` on the returned distances."""
+    from reidkit.config import load_config
+    from reidkit.data.build import build_dataset
+    from reidkit.engine.evaluator import evaluate_model, open_set_figures
+    from reidkit.losses.distances import pairwise_distance
+    from reidkit.metrics.open_set import open_set_scores
+    from reidkit.models.reid import build_model, model_kwargs
+
+    config = load_config(TINY, [f"data.root={tmp_path / 'data'}", "data.synthetic_identities=8",
+                                "data.holdout_identities=2", "eval.open_set_pairs=holdout", "eval.open_set_fpr=0.05"])
+    dataset = build_dataset(config.data, progress=False)
+    torch.manual_seed(0)
+    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
+    evaluation = evaluate_model(model, dataset, config.eval, 32, 16, progress=False, protocol="all_gallery")
+    figures = evaluation.metrics["open_set"]
+    assert (figures["pairs"], figures["metric"], figures["target_fpr"]) == ("holdout", "cosine", 0.05)
+    held = dataset.holdout
+    assert dataset.num_train_pids == 2 and len({pid for _, pid, _ in held}) == 2
+    same = sum(a[1] == b[1] and a[2] != b[2] for i, a in enumerate(held) for b in held[i + 1:])
+    other = sum(a[1] != b[1] for i, a in enumerate(held) for b in held[i + 1:])
+    assert (figures["num_genuine"], figures["num_impostor"]) == (same, other)
+    config.eval.open_set_pairs = "test"  # the test pairs: the figures of the [Q, G] distances
+    labels = [[s[i] for s in split] for i in (1, 2) for split in (dataset.query, dataset.gallery)]
+    distances = pairwise_distance(evaluation.query_features, evaluation.gallery_features, "cosine")
+    expected = open_set_scores(distances, *labels[:2], *labels[2:], target_fpr=0.05)
+    figures = open_set_figures(config.eval, evaluation.query_features, evaluation.gallery_features, dataset)
+    assert figures == {"pairs": "test", "metric": "cosine", **expected}

@@ -25,7 +25,8 @@ def one_query(genuine, impostor, target_fpr):
 def test_hand_made_scores():
     result = one_query(GENUINE, IMPOSTOR, target_fpr=0.1)
     assert (result["num_genuine"], result["num_impostor"]) == (4, 10)
-    # accept ≤ 0.1: (FPR 0, FNR .75); ≤ 0.2: (0, .5); ≤ 0.3: (.1, .25); ≤ 0.6: (.3, 0) → EER .25 just above 0.3
+    # accept ≤ 0.1: (FPR 0, FNR .75); ≤ 0.2: (0, .5); ≤ 0.3: (.1, .25); ≤ 0.6: (.3, 0)
+    # → EER .25 just above 0.3
     assert result["eer"] == pytest.approx(0.25)
     assert result["eer_threshold"] == pytest.approx(0.3) and result["eer_threshold"] > np.float32(0.3)
     # FPR 0.1: one impostor may pass → the 2nd smallest impostor, 0.4; accepted: 0.25 (FPR .1), 3 of 4 genuine
