@@ -368,3 +368,19 @@ def test_corrupt_faiss_blob(faiss, tmp_path):
 
 def test_every_backend_is_tested():
     assert set(BACKENDS) == {"exact", *FAISS_BACKENDS}
+
+
+def test_extended_index_equals_one_built_on_all_items(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    features, extra = torch.randn(30, 6, generator=generator), torch.randn(4, 6, generator=generator)
+    index = GalleryIndex(features, list(range(30)), [0] * 30, [f"g/{i}.jpg" for i in range(30)], "euclidean",
+                         run_dir="run", model_digest="d" * 64, image_roots=["/data/g"])
+    extended = index.extended(extra, [7, 8, 9, 10], [1, 1, 1, 1], [f"a/{i}.jpg" for i in range(4)], "/data/a")
+    whole = GalleryIndex(torch.cat([features, extra]), list(range(30)) + [7, 8, 9, 10], [0] * 30 + [1] * 4,
+                         index.paths + [f"a/{i}.jpg" for i in range(4)], "euclidean")
+    queries = torch.randn(5, 6, generator=generator)
+    assert np.array_equal(extended.search(queries, 8).indices, whole.search(queries, 8).indices)
+    assert len(index) == 30 and extended.paths[-1] == "a/3.jpg"  # the original is unchanged
+    extended.save(tmp_path / "x.safetensors")
+    loaded = GalleryIndex.load(tmp_path / "x.safetensors")
+    assert (loaded.image_roots, loaded.model_digest, loaded.run_dir) == (["/data/g", "/data/a"], "d" * 64, "run")

@@ -1,7 +1,12 @@
 """The search service with FastAPI's TestClient: results, query picks, upload limits, no file access."""
 
+import asyncio
 import io
+import json
+import os
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,8 @@ from reidkit.retrieval import GalleryIndex  # noqa: E402
 from reidkit.serve.app import create_app, decode_upload  # noqa: E402
 
 TOPK = 5
-RESULT_KEYS = {"rank", "index", "path", "image_url", "pid", "camid", "distance"}
+RESULT_KEYS = {"rank", "index", "path", "image_url", "pid", "camid", "distance", "same_person"}
+THRESHOLD = 0.02  # the run's open-set threshold written by the fixture
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,14 @@ def service(tmp_path_factory):
     """(run folder, index file, query feature file, query samples) of an untrained tiny model."""
     root = tmp_path_factory.mktemp("serve")
     run, _, _, dataset = build_untrained_run(root)
+    write_open_set_metrics(run, THRESHOLD)
     return run, root / "index.safetensors", root / "query.safetensors", dataset.query
+
+
+def write_open_set_metrics(run: Path, threshold: float) -> None:
+    """A metrics.json with the open-set figures a decision reads (as `reidkit eval` writes them)."""
+    figures = {"pairs": "test", "metric": "cosine", "threshold": threshold, "target_fpr": 0.001, "eer": 0.25}
+    (run / "metrics.json").write_text(json.dumps({"rank1": 0.5, "mAP": 0.4, "mINP": 0.3, "open_set": figures}))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +81,8 @@ def test_page_is_self_contained(client):
     response = client.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
-    for marker in ('id="upload-form"', 'id="queries"', 'id="results"', "fetch(\"/search\""):
+    for marker in ('id="upload-form"', 'id="queries"', 'id="results"', 'id="decision"', 'post("/search"',
+                   'post("/search/batch"', 'post("/gallery"', 'fetch("/health")'):
         assert marker in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
     info = client.get("/info").json()
@@ -201,3 +215,319 @@ def test_a_missing_extra_is_named(service, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(ReidkitError, match=r"reidkit\[serve\]"):
         create_app(service[1])
+
+
+# --- decisions, health, batch search, gallery additions (issue 16) -------------------------------------------
+
+def test_decisions_follow_the_runs_threshold_or_the_query_parameter(client):
+    answer = client.post("/search", json={"query_index": 3}).json()
+    decision, results = answer["decision"], answer["results"]
+    assert decision["threshold"] == THRESHOLD and "FPR ≤ 0.001 on test pairs" in decision["source"]
+    assert [r["same_person"] for r in results] == [r["distance"] < THRESHOLD for r in results]
+    assert decision["same_person"] == (results[0]["distance"] < THRESHOLD)
+    everyone = client.post("/search?threshold=10", json={"query_index": 3}).json()
+    assert everyone["decision"] == {"same_person": True, "threshold": 10.0, "source": "given threshold",
+                                    "nearest_distance": results[0]["distance"]}
+    assert all(r["same_person"] for r in everyone["results"])
+    nobody = client.post("/search?threshold=-1", json={"query_index": 3}).json()
+    assert nobody["decision"]["same_person"] is False and not any(r["same_person"] for r in nobody["results"])
+    for bad in ("abc", "nan", "inf"):
+        refused = client.post(f"/search?threshold={bad}", json={"query_index": 3})
+        assert refused.status_code == 400 and "finite number" in refused.json()["detail"]
+    info = client.get("/info").json()
+    assert info["threshold"] == THRESHOLD and info["max_batch"] == 8 and info["can_add"] is False
+
+
+def test_health(service, client):
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "gallery_size": len(GalleryIndex.load(service[1])), "uploads_in_progress": 0,
+                      "uploads_waiting": 0, "model_digest": ""}
+
+
+def test_batch_search_answers_each_file_as_a_single_search(service, client):
+    _, _, _, query = service
+    files = [("images", (Path(query[i][0]).name, Path(query[i][0]).read_bytes(), "image/jpeg")) for i in (3, 5, 7)]
+    answers = client.post("/search/batch", files=files).json()["answers"]
+    assert [a["query"]["name"] for a in answers] == [Path(query[i][0]).name for i in (3, 5, 7)]
+    for i, answer in zip((3, 5, 7), answers):
+        single = upload(client, Path(query[i][0]).read_bytes()).json()
+        check_results(answer["results"])
+        assert [r["index"] for r in answer["results"]] == [r["index"] for r in single["results"]]
+        np.testing.assert_allclose([r["distance"] for r in answer["results"]],
+                                   [r["distance"] for r in single["results"]], atol=1e-5)
+        assert answer["decision"]["same_person"] == single["decision"]["same_person"]
+    broken = files[:1] + [("images", ("bad.jpg", b"not a jpeg", "image/jpeg"))]
+    refused = client.post("/search/batch", files=broken)
+    assert refused.status_code == 400 and refused.json()["detail"].startswith("file 2 of 2:")
+    too_many = client.post("/search/batch", files=files * 3)  # 9 files > max_batch 8
+    assert too_many.status_code == 400 and "Too many files" in too_many.json()["detail"]
+    assert client.post("/search/batch", json={"query_index": 1}).status_code == 415
+
+
+def copy_of_the_run(service, tmp_path) -> tuple[Path, Path]:
+    """(run copy, index of its gallery recording the copy's model digest and its run folder)."""
+    from reidkit.engine.indexing import model_digest
+
+    run, index_path, _, _ = service
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    index = GalleryIndex.load(index_path)
+    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric, run_dir=str(copy),
+                 model_digest=model_digest(copy)).save(tmp_path / "index.safetensors")
+    return copy, tmp_path / "index.safetensors"
+
+
+def test_added_images_are_searchable_persisted_and_served(service, tmp_path, monkeypatch):
+    _, _, queries, query = service
+    run, index_path = copy_of_the_run(service, tmp_path)
+    assert TestClient(create_app(index_path, query_features=queries)).post("/gallery").status_code == 403
+    app = create_app(index_path, query_features=queries, topk=TOPK, allow_add=True)
+    client = TestClient(app)
+    before, size = index_path.read_bytes(), len(GalleryIndex.load(index_path))
+    new = [Path(query[i][0]) for i in (2, 4)]
+    files = [("images", (path.name, path.read_bytes(), "image/jpeg")) for path in new]
+    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    full = client.post("/gallery", files=files)  # the index file cannot be replaced: nothing changes
+    assert full.status_code == 507 and str(tmp_path) not in full.json()["detail"]
+    assert index_path.read_bytes() == before and client.get("/info").json()["gallery_size"] == size
+    monkeypatch.undo()
+    added = client.post("/gallery", files=files).json()
+    assert added["gallery_size"] == size + 2 and [a["index"] for a in added["added"]] == [size, size + 1]
+    assert [(a["pid"], a["camid"]) for a in added["added"]] == [(query[i][1], query[i][2]) for i in (2, 4)]
+    saved = GalleryIndex.load(index_path)  # persisted: a restarted service sees the additions
+    assert len(saved) == size + 2 and saved.model_digest == GalleryIndex.load(index_path).model_digest != ""
+    assert all(Path(p).parent == tmp_path / "index_images" for p in saved.paths[size:])
+    assert str((tmp_path / "index_images").resolve()) in saved.image_roots
+    assert not list(tmp_path.glob("*.tmp")) and not list((tmp_path / "index_images").glob("*.tmp"))
+    found = upload(client, new[1].read_bytes()).json()["results"][0]  # an added image finds itself first
+    assert found["index"] == size + 1 and found["distance"] < 1e-4
+    assert client.get(f"/image/gallery/{size + 1}").content == new[1].read_bytes()
+    restarted = TestClient(create_app(index_path, query_features=queries))
+    assert restarted.get("/info").json()["gallery_size"] == size + 2
+    (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes() + b" ")  # another model now
+    changed = client.post("/gallery", files=files[:1])
+    assert changed.status_code == 409 and "model changed" in changed.json()["detail"]
+    assert len(GalleryIndex.load(index_path)) == size + 2
+
+
+# --- issue 15: query features of another model (6), confined images (7) ----------------------------------
+
+def with_model_digest(source: Path, out: Path, digest: str) -> Path:
+    """A copy of a feature file whose metadata records `digest` as the model that made it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        metadata = handle.metadata()
+    save_file(tensors, str(out), metadata={**metadata, "model_digest": digest})
+    return out
+
+
+def test_query_features_of_another_model_are_refused(service, tmp_path):
+    run, index_path, queries, _ = service
+    index = GalleryIndex.load(index_path)
+    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric,
+                 model_digest="a" * 64).save(tmp_path / "index.safetensors")
+    other = with_model_digest(queries, tmp_path / "other.safetensors", "b" * 64)
+    with pytest.raises(ReidkitError, match=r"extracted with another model \(weights SHA-256 bbbbbbbbbbbb…\)"):
+        create_app(tmp_path / "index.safetensors", query_features=other)
+    same = with_model_digest(queries, tmp_path / "same.safetensors", "a" * 64)
+    assert TestClient(create_app(tmp_path / "index.safetensors", query_features=same)).get(
+        "/info").json()["num_queries"] == 21
+
+
+def test_reidkit_extract_records_the_model_digest(service, tmp_path):
+    from reidkit.cli import main
+    from reidkit.engine.features import feature_file_metadata
+    from reidkit.engine.indexing import model_digest
+
+    run = service[0]
+    assert main(["--quiet", "extract", "--run", str(run), "--split", "query", "--out", str(tmp_path / "q.st")]) == 0
+    assert feature_file_metadata(tmp_path / "q.st")["model_digest"] == model_digest(run) != ""
+
+
+def test_images_are_confined_to_the_folders_recorded_at_index_time(tmp_path):
+    gallery, outside = tmp_path / "gallery", tmp_path / "outside"
+    gallery.mkdir()
+    outside.mkdir()
+    for folder, name in ((gallery, "0001_c1s1_000001_01.jpg"), (gallery, "0001_c2s1_000001_01.jpg"),
+                         (outside, "secret.jpg")):
+        Image.new("RGB", (8, 16), (len(name), 0, 0)).save(folder / name)
+    paths = [str(p) for p in sorted(gallery.iterdir())] + [str(outside / "secret.jpg"), "/etc/passwd"]
+    GalleryIndex(torch.randn(4, 3), [1, 1, 2, 3], [0, 1, 0, 0], paths,
+                 image_roots=[str(gallery)]).save(tmp_path / "index.safetensors")
+    client = TestClient(create_app(tmp_path / "index.safetensors"))
+    assert client.get("/image/gallery/0").content == Path(paths[0]).read_bytes()
+    second = Path(paths[1])
+    second.unlink()
+    second.symlink_to(outside / "secret.jpg")  # replaced after indexing by a link leaving the folder
+    for number in (1, 2, 3):  # the link, an edited index naming a file outside, a non-image
+        refused = client.get(f"/image/gallery/{number}")
+        assert refused.status_code == 404 and refused.json() == {"detail": f"no image gallery/{number}"}
+    second.unlink()
+    second.symlink_to(paths[0])  # a link staying inside the folder is served
+    assert client.get("/image/gallery/1").content == Path(paths[0]).read_bytes()
+    # an index without recorded folders: the folder holding all its images (gallery/), links resolved
+    GalleryIndex(torch.randn(2, 3), [1, 1], [0, 1], paths[:2]).save(tmp_path / "old.safetensors")
+    old = TestClient(create_app(tmp_path / "old.safetensors"))
+    assert old.get("/image/gallery/1").content == Path(paths[0]).read_bytes()
+    second.unlink()
+    second.symlink_to(outside / "secret.jpg")
+    assert old.get("/image/gallery/1").status_code == 404
+
+
+# --- issue 15: bounded uploads with real concurrent requests (1), body timeout and disconnects (9) -------------
+
+def test_decoding_runs_off_the_event_loop_bounded_and_refuses_when_full(service, monkeypatch):
+    """Decodes that block (a slow, huge image) leave the server answering; at most max_decodes run at once;
+    with max_uploads held and max_waiting waiting, the next upload is a 503 with Retry-After."""
+    import httpx
+    from _live_server import serve_in_thread
+
+    import reidkit.serve.app
+
+    run, index, queries, query = service
+    release, lock, state = threading.Event(), threading.Lock(), {"now": 0, "most": 0, "started": 0}
+    real = reidkit.serve.app.decode_upload
+
+    def slow_decode(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["started"] += 1
+            state["most"] = max(state["most"], state["now"])
+        release.wait(timeout=20)
+        with lock:
+            state["now"] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reidkit.serve.app, "decode_upload", slow_decode)
+    app = create_app(index, run, topk=TOPK, query_features=queries, max_uploads=2, max_waiting=1, max_decodes=1,
+                     max_batch=1)
+    data = Path(query[0][0]).read_bytes()
+
+    async def scenario(url: str):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            def post():
+                return http.post("/search", files={"image": ("q.jpg", data, "image/jpeg")})
+            held = [asyncio.create_task(post()) for _ in range(3)]  # 2 hold the slots (1 decoding), 1 waits
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                health = (await http.get("/health", timeout=5)).json()  # answered while a decode blocks
+                if state["started"] == 1 and (health["uploads_in_progress"], health["uploads_waiting"]) == (2, 1):
+                    break
+            assert (health["uploads_in_progress"], health["uploads_waiting"]) == (2, 1), health
+            busy = await post()
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert "busy" in busy.json()["detail"]
+            release.set()
+            return [await task for task in held]
+
+    with serve_in_thread(app) as url:
+        answers = asyncio.run(scenario(url))
+    assert [a.status_code for a in answers] == [200, 200, 200] and state["most"] == 1
+
+
+def read_answer(sock) -> str:
+    """One HTTP answer (head and its Content-Length of body) read from a socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return (head + b"\r\n\r\n" + body).decode("utf-8")
+
+
+def test_a_slow_body_times_out_with_408(service):
+    import socket
+
+    from _live_server import serve_in_thread
+
+    run, index, queries, _ = service
+    app = create_app(index, run, topk=TOPK, query_features=queries, body_timeout=0.5)
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         b"Content-Length: 100000\r\n\r\n--b\r\n")  # then nothing more
+            answer = read_answer(sock)
+    assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer
+
+
+@pytest.fixture(scope="module")
+def server_process(service, tmp_path_factory):
+    """`reidkit serve` of the fixture's run in its own process (defaults: 16 uploads held, 2 decodes; a long
+    body timeout, which also bounds the wait for a slot, for a loaded test machine), and its log file."""
+    from _live_server import serve_in_process
+
+    run, index, queries, _ = service
+    log = tmp_path_factory.mktemp("serve_log") / "serve.log"
+    with serve_in_process(log, "--index", str(index), "--run", str(run), "--queries", str(queries),
+                          "--body-timeout", "300") as (url, process):
+        yield url, process, log
+
+
+def test_a_client_leaving_mid_body_is_one_log_line(server_process):
+    import socket
+
+    url, _, log = server_process
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n--b\r\n" + b"x" * 1000)
+    for _ in range(100):
+        text = log.read_text()
+        if "disconnected" in text:
+            break
+        threading.Event().wait(0.1)
+    lines = [line for line in text.splitlines() if "disconnected" in line]
+    assert len(lines) == 1 and "before sending the whole body (1005 of 100000 bytes)" in lines[0]
+    assert "Traceback" not in text
+
+
+UPLOAD_SIDE = 1024  # each upload decodes to 1024 × 1024 RGB = 3 MB (before: 120 of them grew RSS by ~580 MB)
+RSS_CEILING_MB = 200  # growth of the server's peak RSS over its idle RSS allowed for 120 concurrent uploads
+
+
+@pytest.mark.slow
+def test_120_concurrent_large_uploads_stay_under_the_memory_ceiling(server_process):
+    import httpx
+
+    from _live_server import peak_rss_bytes, rss_bytes
+
+    url, process, _ = server_process
+    ramp = np.linspace(0, 255, UPLOAD_SIDE, dtype=np.uint8)
+    pixels = np.stack([np.add.outer(ramp, ramp) // 2, np.tile(ramp, (UPLOAD_SIDE, 1)), ramp[:, None].repeat(
+        UPLOAD_SIDE, 1)], axis=2)
+    data = encode(Image.fromarray(pixels.astype(np.uint8)), "PNG")  # compresses well: a small body
+    idle = rss_bytes(process.pid)
+
+    async def burst():
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            return await asyncio.gather(*(http.post("/search", files={"image": ("big.png", data, "image/png")})
+                                          for _ in range(120)))
+
+    answers = asyncio.run(burst())
+    growth_mb = (peak_rss_bytes(process.pid) - idle) / 2**20
+    assert [a.status_code for a in answers] == [200] * 120
+    # reduced by 16 (to twice the model's 32-pixel input side) before the model's resize
+    assert all(a.json()["query"]["width"] == 64 for a in answers)
+    print(f"\n120 concurrent {UPLOAD_SIDE}² PNG uploads ({len(data)} bytes each): idle RSS {idle / 2**20:.0f} MB, "
+          f"peak growth {growth_mb:.0f} MB (ceiling {RSS_CEILING_MB} MB)")
+    assert growth_mb < RSS_CEILING_MB
+
+
+def test_serve_options_are_checked_in_one_line(service, capsys):
+    from reidkit.cli import main
+
+    run, index, queries, _ = service
+    assert main(["serve", "--index", str(index), "--run", str(run), "--queries", str(queries),
+                 "--max-batch", "20"]) == 2
+    assert capsys.readouterr().err.strip().endswith("raise --max-uploads or lower --max-batch")
+    with pytest.raises(SystemExit):
+        main(["serve", "--index", str(index), "--body-timeout", "0"])
+    assert "is not a number of seconds > 0" in capsys.readouterr().err

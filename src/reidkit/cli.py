@@ -113,9 +113,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
         features = extract_split_model(args.model, samples, args.out, batch_size=config.eval.batch_size,
                                        progress=not args.quiet)
     else:
+        from reidkit.engine.indexing import weights_digest
+
         config, device, model = _open_run(args)
         samples = getattr(build_dataset(config.data, progress=not args.quiet), args.split)
-        features = extract_split(model, samples, config, device, args.out, progress=not args.quiet)
+        digest = weights_digest(args.weights or Path(args.run) / "model.safetensors")
+        features = extract_split(model, samples, config, device, args.out, progress=not args.quiet,
+                                 model_digest=digest)
     print(f"wrote {features.shape[0]} × {features.shape[1]} {args.split} features to {args.out}")
     return 0
 
@@ -183,7 +187,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from reidkit.serve.app import serve
 
     serve(args.index, args.run, host=args.host, port=args.port, query_features=args.queries, topk=args.topk,
-          max_upload_bytes=args.max_upload_bytes)
+          max_upload_bytes=args.max_upload_bytes, max_uploads=args.max_uploads,
+          max_waiting=args.max_waiting, max_decodes=args.max_decodes,
+          max_batch=args.max_batch, body_timeout=args.body_timeout, allow_add=args.allow_add,
+          added_images=args.added_images)
     return 0
 
 
@@ -252,7 +259,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             if item >= 0:
                 camera = index.camids[item] + 1 if index.camids[item] >= 0 else "?"
                 same = "  same" if threshold is not None and distance < threshold else ""
-                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  {index.paths[item]}{same}")
+                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  "
+                      f"{index.paths[item]}{same}")
     return 0
 
 
@@ -265,6 +273,17 @@ def finite_float(text: str) -> float:
 
 
 finite_float.__name__ = "number"
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    return value
+
+
+positive_seconds.__name__ = "number"
 
 
 def int_in(low: int, high: int | None = None):
@@ -409,6 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--topk", type=int_in(1), default=10, help="gallery images per search (default 10)")
     serve.add_argument("--max-upload-bytes", type=int_in(1), default=5_000_000,
                        help="largest accepted image file in bytes (default 5000000)")
+    serve.add_argument("--max-uploads", type=int_in(1), default=16, help="uploads held at once, a batch counting "
+                       "as --max-batch; the next ones wait for a slot before their body is read (default 16; "
+                       "bounds memory)")
+    serve.add_argument("--max-waiting", type=int_in(0), default=256, help="uploads waiting for a slot (each at most "
+                       "--body-timeout); more are answered 503 with Retry-After (default 256)")
+    serve.add_argument("--max-decodes", type=int_in(1), default=2, help="images decoded at once, in worker threads "
+                       "(default 2)")
+    serve.add_argument("--max-batch", type=int_in(1), default=8, help="files per /search/batch or /gallery request "
+                       "(default 8)")
+    serve.add_argument("--body-timeout", type=positive_seconds, default=30.0,
+                       help="seconds a request body may take to arrive; slower bodies are answered 408 (default 30)")
+    serve.add_argument("--allow-add", action="store_true", help="enable POST /gallery: add images to the gallery "
+                       "at run time (the index file is rewritten atomically)")
+    serve.add_argument("--added-images", help="folder for images added at run time (default: INDEX_images beside "
+                                              "the index file)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

@@ -17,11 +17,12 @@ from reidkit.outputs import write_file
 
 
 def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, model_digest: str = "") -> torch.Tensor:
     """Extract features of `samples` as `config.eval` says and write them to `out`; returns [N, D].
 
     The file holds tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64; its metadata holds
-    the image paths as JSON (`paths`), the `feature`, `flip` and the `metric` the run evaluates with.
+    the image paths as JSON (`paths`), the `feature`, `flip`, the `metric` the run evaluates with and the
+    `model_digest` given (SHA-256 of the weights file, so a search can refuse features of another model).
     """
     from safetensors.torch import save_file
 
@@ -33,7 +34,7 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
                "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)}
     metadata = {"paths": json.dumps([s[0] for s in samples]), "feature": config.eval.feature,
-                "flip": str(config.eval.flip), "metric": config.eval.metric}
+                "flip": str(config.eval.flip), "metric": config.eval.metric, "model_digest": model_digest}
     write_file(out, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
     return features
 
@@ -71,7 +72,8 @@ def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def feature_file_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a feature file (`paths`, `feature`, `flip`, `metric`; older files lack `metric`)."""
+    """The metadata of a feature file (`paths`, `feature`, `flip`, `metric`, `model_digest`; older files lack the
+    last two)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:

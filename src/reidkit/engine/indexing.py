@@ -17,7 +17,7 @@ from reidkit.errors import DatasetError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 
 
-def _labels(path: Path) -> tuple[int, int]:
+def labels_of(path: Path) -> tuple[int, int]:
     """(pid, camid 0-based) from a Market/Duke-style name, else (-1, -1)."""
     match = MARKET_PATTERN.match(path.name)
     return (int(match.group(1)), int(match.group(2)) - 1) if match else (-1, -1)
@@ -54,17 +54,21 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
         raise DatasetError(f"no {', '.join(IMAGE_EXTENSIONS)} images under {gallery_dir}")
     config = load_run_config(run_dir)
     features = embed_images(run_dir, [str(p) for p in paths], progress, config)
-    labels = [_labels(p) for p in paths]
+    labels = [labels_of(p) for p in paths]
     return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
                         metric=metric or config.eval.metric, backend=backend,
                         run_dir=str(Path(run_dir).resolve()),  # searchable from any working folder
-                        model_digest=model_digest(run_dir))
+                        model_digest=model_digest(run_dir), image_roots=[str(gallery_dir.resolve())])
 
 
 def model_digest(run_dir: str | Path) -> str:
     """SHA-256 of the run's final weights file `model.safetensors` ("" when there is none)."""
-    path = Path(run_dir) / "model.safetensors"
-    if not path.is_file():
+    return weights_digest(Path(run_dir) / "model.safetensors")
+
+
+def weights_digest(path: str | Path) -> str:
+    """SHA-256 of a weights file ("" when there is none)."""
+    if not Path(path).is_file():
         return ""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

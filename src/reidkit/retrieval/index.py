@@ -11,7 +11,7 @@ int64, and for faiss-ivf / faiss-hnsw `faiss_index` [B] uint8 (`faiss.serialize_
 approximate index is the very index that was saved (HNSW construction is multi-threaded and not
 reproducible); the exact and faiss-flat backends are rebuilt from `features`, which is deterministic.
 Metadata: `format` = "reidkit.gallery_index", `format_version`, `paths` (JSON), `metric`, `backend`,
-`params` (JSON). The approximate backends store the gallery twice (features and faiss index).
+`params` (JSON), `run_dir`, `model_digest`, `image_roots` (JSON; absent in older files). The approximate backends store the gallery twice (features and faiss index).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class GalleryIndex:
         run_dir: the run whose model made the features (saved with the index, so a search can embed
             new query images with the same model).
         model_digest: SHA-256 of that model's weights file, so a search can tell when it changed.
+        image_roots: the folders (resolved) that hold the gallery images, recorded at index time: the search
+            service serves images from these folders only.
 
     Raises:
         ValueError: Unknown metric or backend (the message lists the allowed values), mismatched lengths,
@@ -78,9 +80,10 @@ class GalleryIndex:
 
     def __init__(self, features, pids, camids, paths: list[str], metric: str = "cosine", backend: str = "exact",
                  *, nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
-                 ef_search: int | None = None, run_dir: str = "", model_digest: str = "") -> None:
+                 ef_search: int | None = None, run_dir: str = "", model_digest: str = "",
+                 image_roots: list[str] | None = None) -> None:
         self._set_gallery(features, pids, camids, paths, metric, backend)
-        self.run_dir, self.model_digest = str(run_dir), model_digest
+        self.run_dir, self.model_digest, self.image_roots = str(run_dir), model_digest, list(image_roots or [])
         self.params = faiss_backend.resolve_params(backend, len(self), nlist, nprobe, hnsw_m, ef_search)
         self._faiss_index = None
         if backend in faiss_backend.FAISS_BACKENDS:
@@ -174,7 +177,8 @@ class GalleryIndex:
             tensors["faiss_index"] = torch.from_numpy(faiss_backend.serialize(self._faiss_index))
         metadata = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "paths": json.dumps(self.paths),
                     "metric": self.metric, "backend": self.backend, "params": json.dumps(self.params),
-                    "run_dir": self.run_dir, "model_digest": self.model_digest}
+                    "run_dir": self.run_dir, "model_digest": self.model_digest,
+                    "image_roots": json.dumps(self.image_roots)}
         write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
     @classmethod
@@ -195,6 +199,7 @@ class GalleryIndex:
                                json.loads(metadata["paths"]), metadata["metric"], metadata["backend"])
             params = json.loads(metadata["params"])
             index.run_dir, index.model_digest = metadata.get("run_dir", ""), metadata.get("model_digest", "")
+            index.image_roots = [str(root) for root in json.loads(metadata.get("image_roots", "[]"))]
             index.params = faiss_backend.resolve_params(index.backend, len(index), **params)
         except (KeyError, TypeError, ValueError) as error:
             raise ReidkitError(f"corrupt gallery index {path}: {type(error).__name__}: {error}") from error
@@ -210,6 +215,20 @@ class GalleryIndex:
                 raise ReidkitError(f"corrupt gallery index {path}: the faiss index does not match the features")
             faiss_backend.configure(index._faiss_index, index.backend, index.params)
         return index
+
+    def extended(self, features, pids, camids, paths: list[str], image_root: str | None = None) -> GalleryIndex:
+        """A new index: this gallery followed by the given items (`[M, D]` features, M pids, camids, paths),
+        with the same metric, backend parameters, run, model digest and image roots (plus `image_root`).
+        The exact and faiss-flat backends are rebuilt from the features; faiss-ivf and faiss-hnsw are built
+        anew over all items (k-means / graph construction: slow for large galleries)."""
+        added = _as_float_matrix(features, "features", copy=False)
+        roots = self.image_roots + ([image_root] if image_root and image_root not in self.image_roots else [])
+        pids, camids = _as_labels(pids, "pids", len(added)), _as_labels(camids, "camids", len(added))
+        return GalleryIndex(torch.cat([self.features, added]), torch.cat([self.pids, pids]),
+                            torch.cat([self.camids, camids]), self.paths + list(paths),
+                            self.metric, self.backend, **self.params, run_dir=self.run_dir,
+                            model_digest=self.model_digest,
+                            image_roots=roots)
 
     @classmethod
     def from_feature_file(cls, path: str | Path, metric: str = "cosine", backend: str = "exact", *,

@@ -1,55 +1,70 @@
-"""A person-search web service over a gallery index: upload a picture (or pick a query) → top-k gallery images.
+"""A person-search web service over a gallery index: upload pictures (or pick a query) → top-k gallery images
+and a same-person decision.
 
 Endpoints of `create_app`:
     GET  /                      the search page (`page.html`: inline CSS and JS, no external assets).
-    GET  /info                  {"gallery_size", "dim", "metric", "backend", "topk", "num_queries", "uploads"}.
+    GET  /health                {"status": "ok", "gallery_size", "uploads_in_progress", "uploads_waiting",
+                                "model_digest"}.
+    GET  /info                  {"gallery_size", "dim", "metric", "backend", "topk", "num_queries", "uploads",
+                                "threshold", "threshold_source", "max_batch", "can_add"}.
     GET  /queries               {"queries": [{"index", "image_url", "pid", "camid"}, ...]} of the query set.
     POST /search                multipart/form-data with one JPEG/PNG file (any field name, "image" in the
-                                page), or JSON {"query_index": i}; answers {"query": {...}, "results":
-                                [{"rank", "index", "path", "image_url", "pid", "camid", "distance"}, ...]}.
-    GET  /image/{split}/{i}     image i of the gallery or query set; nothing else on disk is reachable.
+                                page), or JSON {"query_index": i}; answers {"query": {...}, "decision": {...},
+                                "results": [{"rank", "index", "path", "image_url", "pid", "camid", "distance",
+                                "same_person"}, ...]}.
+    POST /search/batch          multipart/form-data with 1..max_batch files, embedded in one pass; answers
+                                {"answers": [one /search answer per file, in order]}.
+    POST /gallery               (with `allow_add`) multipart/form-data with 1..max_batch files added to the
+                                gallery: stored under `added_images`, embedded, appended to the index, and the
+                                index file replaced atomically; answers {"added": [...], "gallery_size"}.
+    GET  /image/{split}/{i}     image i of the gallery or query set, read only from inside the folders recorded
+                                with the index / query set; nothing else on disk is reachable.
 
-An uploaded image is embedded with the run's model exactly as `reidkit extract` embeds images (the test
-transform, `eval.feature`, `eval.flip`). Uploads never touch the disk: the request body is read into memory
-under a size limit (413), the declared type must be image/jpeg or image/png (415), the bytes must be a JPEG
-or PNG (400), its pixel count is read from the header and checked before decoding (413), and a failed
-decode answers 400. Errors are JSON ``{"detail": message}``.
+Searches take `?threshold=T` to override the decision threshold: "same person" when a gallery item's distance
+is below it. The default is the run's open-set threshold (metrics.json, `eval.open_set_fpr`) for the index's
+metric; with none, decisions are null.
+
+An uploaded image is embedded with the run's model as `reidkit extract` embeds images (the test transform,
+`eval.feature`, `eval.flip`), after being decoded at no less than twice the model's input size
+(`reidkit.serve.uploads`). Uploads never touch the disk except when added to the gallery: the body is read
+into memory under a size limit (413) and a deadline (408), the declared type must be image/jpeg or image/png
+(415), the bytes must be a JPEG or PNG (400), its pixel count is checked on the header before decoding (413),
+and a failed decode answers 400. Uploads beyond `max_uploads` wait for a slot before their body is read;
+beyond `max_waiting` waiting, or after `body_timeout` seconds of waiting, they answer 503 with Retry-After.
+Errors are JSON ``{"detail": message}`` and never name server paths.
 
 The query set (optional) is the images a user can pick on the page: the features file of the query split
-(`reidkit extract --split query`), or, given only the run, the run's query split embedded at start-up.
-Searches return the raw nearest neighbours: no same-camera filtering as in evaluation.
+(`reidkit extract --split query`, refused when made by another model than the index's), or, given only the
+run, the run's query split embedded at start-up. Searches return the raw nearest neighbours: no same-camera
+filtering as in evaluation.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (fastapi.Request), which
 # are imported inside create_app, so they must be evaluated where the endpoints are defined.
+import asyncio
 import importlib
-import io
 import json
+import math
 import re
-import warnings
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from reidkit.data.images import to_rgb
 from reidkit.errors import ReidkitError
+from reidkit.serve.images import ConfinedFolders, image_roots_of, store_image
+from reidkit.serve.model import Embedder, load_query_set
+from reidkit.serve.uploads import (
+    MULTIPART_OVERHEAD,
+    log,
+    UploadError,
+    UploadGate,
+    decode_upload,
+    read_body,
+    uploaded_files,
+)
 
-IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}  # accepted upload content type → PIL format
-MULTIPART_OVERHEAD = 64 * 1024  # bytes of multipart framing accepted beyond max_upload_bytes
 JSON_BODY_LIMIT = 4096  # bytes of a JSON search request
 SPLITS = ("gallery", "query")
-
-
-class UploadError(ReidkitError):
-    """A request the service refuses; `status` is the HTTP status code of the answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png"}  # of images added to the gallery
 
 
 def _require(module: str):
@@ -61,149 +76,38 @@ def _require(module: str):
             from error
 
 
-def decode_upload(data: bytes, content_type: str | None, max_upload_bytes: int, max_pixels: int) -> Image.Image:
-    """Check and decode an uploaded image held in memory.
-
-    Args:
-        data: the uploaded file's bytes.
-        content_type: its declared media type (parameters after ";" are ignored).
-        max_upload_bytes: largest accepted file in bytes.
-        max_pixels: largest accepted width·height, checked on the header before decoding.
-
-    Returns:
-        The decoded RGB image, turned upright as its EXIF orientation says.
-
-    Raises:
-        UploadError: 413 too large (bytes or pixels), 415 not image/jpeg or image/png, 400 empty, not a
-            JPEG/PNG, or corrupt.
-    """
-    if len(data) > max_upload_bytes:
-        raise UploadError(413, f"the upload is {len(data)} bytes; the limit is {max_upload_bytes} bytes")
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media not in IMAGE_TYPES:
-        raise UploadError(415, f"content type {media or '(none)'} is not accepted; upload a JPEG or PNG image "
-                               f"({', '.join(IMAGE_TYPES)})")
-    if not data:
-        raise UploadError(400, "the upload is empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is checked below
-        try:
-            image = Image.open(io.BytesIO(data), formats=list(IMAGE_TYPES.values()))
-        except Image.DecompressionBombError as error:
-            raise UploadError(413, f"the image has too many pixels ({error})") from error
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise UploadError(400, "the upload is not a readable JPEG or PNG image") from error
-        width, height = image.size
-        if width * height > max_pixels:
-            raise UploadError(413, f"the image is {width}×{height} = {width * height} pixels; the limit is "
-                                   f"{max_pixels} pixels")
-        try:
-            return to_rgb(ImageOps.exif_transpose(image))  # phone pictures: apply the EXIF rotation
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise UploadError(400, f"the image is corrupt or truncated ({error})") from error
-
-
-@dataclass
-class QuerySet:
-    """The pickable queries: features [Q, D] (torch, float32) and their paths, pids and camids."""
-
-    features: Any
-    paths: list[str]
-    pids: list[int]
-    camids: list[int]
-
-
-class Embedder:
-    """The run's model as `reidkit extract` uses it: image → retrieval feature [1, D]."""
-
-    def __init__(self, run_dir: str | Path) -> None:
-        from reidkit.data.transforms import build_test_transform
-        from reidkit.engine.runs import load_run_config, load_run_model
-        from reidkit.engine.trainer import resolve_device
-
-        self.config = load_run_config(run_dir)
-        self.device = resolve_device(self.config.train.device)
-        self.model = load_run_model(run_dir, self.config).to(self.device)
-        self.transform = build_test_transform(self.config.data.height, self.config.data.width)
-
-    def __call__(self, image: Image.Image):
-        from reidkit.engine.evaluator import extract_outputs, uses_amp
-
-        key, config = self.config.eval.feature, self.config
-        batches = [{"images": self.transform(image).unsqueeze(0)}]
-        return extract_outputs(self.model, batches, (key,), flip=config.eval.flip, device=self.device,
-                               amp=uses_amp(config.train, self.device), progress=False)[key]
-
-    def query_set(self) -> QuerySet:
-        """The run's query split, embedded now (one pass of the model over every query image)."""
-        from reidkit.data.build import build_dataset
-        from reidkit.engine.features import image_outputs
-
-        samples = build_dataset(self.config.data, progress=False).query
-        key = self.config.eval.feature
-        features = image_outputs(self.model, [s[0] for s in samples], self.config, self.device, (key,))[key]
-        return QuerySet(features, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
-
-
-def load_query_set(path: str | Path) -> QuerySet:
-    """A QuerySet from a feature file written by `extract_split` (`reidkit extract --split query`)."""
-    from reidkit.engine.features import load_feature_file
-
-    features, pids, camids, paths = load_feature_file(path)
-    return QuerySet(features.float(), paths, pids.tolist(), camids.tolist())
-
-
-async def _read_body(request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds `limit` bytes (Content-Length first)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise UploadError(413, f"the request is {declared} bytes; the limit is {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise UploadError(413, f"the request is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _uploaded_file(headers, body: bytes) -> tuple[bytes, str | None]:
-    """(bytes, content type) of the one file of a multipart body, parsed in memory."""
-    from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    async def once() -> AsyncIterator[bytes]:
-        yield body
-
-    parser = MultiPartParser(headers, once(), max_files=1, max_fields=8)
-    parser.spool_max_size = len(body) + 1  # the body is already in memory and bounded: never spill to disk
-    try:
-        form = await parser.parse()
-    except MultiPartException as error:
-        raise UploadError(400, f"bad multipart request: {error.message}") from error
-    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-    if not files:
-        raise UploadError(400, "the multipart request holds no file; send the image as a file field")
-    return await files[0].read(), files[0].content_type
-
-
-def _results(index, indices, distances) -> list[dict]:
+def _results(index, indices, distances, threshold: float | None) -> list[dict]:
     """JSON records of one query's ranked gallery items (index −1, not found, left out)."""
     records = []
     for item, distance in zip(indices.tolist(), distances.tolist()):
         if item >= 0:
             records.append({"rank": len(records) + 1, "index": item, "path": index.paths[item],
                             "image_url": f"/image/gallery/{item}", "pid": int(index.pids[item]),
-                            "camid": int(index.camids[item]), "distance": float(distance)})
+                            "camid": int(index.camids[item]), "distance": float(distance),
+                            "same_person": None if threshold is None else bool(distance < threshold)})
     return records
 
 
+def _answer(query: dict, index, indices, distances, threshold: float | None, source: str) -> dict:
+    """One search answer: the query, the decision on its nearest gallery item, and the ranked results."""
+    results = _results(index, indices, distances, threshold)
+    decision = None
+    if threshold is not None and results:
+        decision = {"same_person": results[0]["same_person"], "threshold": threshold, "source": source,
+                    "nearest_distance": results[0]["distance"]}
+    return {"query": query, "decision": decision, "results": results}
+
+
 def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_upload_bytes: int = 5_000_000,
-               max_pixels: int = 4096 * 4096, topk: int = 10, query_features: str | Path | None = None):
+               max_pixels: int = 4096 * 4096, topk: int = 10, query_features: str | Path | None = None,
+               max_uploads: int = 16, max_waiting: int = 256, max_decodes: int = 2, max_batch: int = 8,
+               body_timeout: float = 30.0,
+               allow_add: bool = False, added_images: str | Path | None = None):
     """The FastAPI app of the search service (endpoints in the module docstring).
 
     Args:
-        index_path: a gallery index written by `GalleryIndex.save` (`reidkit index`).
+        index_path: a gallery index written by `GalleryIndex.save` (`reidkit index`); rewritten when
+            images are added.
         run_dir: the run whose model made the index; needed to search by uploaded image, and for the
             query set when `query_features` is not given. Default: the run the index names (`reidkit
             index` records it); with neither, uploads answer 501.
@@ -212,51 +116,90 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         topk: gallery images returned per search.
         query_features: feature file of the query split; default: the run's query split, embedded at
             start-up; no query set when neither is given.
+        max_uploads: uploads held at once (a batch counts as `max_batch`); the next ones wait for a slot.
+        max_waiting: uploads waiting for a slot (each for at most `body_timeout`); more answer 503 + Retry-After.
+        max_decodes: images decoded at once (in as many threads of their own).
+        max_batch: files per batch search or gallery addition.
+        body_timeout: seconds a request body may take to arrive (408 after).
+        allow_add: enable POST /gallery.
+        added_images: folder for added images; default `<index file name>_images` beside the index.
 
     Raises:
-        ReidkitError: fastapi missing, an unreadable index, run or feature file, or features whose
-            dimension differs from the index's.
+        ValueError: a count below 1 or a body timeout that is not a positive number.
+        ReidkitError: fastapi missing, an unreadable index, run or feature file, query features of another
+            model, features whose dimension differs from the index's, or max_batch over max_uploads.
     """
     fastapi = _require("fastapi")
     _require("python_multipart")
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    from reidkit.engine.indexing import check_same_model
+    from reidkit.engine.indexing import check_same_model, labels_of
+    from reidkit.engine.runs import run_threshold
     from reidkit.retrieval import GalleryIndex
 
-    if topk < 1 or max_upload_bytes < 1 or max_pixels < 1:
-        raise ValueError(f"topk, max_upload_bytes and max_pixels must be >= 1, got {topk}, {max_upload_bytes}, "
-                         f"{max_pixels}")
+    for name, value in (("topk", topk), ("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),
+                        ("max_uploads", max_uploads), ("max_decodes", max_decodes), ("max_batch", max_batch),
+                        ("max_waiting + 1", max_waiting + 1)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 0 < body_timeout < math.inf:
+        raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout}")
+    if max_batch > max_uploads:
+        raise ReidkitError(f"--max-batch {max_batch} is over --max-uploads {max_uploads}: a batch holds max-batch "
+                           "upload slots, so it could never start; raise --max-uploads or lower --max-batch")
+    index_path = Path(index_path)
     index = GalleryIndex.load(index_path)
     run_dir = run_dir if run_dir is not None else (index.run_dir or None)
     if run_dir is not None:
         check_same_model(index, run_dir)
     embedder = Embedder(run_dir) if run_dir is not None else None
-    queries = load_query_set(query_features) if query_features is not None else \
+    queries = load_query_set(query_features, index.model_digest) if query_features is not None else \
         embedder.query_set() if embedder is not None else None
     if embedder is not None:
-        probe = embedder(Image.new("RGB", (embedder.config.data.width, embedder.config.data.height)))
-        _check_dim(probe.shape[1], index.dim, f"the model of {run_dir}")
+        from PIL import Image
+
+        height, width = embedder.input_size
+        _check_dim(embedder([Image.new("RGB", (width, height))]).shape[1], index.dim, f"the model of {run_dir}")
     if queries is not None:
         _check_dim(queries.features.shape[1], index.dim, "the query features")
+    threshold, source = None, "no threshold: the run has no open-set figures"
+    if run_dir is not None:
+        try:
+            threshold, source = run_threshold(run_dir, index.metric)
+        except ReidkitError as error:
+            source = f"no threshold: {error}"
+    if allow_add and embedder is None:
+        raise ReidkitError("adding images to the gallery needs the run's model; start the service with the run folder")
+    added_folder = Path(added_images) if added_images else index_path.with_name(index_path.stem + "_images")
     page = resources.files("reidkit.serve").joinpath("page.html").read_text(encoding="utf-8")
-    images = {"gallery": index.paths, "query": queries.paths if queries is not None else []}
+    gate, adding = UploadGate(max_uploads, max_waiting, max_decodes, body_timeout), asyncio.Lock()
+    live = {"index": index,  # replaced by a new index when images are added: a search keeps the one it took
+            "gallery": ConfinedFolders(index.image_roots or image_roots_of(index.paths)),
+            "query": ConfinedFolders(image_roots_of(queries.paths) if queries is not None else [])}
 
     app = fastapi.FastAPI(title="reidkit search", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(UploadError)
     async def refused(request, error: UploadError):
-        return JSONResponse({"detail": str(error)}, status_code=error.status)
+        return JSONResponse({"detail": str(error)}, status_code=error.status, headers=error.headers)
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:
         return page
 
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "gallery_size": len(live["index"]), "uploads_in_progress": gate.held,
+                "uploads_waiting": gate.waiting, "model_digest": index.model_digest}
+
     @app.get("/info")
     def info() -> dict:
-        return {"gallery_size": len(index), "dim": index.dim, "metric": index.metric, "backend": index.backend,
-                "topk": topk, "num_queries": len(images["query"]), "uploads": embedder is not None}
+        current = live["index"]
+        return {"gallery_size": len(current), "dim": current.dim, "metric": current.metric,
+                "backend": current.backend, "topk": topk, "num_queries": len(queries.paths) if queries else 0,
+                "uploads": embedder is not None, "threshold": threshold, "threshold_source": source,
+                "max_batch": max_batch, "can_add": allow_add}
 
     @app.get("/queries")
     def list_queries() -> dict:
@@ -265,38 +208,127 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         return {"queries": [{"index": i, "image_url": f"/image/query/{i}", "pid": pid, "camid": camid}
                             for i, (pid, camid) in enumerate(zip(queries.pids, queries.camids))]}
 
+    def decision_threshold(request) -> tuple[float | None, str]:
+        text = request.query_params.get("threshold")
+        if text is None:
+            return threshold, source
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise UploadError(400, f"threshold={text[:40]!r} is not a finite number")
+        return value, "given threshold"
+
+    async def read_files(request, max_files: int) -> list[tuple[str, bytes, str | None]]:
+        """(name, bytes, content type) of the files of a multipart request; the caller holds the slots."""
+        if embedder is None:
+            raise UploadError(501, "searching by uploaded image needs the run's model; start the service with "
+                                   "the run folder")
+        body = await read_body(request, max_files * max_upload_bytes + MULTIPART_OVERHEAD, body_timeout)
+        return await uploaded_files(request.headers, body, max_files)
+
+    async def embed_files(files: list[tuple[str, bytes, str | None]]) -> tuple[list[dict], object]:
+        """(query records, features [N, D]) of uploaded files, decoded `max_decodes` at a time in threads."""
+        images = []
+        for number, (_, data, content_type) in enumerate(files):
+            try:
+                images.append(await gate.decode(decode_upload, data, content_type, max_upload_bytes, max_pixels,
+                                                embedder.input_size))
+            except UploadError as error:
+                if len(files) == 1:
+                    raise
+                raise UploadError(error.status, f"file {number + 1} of {len(files)}: {error}") from error
+        records = [{"upload": True, "name": Path(name).name, "width": image.width, "height": image.height}
+                   for (name, _, _), image in zip(files, images)]
+        return records, await run_in_threadpool(embedder, images)
+
     @app.post("/search")
     async def search(request: fastapi.Request) -> dict:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        media = _media(request.headers.get("content-type"))
+        limit, source_of = decision_threshold(request)
+        current = live["index"]
         if media == "application/json":
-            number = _query_index(await _read_body(request, JSON_BODY_LIMIT), len(images["query"]))
+            body = await read_body(request, JSON_BODY_LIMIT, body_timeout)
+            number = _query_index(body, len(queries.paths) if queries else 0)
             features = queries.features[number:number + 1]
             query = {"index": number, "image_url": f"/image/query/{number}", "path": queries.paths[number],
                      "pid": queries.pids[number], "camid": queries.camids[number]}
         elif media == "multipart/form-data":
-            if embedder is None:
-                raise UploadError(501, "searching by uploaded image needs the run's model; start the service "
-                                       "with the run folder")
-            data, content_type = await _uploaded_file(request.headers,
-                                                      await _read_body(request, max_upload_bytes + MULTIPART_OVERHEAD))
-            image = decode_upload(data, content_type, max_upload_bytes, max_pixels)
-            features = await run_in_threadpool(embedder, image)
-            query = {"upload": True, "width": image.width, "height": image.height}
+            async with gate.admit():
+                records, features = await embed_files(await read_files(request, 1))
+            query = records[0]
         else:
             raise UploadError(415, "send multipart/form-data with a JPEG or PNG file, or application/json "
                                    '{"query_index": <int>}')
-        result = await run_in_threadpool(index.search, features, topk)
-        return {"query": query, "results": _results(index, result.indices[0], result.distances[0])}
+        result = await run_in_threadpool(current.search, features, topk)
+        return _answer(query, current, result.indices[0], result.distances[0], limit, source_of)
+
+    @app.post("/search/batch")
+    async def search_batch(request: fastapi.Request) -> dict:
+        _require_multipart(request)
+        limit, source_of = decision_threshold(request)
+        current = live["index"]
+        async with gate.admit(max_batch):
+            records, features = await embed_files(await read_files(request, max_batch))
+        result = await run_in_threadpool(current.search, features, topk)
+        return {"answers": [_answer(query, current, result.indices[i], result.distances[i], limit, source_of)
+                            for i, query in enumerate(records)]}
+
+    @app.post("/gallery")
+    async def add_to_gallery(request: fastapi.Request) -> dict:
+        if not allow_add:
+            raise UploadError(403, "adding images is disabled; start the service with --allow-add")
+        _require_multipart(request)
+        async with gate.admit(max_batch):
+            files = await read_files(request, max_batch)
+            _, features = await embed_files(files)
+        async with adding:  # one addition at a time; searches go on with the index they took
+            try:
+                await run_in_threadpool(check_same_model, live["index"], run_dir)
+            except ReidkitError as error:
+                raise UploadError(409, "the run's model changed since this index was built; rebuild the index "
+                                       "with `reidkit index` and restart the service") from error
+            labels = [labels_of(Path(name)) for name, _, _ in files]
+            try:  # the images first, then the index replaced atomically (a temporary file, then a rename)
+                paths = [str(await run_in_threadpool(store_image, added_folder, data, SUFFIXES[_media(content_type)]))
+                         for _, data, content_type in files]
+                extended = live["index"].extended(features, [pid for pid, _ in labels], [cam for _, cam in labels],
+                                                  paths, str(added_folder.resolve()))
+                await run_in_threadpool(extended.save, index_path)
+            except ReidkitError as error:  # write_file's: a full disk, a read-only folder
+                log.error("could not save the index %s with the added images: %s", index_path, error)
+                raise UploadError(507, "the index could not be saved with the added images (see the server "
+                                       "log); the gallery is unchanged") from error
+            live["index"] = extended
+            live["gallery"] = ConfinedFolders(extended.image_roots or image_roots_of(extended.paths))
+        first = len(extended) - len(paths)
+        return {"added": [{"index": first + i, "image_url": f"/image/gallery/{first + i}", "pid": pid,
+                           "camid": camid} for i, (pid, camid) in enumerate(labels)],
+                "gallery_size": len(extended)}
 
     @app.get("/image/{split}/{number}")
-    def image(split: str, number: str) -> FileResponse:
-        paths = images.get(split)
-        if paths is None or not re.fullmatch(r"[0-9]{1,9}", number) or int(number) >= len(paths) \
-                or not Path(paths[int(number)]).is_file():
-            raise fastapi.HTTPException(404, f"no image {split}/{number}")
-        return FileResponse(paths[int(number)])
+    def image(split: str, number: str) -> Response:
+        paths = live["index"].paths if split == "gallery" else queries.paths if split == "query" and queries \
+            else None
+        found = None
+        if paths is not None and re.fullmatch(r"[0-9]{1,9}", number) and int(number) < len(paths):
+            found = live[split].read(paths[int(number)])
+        if found is None:
+            raise fastapi.HTTPException(404, f"no image {split[:20]}/{number[:20]}")
+        return Response(found[0], media_type=found[1])
 
     return app
+
+
+def _media(content_type: str | None) -> str:
+    """The media type of a Content-Type value, lower case, without parameters."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _require_multipart(request) -> None:
+    if _media(request.headers.get("content-type")) != "multipart/form-data":
+        raise UploadError(415, "send multipart/form-data with JPEG or PNG files")
 
 
 def _query_index(body: bytes, num_queries: int) -> int:
@@ -322,10 +354,9 @@ def _check_dim(dim: int, index_dim: int, what: str) -> None:
 
 
 def serve(index_path: str | Path, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
-          query_features: str | Path | None = None, max_upload_bytes: int = 5_000_000,
-          max_pixels: int = 4096 * 4096, topk: int = 10) -> None:
-    """Run the search service with uvicorn until interrupted (arguments as `create_app`)."""
+          **options) -> None:
+    """Run the search service with uvicorn until interrupted (`options`: the keyword arguments of
+    `create_app`)."""
     uvicorn = _require("uvicorn")
-    app = create_app(index_path, run_dir, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, topk=topk,
-                     query_features=query_features)
+    app = create_app(index_path, run_dir, **options)
     uvicorn.run(app, host=host, port=port)

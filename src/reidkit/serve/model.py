@@ -1,0 +1,85 @@
+"""The run's model inside the search service: images → features as `reidkit extract` computes them, and the
+pickable query set (a feature file made by the same model, or the run's query split embedded at start-up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from reidkit.errors import ReidkitError
+
+
+@dataclass
+class QuerySet:
+    """The pickable queries: features [Q, D] (torch, float32) and their paths, pids and camids."""
+
+    features: Any
+    paths: list[str]
+    pids: list[int]
+    camids: list[int]
+
+
+class Embedder:
+    """The run's model as `reidkit extract` uses it: images → retrieval features [N, D]."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        from reidkit.data.transforms import build_test_transform
+        from reidkit.engine.runs import load_run_config, load_run_model
+        from reidkit.engine.trainer import resolve_device
+
+        self.config = load_run_config(run_dir)
+        self.device = resolve_device(self.config.train.device)
+        self.model = load_run_model(run_dir, self.config).to(self.device)
+        self.transform = build_test_transform(self.config.data.height, self.config.data.width)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input."""
+        return self.config.data.height, self.config.data.width
+
+    def __call__(self, images: list[Image.Image]):
+        import torch
+
+        from reidkit.engine.evaluator import extract_outputs, uses_amp
+
+        key, config = self.config.eval.feature, self.config
+        batches = [{"images": torch.stack([self.transform(image) for image in images])}]
+        return extract_outputs(self.model, batches, (key,), flip=config.eval.flip, device=self.device,
+                               amp=uses_amp(config.train, self.device), progress=False)[key]
+
+    def query_set(self) -> QuerySet:
+        """The run's query split, embedded now (one pass of the model over every query image)."""
+        from reidkit.data.build import build_dataset
+        from reidkit.engine.features import image_outputs
+
+        samples = build_dataset(self.config.data, progress=False).query
+        key = self.config.eval.feature
+        features = image_outputs(self.model, [s[0] for s in samples], self.config, self.device, (key,))[key]
+        return QuerySet(features, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
+
+
+def load_query_set(path: str | Path, model_digest: str = "") -> QuerySet:
+    """A QuerySet from a feature file written by `extract_split` (`reidkit extract --split query`).
+
+    Args:
+        path: the feature file.
+        model_digest: SHA-256 of the weights that embedded the gallery (the index's); a file recording another
+            model's digest is refused. Files without a digest (written before digests were recorded) and
+            indexes without one are not checked.
+
+    Raises:
+        ReidkitError: an unreadable file, or query features of another model than the gallery's.
+    """
+    from reidkit.engine.features import feature_file_metadata, load_feature_file
+
+    features, pids, camids, paths = load_feature_file(path)
+    recorded = feature_file_metadata(path).get("model_digest", "")
+    if model_digest and recorded and recorded != model_digest:
+        raise ReidkitError(f"the query features {path} were extracted with another model (weights SHA-256 "
+                           f"{recorded[:12]}…) than the gallery index ({model_digest[:12]}…), so their distances "
+                           "mean nothing; extract them with the index's run: `reidkit extract --run RUN --split "
+                           "query --out FILE`")
+    return QuerySet(features.float(), paths, pids.tolist(), camids.tolist())
