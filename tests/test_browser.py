@@ -7,9 +7,6 @@ conftest.py turns the skip into a failure. The screenshot goes to pytest's tmp d
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).parent.parent / "runs" / "artifacts"
 TOPK = 8
+THRESHOLD = 0.04  # the run's open-set threshold written by the fixture (between the nearest distances)
 
 
 def _missing() -> str | None:
@@ -41,9 +39,9 @@ if _missing():
 def site(tmp_path_factory):
     """Base URL of a running service over an untrained tiny model, and a query whose exact nearest gallery
     item is a true match (same pid, other camera) by a clear margin."""
-    import uvicorn
-
+    from _live_server import serve_in_thread
     from _untrained_run import build_untrained_run
+    from test_serve import write_open_set_metrics
 
     from reidkit.serve.app import create_app
 
@@ -58,20 +56,11 @@ def site(tmp_path_factory):
     margin, chosen = max(candidates)
     assert margin > 1e-4
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(root / "index.safetensors", run, topk=TOPK, query_features=root / "query.safetensors")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", dataset.query[chosen]
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    write_open_set_metrics(run, THRESHOLD)
+    app = create_app(root / "index.safetensors", run, topk=TOPK, query_features=root / "query.safetensors",
+                     allow_add=True)
+    with serve_in_thread(app) as url:
+        yield url, dataset.query[chosen], dataset.query
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +80,7 @@ def results(page) -> list[dict]:
 
 
 def test_upload_finds_the_true_match_first(site, page, tmp_path):
-    url, (path, pid, camid) = site
+    url, (path, pid, camid), _ = site
     page.goto(url)
     page.wait_for_selector("#queries .query img")  # the query strip is filled from /queries
     page.set_input_files("#file-input", path)
@@ -103,6 +92,13 @@ def test_upload_finds_the_true_match_first(site, page, tmp_path):
     assert [r["rank"] for r in found] == list(range(1, TOPK + 1)) and all(r["loaded"] for r in found)
     assert found[0]["pid"] == pid and found[0]["camid"] != camid
     assert page.text_content("#status") == f"{TOPK} results"
+    # the decision on the nearest item against the run's threshold, as the page's figures say
+    same = [f["same"] for f in page.eval_on_selector_all("#results figure.result",
+                                                         "figures => figures.map(f => ({same: f.dataset.same}))")]
+    decision = page.text_content("#decision")
+    assert decision.startswith("same person (nearest distance" if same[0] == "true" else "no match (nearest distance")
+    assert decision.endswith(f"{THRESHOLD:.4f})") and f"same person below {THRESHOLD:.4f}" in page.text_content("#info")
+    assert page.text_content("#health").startswith("service ok")
     shot = page.screenshot(path=str(tmp_path / "search_page.png"), full_page=True)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -110,7 +106,7 @@ def test_upload_finds_the_true_match_first(site, page, tmp_path):
 
 
 def test_picking_a_query_marks_the_matches(site, page):
-    url, _ = site
+    url, _, _ = site
     page.goto(url)
     page.click("#queries .query[data-index='0']")
     page.wait_for_function(f"document.querySelectorAll('#results figure.result').length === {TOPK}")
@@ -121,7 +117,7 @@ def test_picking_a_query_marks_the_matches(site, page):
 
 
 def test_a_bad_upload_shows_the_error(site, page, tmp_path):
-    url, _ = site
+    url, _, _ = site
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     page.goto(url)
@@ -129,3 +125,32 @@ def test_a_bad_upload_shows_the_error(site, page, tmp_path):
     page.click("#upload-button")
     page.wait_for_selector("#status.error")
     assert page.text_content("#status").startswith("error 400") and page.locator("#results img").count() == 0
+
+
+def test_several_files_are_searched_in_one_batch(site, page):
+    url, _, query = site
+    paths = [query[i][0] for i in (1, 2)]
+    page.goto(url)
+    page.wait_for_selector("#queries .query img")
+    page.set_input_files("#file-input", paths)
+    page.click("#upload-button")
+    page.wait_for_function("document.querySelectorAll('#results .batch-group').length === 2")
+    assert page.text_content("#status") == "2 queries searched"
+    for i, path in enumerate(paths):
+        group = page.locator(f"#results .batch-group[data-query='{i}']")
+        assert group.locator("figure.result").count() == TOPK
+        assert group.locator(".batch-query").text_content().startswith(f"query {i + 1} ({Path(path).name}): ")
+
+
+def test_adding_an_image_grows_the_gallery(site, page):
+    url, _, query = site
+    page.goto(url)
+    page.wait_for_selector("#add-button:not([hidden])")
+    before = int(page.text_content("#info").split()[2])
+    page.set_input_files("#file-input", query[5][0])
+    page.click("#add-button")
+    page.wait_for_function(f"document.getElementById('info').textContent.startsWith('gallery of {before + 1} ')")
+    assert page.text_content("#status") == f"added 1 images; the gallery holds {before + 1}"
+    page.click("#upload-button")  # the added image now finds itself first, at distance 0
+    page.wait_for_function(f"document.querySelectorAll('#results figure.result').length === {TOPK}")
+    assert " · d 0.0000" in page.locator("#results figure.result[data-rank='1'] figcaption").text_content()
