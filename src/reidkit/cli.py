@@ -1,4 +1,5 @@
-"""The `reidkit` command line: synth, train, eval, extract, rerank, verify, index, search, report, export, serve.
+"""The `reidkit` command line: synth, train, import, eval, extract, rerank, verify, index, search, report, export,
+serve.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -54,6 +55,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
     if metrics:  # empty on the non-main ranks of a distributed run
         print(f"run folder: {out}  {describe_metrics(metrics)}\nreport: {Path(out) / 'report.html'}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from reidkit.engine.peer_run import import_peer_run
+
+    config, model = import_peer_run(args.weights, args.out, args.config, args.overrides)
+    print(f"wrote run folder {args.out}: {config.model.backbone}"
+          f"{f' + {config.model.embedding_dim}-d embedding' if config.model.embedding_dim else ''}, "
+          f"{model.num_classes} classes, feature {config.eval.feature} ({model.feat_dim}-d); "
+          f"try `reidkit eval --run {args.out}`")
     return 0
 
 
@@ -324,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "loss.id.sharded, train.dist_timeout_minutes")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
+
+    peer = commands.add_parser("import", parents=[quiet], help="make a run folder from a Torchreid or fast-reid "
+                               "checkpoint, for eval / extract / index / serve / export")
+    peer.add_argument("--weights", required=True, help="torchreid:PATH or fastreid:PATH (a state dict or a "
+                      "checkpoint of Torchreid 0.2.5's resnet/osnet or fast-reid's BoT ResNet(-IBN)); a plain PATH "
+                      "is recognised from its keys")
+    peer.add_argument("--out", required=True, help="run folder to write (must not hold a run yet)")
+    peer.add_argument("--config", help="YAML config giving the data set and eval settings (default: the built-in "
+                      "defaults); the model keys and eval.feature are set to what the checkpoint needs")
+    peer.add_argument("overrides", nargs="*", help="config overrides as section.key=value applied last, e.g. "
+                      "data.root=data/market1501 model.last_stride=2 (a fast-reid model trained with LAST_STRIDE 2)")
+    peer.set_defaults(func=cmd_import)
 
     evaluate = commands.add_parser("eval", parents=[quiet], help="evaluate a trained run on its query/gallery sets")
     evaluate.add_argument("--run", required=True, help="run folder written by `reidkit train`")

@@ -102,8 +102,15 @@ class ModelConfig:
     # process on the same global batch (for small per-rank batches); no effect in one process.
     sync_bn: bool = False
     # "imagenet" (torchvision's download and cache; offline: the error names the file to place), a local
-    # .safetensors/.pth of the backbone, or empty: random init
+    # .safetensors/.pth of the backbone, "torchreid:PATH" / "fastreid:PATH" (a checkpoint of those toolkits,
+    # also recognised from its keys: the whole network but the classifier; reidkit.models.peers), or empty:
+    # random init
     weights: str = ""
+    # Torchreid's embedding after pooling: Linear → BatchNorm1d → ReLU of this size (OSNet's 512); 0: none
+    embedding_dim: int = 0
+    # a ResNet's stem max pool: "pad" (padding 1: torchvision, Torchreid) or "ceil" (no padding, ceil mode:
+    # fast-reid)
+    stem_pool: Literal["pad", "ceil"] = "pad"
 
     def __post_init__(self) -> None:
         from reidkit.models.backbones import BACKBONES  # the names live with their builders
@@ -114,7 +121,8 @@ class ModelConfig:
             ("backbone", self.backbone in BACKBONES or (self.backbone.startswith("timm/") and len(self.backbone) > 5),
              (f"did you mean {', '.join(close)}? " if close else "") + f"use one of {', '.join(names)}, or "
              "timm/<name> for a timm model"),
-            ("last_stride", self.last_stride in (1, 2), "use 1 or 2")])
+            ("last_stride", self.last_stride in (1, 2), "use 1 or 2"),
+            ("embedding_dim", 0 <= self.embedding_dim <= 65536, "use 0 (none) or a size such as 512")])
 
 
 @dataclass

@@ -33,15 +33,26 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+# The 3×3 stride-2 max pool after a ResNet's first convolution: torchvision's and Torchreid's pad by 1;
+# fast-reid's pads by 0 and rounds the output size up (ceil mode). Same output size at even input sizes,
+# different windows, so a fast-reid checkpoint needs its own.
+STEM_POOLS: dict[str, Callable[[], nn.Module]] = {
+    "pad": lambda: nn.MaxPool2d(3, stride=2, padding=1),
+    "ceil": lambda: nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True),
+}
+
+
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet without its pooling and classifier: images [N,3,H,W] -> maps [N,C,h,w]."""
 
     def __init__(self, resnet: torchvision.models.ResNet, last_stride: int = 1, non_local: bool = False,
-                 attention_blocks: bool = False) -> None:
+                 attention_blocks: bool = False, stem_pool: str = "pad") -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ConfigError(f"model.last_stride must be 1 or 2, got {last_stride}")
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        if stem_pool not in STEM_POOLS:
+            raise ConfigError(f"model.stem_pool must be one of {', '.join(STEM_POOLS)}, got {stem_pool!r}")
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, STEM_POOLS[stem_pool]())
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
         if non_local:  # AGW: 2 blocks after the last residual blocks of stage 2, 3 after those of stage 3
@@ -61,7 +72,7 @@ class ResNetTrunk(nn.Module):
 
 def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
                    non_local: bool = False, input_size: tuple[int, int] = (256, 128),
-                   attention_blocks: bool = False) -> nn.Module:
+                   attention_blocks: bool = False, stem_pool: str = "pad") -> nn.Module:
     """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights.
 
     Args:
@@ -74,6 +85,7 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         attention_blocks: insert Mancs's fully attentional blocks after stages 2 and 3 of a ResNet (after
             the weights are loaded; they start as the identity, `reidkit.models.attention`).
         input_size: (height, width) of the training images (a vision transformer's patch grid).
+        stem_pool: a ResNet's stem max pool, "pad" (torchvision, Torchreid) or "ceil" (fast-reid).
 
     Raises:
         KeyError: unknown name (lists the choices).
@@ -85,6 +97,9 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         if inserted:
             raise ConfigError(f"model.{inserted[0]} inserts blocks into ResNet stages of reidkit's own ResNets; set "
                               f"model.{inserted[0]}=false with a timm backbone")
+        if stem_pool != "pad":
+            raise ConfigError("model.stem_pool changes the stem of reidkit's own ResNets; set model.stem_pool=pad "
+                              "with a timm backbone")
         trunk = build_timm_trunk(name, last_stride, input_size, pretrained=str(weights) == "imagenet")
         if weights and str(weights) != "imagenet":
             load_timm_weights(trunk, read_state_dict(weights), str(weights))
@@ -96,6 +111,9 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
     if inserted and not is_resnet:
         raise ConfigError(f"model.{inserted[0]} inserts blocks into ResNet stages; {name} has none: set "
                           f"model.{inserted[0]}=false or use a ResNet backbone")
+    if stem_pool != "pad" and not is_resnet:
+        raise ConfigError(f"model.stem_pool={stem_pool} changes a ResNet's stem; {name} is not a ResNet: set "
+                          "model.stem_pool=pad")
     if weights:
         state = {k: v for k, v in backbone_state_dict(name, weights).items() if not k.startswith("fc.")}
         expected = {k: v for k, v in network.state_dict().items() if not k.startswith("fc.")}
@@ -103,4 +121,4 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         if mismatch:
             raise ConfigError(f"{weights} does not match {name}: {mismatch}")
         network.load_state_dict(state, strict=False)
-    return ResNetTrunk(network, last_stride, non_local, attention_blocks) if is_resnet else network
+    return ResNetTrunk(network, last_stride, non_local, attention_blocks, stem_pool) if is_resnet else network

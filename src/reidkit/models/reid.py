@@ -15,22 +15,40 @@ from reidkit.errors import ConfigError
 from reidkit.models.attention import AttentionBranch
 from reidkit.models.backbones import build_backbone
 from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
+from reidkit.models.peers import check_architecture, load_peer_state, peer_weights
+
+
+def embedding_layer(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Torchreid's embedding after pooling (OSNet's 512-d "fc"): Linear → BatchNorm1d → ReLU."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True))
 
 
 class ReidModel(nn.Module):
     """images [N,3,H,W] -> {"features" [N,D], "bn_features" [N,D], "logits" [N,C],
     "attr_logits" {name: [N, classes]}} (attr_logits empty without attribute heads), plus "att_features"
     [N,D] with Mancs's attention-aware branch (`attention_branch=True`): the last feature map re-weighted by
-    a fully attentional block and pooled, beside the ID branch's "features" (equal to them at insertion)."""
+    a fully attentional block and pooled, beside the ID branch's "features" (equal to them at insertion).
+
+    `embedding_dim` > 0 adds Torchreid's embedding layer (`embedding_layer`) after pooling: the head then
+    works on its D = embedding_dim outputs.
+    """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
                  attributes: dict[str, int] | None = None, pair_head: bool = False,
-                 attention_branch: bool = False) -> None:
+                 attention_branch: bool = False, embedding_dim: int = 0) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
         self.backbone = backbone
         self.pool = POOLINGS[pooling]()
+        self.embedding = embedding_layer(feat_dim, embedding_dim) if embedding_dim > 0 else None
+        if embedding_dim > 0 and attention_branch:
+            raise ConfigError("model.attention_branch works on the trunk's feature map and model.embedding_dim on "
+                              "its pooled feature: set one of them off")
+        if embedding_dim > 0:
+            nn.init.normal_(self.embedding[0].weight, std=0.01)
+            nn.init.zeros_(self.embedding[0].bias)
+            feat_dim = embedding_dim
         self.head = BNNeckHead(feat_dim, num_classes)
         self.attribute_heads = AttributeHeads(feat_dim, attributes) if attributes else None
         self.pair_head = PairHead(feat_dim) if pair_head else None
@@ -40,9 +58,10 @@ class ReidModel(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled embedding before the BNNeck, [N, D]: the pooled feature map of a CNN, the class token of
-        a transformer's tokens [N, 1 + T, D]."""
+        a transformer's tokens [N, 1 + T, D]; then the embedding layer when there is one."""
         maps = self.backbone(images)
-        return maps[:, 0] if maps.dim() == 3 else self.pool(maps)
+        pooled = maps[:, 0] if maps.dim() == 3 else self.pool(maps)
+        return self.embedding(pooled) if self.embedding is not None else pooled
 
     def forward_head(self, features: torch.Tensor) -> dict[str, torch.Tensor | dict]:
         bn_features, logits = self.head(features)
@@ -91,12 +110,24 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                 weights: str | None = None, attributes: dict[str, int] | None = None,
                 pair_head: bool = False, non_local: bool = False,
                 input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
-                attention_branch: bool = False) -> ReidModel:
-    """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping)."""
-    trunk = build_backbone(backbone, last_stride=last_stride, weights=weights, non_local=non_local,
-                           input_size=input_size, attention_blocks=attention_blocks)
-    return ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
-                     pair_head=pair_head, attention_branch=attention_branch)
+                attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad") -> ReidModel:
+    """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping).
+
+    `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
+    keys are recognised as one) initialises the whole network but the ID classifier from it
+    (`reidkit.models.peers`); other values initialise the trunk (`build_backbone`).
+    """
+    peer = peer_weights(weights) if weights else None
+    if peer:
+        check_architecture(peer[0], peer[1], peer[2], backbone, embedding_dim, stem_pool)
+    trunk = build_backbone(backbone, last_stride=last_stride, weights=None if peer else weights,
+                           non_local=non_local, input_size=input_size, attention_blocks=attention_blocks,
+                           stem_pool=stem_pool)
+    model = ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
+                      pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim)
+    if peer:
+        load_peer_state(model, *peer, with_classifier=False)
+    return model
 
 
 def model_kwargs(model_config, data_config=None) -> dict:
@@ -106,4 +137,5 @@ def model_kwargs(model_config, data_config=None) -> dict:
     return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
             "pooling": model_config.pooling, "weights": model_config.weights or None,
             "non_local": model_config.non_local, "attention_blocks": model_config.attention_blocks,
-            "attention_branch": model_config.attention_branch, **size}
+            "attention_branch": model_config.attention_branch, "embedding_dim": model_config.embedding_dim,
+            "stem_pool": model_config.stem_pool, **size}
