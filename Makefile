@@ -11,6 +11,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir $(TORCH_SPEC)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir -e '.[dev]'
+	# Torchreid and fast-reid for tests/test_peers.py: without their pinned dependencies (fast-reid pins
+	# torch 1.13; what they need at import for their models, yacs and termcolor, is in the dev extra).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps torchreid==0.2.5 fastreid==1.4.0
 	touch $@
 
 install: $(VENV)/.installed
