@@ -111,6 +111,12 @@ class ModelConfig:
     # a ResNet's stem max pool: "pad" (padding 1: torchvision, Torchreid) or "ceil" (no padding, ceil mode:
     # fast-reid)
     stem_pool: Literal["pad", "ceil"] = "pad"
+    # TransReID (He et al., ICCV 2021) on a timm ViT: patch embedding stride (0: the patch size; 12:
+    # overlapping 16×16 patches), and a learnable embedding per camera of the training set (side
+    # information) times camera_scale, added to every token
+    patch_stride: int = 0
+    camera_embedding: bool = False
+    camera_scale: float = 3.0
 
     def __post_init__(self) -> None:
         from reidkit.models.backbones import BACKBONES  # the names live with their builders
@@ -122,7 +128,9 @@ class ModelConfig:
              (f"did you mean {', '.join(close)}? " if close else "") + f"use one of {', '.join(names)}, or "
              "timm/<name> for a timm model"),
             ("last_stride", self.last_stride in (1, 2), "use 1 or 2"),
-            ("embedding_dim", 0 <= self.embedding_dim <= 65536, "use 0 (none) or a size such as 512")])
+            ("embedding_dim", 0 <= self.embedding_dim <= 65536, "use 0 (none) or a size such as 512"),
+            ("patch_stride", 0 <= self.patch_stride <= 64, "use 0 (the patch size) or a stride such as 12"),
+            ("camera_scale", 0 <= self.camera_scale < math.inf, "use a number >= 0 (TransReID: 3.0)")])
 
 
 @dataclass

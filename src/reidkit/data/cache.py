@@ -84,15 +84,17 @@ class CachedTrainLoader:
     """Training batches from decoded images: the `SeededBatchSampler` batches of the PIL loader, each
     gathered from the cache, moved to `device` and augmented there as a whole.
 
-    Yields `{"images": float [B, 3, H, W] on device, "pids": [B], "indices": [B], "skipped": int}` (images
+    Yields `{"images": float [B, 3, H, W] on device, "pids": [B], "indices": [B], "skipped": int}` (and
+    "camids" [B] when given; images
     unreadable at decoding are dropped from their batch and counted, as the PIL loader does), or
     `{"skipped": B}` when none of a batch's images is readable. Exposes `batch_sampler` like a DataLoader.
     """
 
     def __init__(self, images: Tensor, readable: Tensor, pids: Sequence[int], batch_sampler,
-                 augmentation: BatchAugmentation, device: torch.device) -> None:
+                 augmentation: BatchAugmentation, device: torch.device, camids: Sequence[int] | None = None) -> None:
         self.images, self.readable, self.device = images, readable, device
         self.pids = torch.as_tensor(list(pids), dtype=torch.int64)
+        self.camids = torch.as_tensor(list(camids), dtype=torch.int64) if camids is not None else None
         self.batch_sampler, self.augmentation = batch_sampler, augmentation
 
     def __len__(self) -> int:
@@ -111,8 +113,9 @@ class CachedTrainLoader:
             if images.device.type == "cpu" and self.device.type == "cuda":
                 images = images.pin_memory()  # copied to the GPU without the host waiting
             images = images.to(self.device, non_blocking=True)
+            cameras = {"camids": self.camids[indices]} if self.camids is not None else {}
             yield {"images": self.augmentation(images, seeds), "pids": self.pids[indices], "indices": indices,
-                   "skipped": len(batch) - len(indices)}
+                   "skipped": len(batch) - len(indices), **cameras}
 
 
 class CachedTestImages:

@@ -53,7 +53,8 @@ def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | No
     state, metadata = load_weights(path)
     num_classes, attributes, pair_head = _checked_header(path, state, metadata)
     kwargs = model_kwargs(config.model, config.data) | {"weights": None}  # trained weights replace any ImageNet init
-    model = build_model(num_classes=num_classes, attributes=attributes, pair_head=pair_head, **kwargs)
+    cameras = state["backbone.camera_embedding"].shape[0] if "backbone.camera_embedding" in state else 0
+    model = build_model(num_classes=num_classes, attributes=attributes, pair_head=pair_head, cameras=cameras, **kwargs)
     load_into(model, state, path)
     return model.eval()
 

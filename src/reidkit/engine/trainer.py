@@ -158,8 +158,9 @@ class Trainer:
         labels = batch["pids"].to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
+        camids = batch["camids"].to(self.device, non_blocking=True) if "camids" in batch else None
         with autocast_context(self.device, self.amp):
-            outputs = self.model(images)
+            outputs = self.model(images, camids)
             total, terms = self.objective(outputs, labels)
         values = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).float()
         values = distributed.mean_over_ranks(values)  # every rank takes the same skip decision
@@ -232,7 +233,8 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
                                      progress)
     augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob)
     return CachedTrainLoader(images.to(device) if cache == "device" else images, readable, pids,
-                             seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device)
+                             seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device,
+                             camids=[camid for _, _, camid in dataset.train])
 
 
 def cached_test_images(config: Config, dataset, device: torch.device, progress: bool,
@@ -316,8 +318,10 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     loader = training_batches(config, dataset, device, progress, log)
     test_images = cached_test_images(config, dataset, device, progress, log)
     attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
+    cameras = 1 + max(max(s[2] for s in split) for split in (dataset.train, dataset.query, dataset.gallery) if split) \
+        if config.model.camera_embedding else 0
     model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
-                        attributes=attribute_classes(attributes) if attributes else None,
+                        attributes=attribute_classes(attributes) if attributes else None, cameras=cameras,
                         **model_kwargs(config.model, config.data)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

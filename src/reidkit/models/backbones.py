@@ -72,7 +72,8 @@ class ResNetTrunk(nn.Module):
 
 def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None = None,
                    non_local: bool = False, input_size: tuple[int, int] = (256, 128),
-                   attention_blocks: bool = False, stem_pool: str = "pad") -> nn.Module:
+                   attention_blocks: bool = False, stem_pool: str = "pad", patch_stride: int = 0,
+                   cameras: int = 0, camera_scale: float = 3.0) -> nn.Module:
     """Build a trunk by name (its `out_channels` is the map's C), optionally loading ImageNet weights.
 
     Args:
@@ -86,6 +87,8 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
             the weights are loaded; they start as the identity, `reidkit.models.attention`).
         input_size: (height, width) of the training images (a vision transformer's patch grid).
         stem_pool: a ResNet's stem max pool, "pad" (torchvision, Torchreid) or "ceil" (fast-reid).
+        patch_stride, cameras, camera_scale: TransReID's overlapping patches and camera embedding, for a
+            timm vision transformer (`reidkit.models.timm_backbone`); 0 for none.
 
     Raises:
         KeyError: unknown name (lists the choices).
@@ -100,12 +103,17 @@ def build_backbone(name: str, last_stride: int = 1, weights: str | Path | None =
         if stem_pool != "pad":
             raise ConfigError("model.stem_pool changes the stem of reidkit's own ResNets; set model.stem_pool=pad "
                               "with a timm backbone")
-        trunk = build_timm_trunk(name, last_stride, input_size, pretrained=str(weights) == "imagenet")
+        trunk = build_timm_trunk(name, last_stride, input_size, pretrained=str(weights) == "imagenet",
+                                 patch_stride=patch_stride, cameras=cameras, camera_scale=camera_scale)
         if weights and str(weights) != "imagenet":
             load_timm_weights(trunk, read_state_dict(weights), str(weights))
         return trunk
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    if patch_stride or cameras:
+        raise ConfigError(f"model.patch_stride and model.camera_embedding apply to timm vision transformers "
+                          f"(model.backbone=timm/vit_...); {name} is not one: set model.patch_stride=0 "
+                          "model.camera_embedding=false")
     network = BACKBONES[name]()
     is_resnet = isinstance(network, torchvision.models.ResNet)
     if inserted and not is_resnet:

@@ -55,11 +55,13 @@ class ReidModel(nn.Module):
         self.attention_branch = AttentionBranch(feat_dim, self.pool) if attention_branch else None
         self.feat_dim = feat_dim
         self.num_classes = num_classes
+        self.uses_camids = getattr(backbone, "camera_embedding", None) is not None
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled embedding before the BNNeck, [N, D]: the pooled feature map of a CNN, the class token of
-        a transformer's tokens [N, 1 + T, D]; then the embedding layer when there is one."""
-        maps = self.backbone(images)
+        a transformer's tokens [N, 1 + T, D]; then the embedding layer when there is one. `camids` [N] reach
+        a trunk with a camera embedding (TransReID) and are ignored by the others."""
+        maps = self.backbone(images, camids) if self.uses_camids else self.backbone(images)
         pooled = maps[:, 0] if maps.dim() == 3 else self.pool(maps)
         return self.embedding(pooled) if self.embedding is not None else pooled
 
@@ -68,9 +70,9 @@ class ReidModel(nn.Module):
         attr_logits = self.attribute_heads(bn_features) if self.attribute_heads is not None else {}
         return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": attr_logits}
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> dict[str, torch.Tensor | dict]:
         if self.attention_branch is None:
-            return self.forward_head(self.forward_features(images))
+            return self.forward_head(self.forward_features(images, camids))
         maps = self.backbone(images)
         if maps.dim() != 4:
             raise ConfigError("model.attention_branch re-weights a CNN feature map; this backbone returns tokens: "
@@ -110,7 +112,8 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                 weights: str | None = None, attributes: dict[str, int] | None = None,
                 pair_head: bool = False, non_local: bool = False,
                 input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
-                attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad") -> ReidModel:
+                attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad",
+                patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping).
 
     `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
@@ -122,7 +125,8 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
         check_architecture(peer[0], peer[1], peer[2], backbone, embedding_dim, stem_pool)
     trunk = build_backbone(backbone, last_stride=last_stride, weights=None if peer else weights,
                            non_local=non_local, input_size=input_size, attention_blocks=attention_blocks,
-                           stem_pool=stem_pool)
+                           stem_pool=stem_pool, patch_stride=patch_stride, cameras=cameras,
+                           camera_scale=camera_scale)
     model = ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
                       pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim)
     if peer:
@@ -132,10 +136,12 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
 
 def model_kwargs(model_config, data_config=None) -> dict:
     """Map a `reidkit.config.ModelConfig` (and the training size of a `DataConfig`, which a vision
-    transformer's patch grid needs) to `build_model` keyword arguments."""
+    transformer's patch grid needs) to `build_model` keyword arguments; `cameras` (with
+    `model.camera_embedding`) comes from the data set and is the caller's."""
     size = {"input_size": (data_config.height, data_config.width)} if data_config is not None else {}
     return {"backbone": model_config.backbone, "last_stride": model_config.last_stride,
             "pooling": model_config.pooling, "weights": model_config.weights or None,
             "non_local": model_config.non_local, "attention_blocks": model_config.attention_blocks,
             "attention_branch": model_config.attention_branch, "embedding_dim": model_config.embedding_dim,
-            "stem_pool": model_config.stem_pool, **size}
+            "stem_pool": model_config.stem_pool, "patch_stride": model_config.patch_stride,
+            "camera_scale": model_config.camera_scale, **size}

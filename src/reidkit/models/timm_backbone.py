@@ -8,6 +8,14 @@ the models that offer it. A vision transformer returns its tokens [N, 1 + T, C],
 ReID head takes the class token), built for the training size: the position embeddings are those of a
 grid of (H/patch) × (W/patch) patches, resized from the pretrained grid by timm when weights are loaded.
 timm is imported only when such a backbone is built.
+
+TransReID (He et al., "TransReID: Transformer-based Object Re-Identification", ICCV 2021) on a timm ViT:
+`patch_stride` < patch size makes the patch embedding overlap (16×16 patches at stride 12: a 21×10 grid at
+256×128; the position embeddings are resized to it), and `cameras` > 0 adds its side information embedding
+(SIE): a learnable vector per camera, times `camera_scale` (λ = 3 in the paper), added to every token
+after the position embedding. The camera ids come with the images (`forward(images, camids)`); images
+without one (None, or an id < 0: an uploaded or unlabelled image, the ONNX export) get no camera vector.
+The jigsaw patch module of TransReID is not implemented.
 """
 
 from __future__ import annotations
@@ -38,24 +46,60 @@ def is_vision_transformer(model: nn.Module) -> bool:
 
 
 class TimmTrunk(nn.Module):
-    """A timm model without its classifier: images → feature map [N, C, h, w] or tokens [N, 1 + T, C]."""
+    """A timm model without its classifier: images → feature map [N, C, h, w] or tokens [N, 1 + T, C];
+    a ViT optionally with a camera embedding (`cameras` > 0; see the module docstring)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, cameras: int = 0, camera_scale: float = 3.0) -> None:
         super().__init__()
         self.model = model
         self.out_channels = model.num_features
         self.returns_tokens = is_vision_transformer(model)
+        self.camera_scale = camera_scale
+        self.camera_embedding = None
+        if cameras > 0:
+            self.camera_embedding = nn.Parameter(torch.zeros(cameras, 1, model.num_features))
+            nn.init.trunc_normal_(self.camera_embedding, std=0.02)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
+    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.camera_embedding is None:
+            return self.model.forward_features(images)
+        model = self.model
+        tokens = model._pos_embed(model.patch_embed(images))
+        if camids is not None:
+            cameras = self.camera_embedding.shape[0]
+            if torch.is_tensor(camids) and not torch.compiler.is_compiling() and int(camids.max()) >= cameras:
+                raise ConfigError(f"camera id {int(camids.max())} has no camera embedding: the model was built for "
+                                  f"{cameras} cameras (those of its training set)")
+            known = (camids >= 0).to(tokens.dtype)[:, None, None]
+            tokens = tokens + self.camera_scale * known * self.camera_embedding[camids.clamp(min=0)]
+        return model.norm(model.blocks(model.norm_pre(model.patch_drop(tokens))))
 
 
-def build_timm_trunk(name: str, last_stride: int, input_size: tuple[int, int], pretrained: bool) -> TimmTrunk:
-    """`timm/<name>` as a trunk (see the module docstring).
+def overlap_patches(model: nn.Module, stride: int, input_size: tuple[int, int]) -> None:
+    """Make a timm ViT's patch embedding run at `stride` (TransReID's overlapping patches): the grid becomes
+    ((H − P) // stride + 1) × ((W − P) // stride + 1) and the position embeddings are resized to it."""
+    from timm.layers import resample_abs_pos_embed
+
+    embed = model.patch_embed
+    patch = embed.patch_size
+    old_grid = list(embed.grid_size)
+    grid = ((input_size[0] - patch[0]) // stride + 1, (input_size[1] - patch[1]) // stride + 1)
+    embed.proj.stride = (stride, stride)
+    embed.grid_size, embed.num_patches = grid, grid[0] * grid[1]
+    prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
+    with torch.no_grad():
+        model.pos_embed = nn.Parameter(resample_abs_pos_embed(model.pos_embed.data, list(grid), old_size=old_grid,
+                                                              num_prefix_tokens=prefix))
+
+
+def build_timm_trunk(name: str, last_stride: int, input_size: tuple[int, int], pretrained: bool,
+                     patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0) -> TimmTrunk:
+    """`timm/<name>` as a trunk (see the module docstring); `patch_stride` (0: the patch size) and
+    `cameras` (0: no camera embedding) apply to vision transformers only.
 
     Raises:
         ConfigError: timm missing, an unknown name (with close matches), a CNN without `output_stride`
-            asked for last stride 1, or pretrained weights that cannot be fetched.
+            asked for last stride 1, ViT options for a CNN, or pretrained weights that cannot be fetched.
     """
     timm = _timm()
     model_name = name.removeprefix(PREFIX)
@@ -67,7 +111,11 @@ def build_timm_trunk(name: str, last_stride: int, input_size: tuple[int, int], p
     options = {"pretrained": pretrained, "num_classes": 0, "global_pool": ""}
     with torch.device("meta"):  # the architecture only: no memory, no initialisation
         probe = timm.create_model(model_name, pretrained=False, num_classes=0)
-    if is_vision_transformer(probe):
+    vit = is_vision_transformer(probe)
+    if not vit and (patch_stride or cameras):
+        raise ConfigError(f"model.patch_stride and model.camera_embedding apply to vision transformers; timm/"
+                          f"{model_name} is not one: set model.patch_stride=0 model.camera_embedding=false")
+    if vit:
         options["img_size"] = input_size
     elif last_stride == 1:
         options["output_stride"] = 16
@@ -82,7 +130,13 @@ def build_timm_trunk(name: str, last_stride: int, input_size: tuple[int, int], p
         raise ConfigError(f"model.weights=imagenet: timm could not load the pretrained weights of {model_name} "
                           f"({type(error).__name__}: {error}); offline, put them in the Hugging Face cache "
                           "(HF_HOME) or set model.weights to a local file") from error
-    return TimmTrunk(model)
+    if patch_stride:
+        patch = model.patch_embed.patch_size[0]
+        if not 1 <= patch_stride <= patch:
+            raise ConfigError(f"model.patch_stride: {patch_stride} is not allowed for timm/{model_name}; use 1 to "
+                              f"{patch} (its patch size; 12 for TransReID's overlapping 16×16 patches), or 0")
+        overlap_patches(model, patch_stride, input_size)
+    return TimmTrunk(model, cameras, camera_scale)
 
 
 def load_timm_weights(trunk: TimmTrunk, state: dict[str, torch.Tensor], source: str) -> None:
