@@ -125,10 +125,10 @@ class CachedTestImages:
     normalisation), so its features equal those of the PIL test loader.
     """
 
-    def __init__(self, images: Tensor) -> None:
+    def __init__(self, images: Tensor, camids: Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
-        self.images = images
+        self.images, self.camids = images, camids  # camids [N]: for a model with a camera embedding
         self.mean, self.std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
 
     @classmethod
@@ -140,7 +140,7 @@ class CachedTestImages:
             DatasetError: an unreadable image (the test sets are never skipped from).
         """
         images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress)
-        return cls(images.to(device))
+        return cls(images.to(device), torch.tensor([sample[2] for sample in samples], dtype=torch.int64))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -151,4 +151,5 @@ class CachedTestImages:
             images = self.images[first:min(first + batch_size, stop)]
             if images.device.type == "cpu" and device.type == "cuda":
                 images = images.pin_memory()
-            yield {"images": normalize_uint8(images.to(device, non_blocking=True), self.mean, self.std)}
+            cameras = {"camids": self.camids[first:min(first + batch_size, stop)]} if self.camids is not None else {}
+            yield {"images": normalize_uint8(images.to(device, non_blocking=True), self.mean, self.std), **cameras}

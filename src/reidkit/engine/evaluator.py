@@ -90,10 +90,11 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
     with eval_mode(model):
         for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
             images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=layout)
-            camids = batch["camids"].to(device) if "camids" in batch else None  # for a camera embedding
+            # the camera ids, for a model with a camera embedding (TransReID)
+            camids = (batch["camids"].to(device),) if getattr(model, "uses_camids", False) and "camids" in batch else ()
             with autocast_context(device, amp):
-                outputs = model(images, camids)
-                mirrored = model(torch.flip(images, dims=[3]), camids) if flip else None
+                outputs = model(images, *camids)
+                mirrored = model(torch.flip(images, dims=[3]), *camids) if flip else None
             for key in keys:
                 value = outputs[key].float()
                 chunks[key].append((value + mirrored[key].float()).div(2) if flip else value)

@@ -124,12 +124,13 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                 device: torch.device, amp: bool = False) -> None:
+                 device: torch.device, amp: bool = False, camids: bool = False) -> None:
         if not all(group.get("fused") for group in optimizer.param_groups):
             raise ValueError("the trainer needs a fused optimiser (reidkit.engine.optim.build_optimizer) to skip "
                              "non-finite steps on the device")
         self.model, self.objective, self.optimizer = model, objective, optimizer
         self.device, self.amp = device, amp
+        self.camids = camids  # the model takes the batch's camera ids (a camera embedding)
         sharded = [m for m in objective.modules() if isinstance(m, ShardedLinearCrossEntropy)]
         own = {id(p) for m in sharded for p in m.parameters()}
         self.replicated = [p for p in objective.parameters() if id(p) not in own]
@@ -158,9 +159,9 @@ class Trainer:
         labels = batch["pids"].to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        camids = batch["camids"].to(self.device, non_blocking=True) if "camids" in batch else None
+        camids = (batch["camids"].to(self.device, non_blocking=True),) if self.camids else ()
         with autocast_context(self.device, self.amp):
-            outputs = self.model(images, camids)
+            outputs = self.model(images, *camids)
             total, terms = self.objective(outputs, labels)
         values = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).float()
         values = distributed.mean_over_ranks(values)  # every rank takes the same skip decision
@@ -349,7 +350,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         forward_model = torch.compile(forward_model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
-    trainer = Trainer(forward_model, objective, optimizer, device, amp)
+    trainer = Trainer(forward_model, objective, optimizer, device, amp, camids=model.uses_camids)
     metadata = model_metadata(model, config)
 
     def evaluate(epoch: int, step: int) -> Evaluation | None:
