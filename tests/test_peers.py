@@ -29,7 +29,7 @@ HEIGHT, WIDTH = 64, 32
 TORCHREID_MEAN, TORCHREID_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchreid.data.transforms defaults
 
 
-def torchreid_model(name: str, num_classes: int = 7) -> torch.nn.Module:
+def torchreid_model(name: str, num_classes: int = 7, calibrate: bool = True) -> torch.nn.Module:
     spec = importlib.util.find_spec("torchreid")
     if spec is None:
         pytest.skip("torchreid is not installed (pip install --no-deps torchreid==0.2.5)")
@@ -40,7 +40,7 @@ def torchreid_model(name: str, num_classes: int = 7) -> torch.nn.Module:
     module_spec.loader.exec_module(module)
     torch.manual_seed(0)
     model = getattr(module, name)(num_classes=num_classes, pretrained=False)
-    return calibrated(model, lambda m: m(torchreid_inputs(pixels(8, seed=1))))
+    return calibrated(model, lambda m: m(torchreid_inputs(pixels(8, seed=1)))) if calibrate else model.eval()
 
 
 def fastreid_model(with_ibn: bool, num_classes: int = 7) -> torch.nn.Module:
@@ -167,8 +167,10 @@ def test_a_model_that_cannot_hold_the_checkpoint_names_the_values_it_needs(tmp_p
 
 def test_import_then_eval_extract_export_from_the_cli(tmp_path, capsys):
     """A Torchreid OSNet checkpoint as a run folder: the commands that open runs work on it, and the features
-    `reidkit extract` writes are Torchreid's own for those images."""
-    theirs = torchreid_model("osnet_x0_25")
+    `reidkit extract` writes are Torchreid's own for those images. (Torchreid's initial BatchNorm statistics:
+    those of one small calibration batch leave near-zero variances that amplify ONNX's float rounding past the
+    export's 1e-4 parity check.)"""
+    theirs = torchreid_model("osnet_x0_25", calibrate=False)
     torch.save({"state_dict": theirs.state_dict(), "epoch": 60, "rank1": 0.5}, tmp_path / "osnet.pth.tar")
     run, data = tmp_path / "run", f"data.root={tmp_path / 'data'}"
     assert main(["--quiet", "import", "--weights", f"torchreid:{tmp_path / 'osnet.pth.tar'}", "--out", str(run),
@@ -178,8 +180,8 @@ def test_import_then_eval_extract_export_from_the_cli(tmp_path, capsys):
     assert "mAP" in (run / "eval" / "metrics.json").read_text()
     assert main(["--quiet", "extract", "--run", str(run), "--split", "query", "--out", str(tmp_path / "q.safetensors")]) == 0
     features, _, _, paths = load_feature_file(tmp_path / "q.safetensors")
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((WIDTH, HEIGHT),
-                                                                                           Image.BILINEAR)))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((WIDTH, HEIGHT),
+                                                                                          Image.BILINEAR)))
                           .permute(2, 0, 1).float() for p in paths[:4]])
     with torch.no_grad():
         expected = theirs(torchreid_inputs(images))
