@@ -119,7 +119,7 @@ def test_bad_cuhk03_split_in_a_yaml_file(tmp_path):
 
 @pytest.mark.parametrize("dataset", typing.get_args(DatasetName))
 @pytest.mark.parametrize("cuhk03_protocol", ["new", "classic"])
-@pytest.mark.parametrize("protocol", ["auto", "all_gallery", "single_gallery_shot"])
+@pytest.mark.parametrize("protocol", ["auto", "all_gallery", "single_gallery_shot", "vehicleid"])
 def test_resolve_protocol(dataset, cuhk03_protocol, protocol):
     config = load_config(None, [f"data.dataset={dataset}", f"data.cuhk03_protocol={cuhk03_protocol}",
                                 f"eval.protocol={protocol}"])
@@ -127,6 +127,8 @@ def test_resolve_protocol(dataset, cuhk03_protocol, protocol):
         expected = protocol  # an explicit choice always wins
     elif (dataset, cuhk03_protocol) == ("cuhk03", "classic"):
         expected = "single_gallery_shot"
+    elif dataset == "vehicleid":
+        expected = "vehicleid"
     else:
         expected = "all_gallery"
     assert resolve_protocol(config) == expected

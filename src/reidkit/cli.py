@@ -38,7 +38,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from reidkit.config import load_config
     from reidkit.distributed import launch_local
-    from reidkit.engine.evaluator import describe_metrics
+    from reidkit.engine.evaluator import describe_test_sets
     from reidkit.engine.runs import load_run_config
     from reidkit.engine.trainer import train
 
@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ReidkitError("train needs --out RUN_DIR (a new run) or --resume RUN_DIR (continue one)")
     metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
     if metrics:  # empty on the non-main ranks of a distributed run
-        print(f"run folder: {out}  {describe_metrics(metrics)}\nreport: {Path(out) / 'report.html'}")
+        print(f"run folder: {out}  {describe_test_sets(metrics)}\nreport: {Path(out) / 'report.html'}")
     return 0
 
 
@@ -82,10 +82,13 @@ def _open_run(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
-    from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import describe_metrics, evaluate_exported, evaluate_model, uses_amp, write_pictures
+    from reidkit.data.build import DatasetLoader, build_dataset, build_test_sets, test_sources
+    from reidkit.engine.activation import activation_of_files
+    from reidkit.engine.evaluator import (combine_test_sets, describe_metrics, describe_test_sets, evaluate_exported,
+                                          evaluate_model, uses_amp, write_pictures)
+    from reidkit.engine.run_folder import write_test_set_pictures
 
-    if args.model:  # an exported file: its own runtime, no PyTorch model
+    if args.model:  # an exported file: its own runtime, no PyTorch model; evaluated on the set of data.*
         from reidkit.engine.runs import load_run_config
 
         if args.weights:
@@ -95,19 +98,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = build_dataset(config.data, progress=not args.quiet)
         metrics, ranked, _, _ = evaluate_exported(args.model, dataset, config.eval, protocol=resolve_protocol(config),
                                                   progress=not args.quiet)
-    else:
-        config, device, model = _open_run(args)
-        out = output_folder(args.out or Path(args.run) / "eval")
-        dataset, data = build_dataset(config.data, progress=not args.quiet), config.data
-        attributes = load_attributes(data.dataset, data.root, data.attributes) if model.attribute_heads else None
-        metrics, ranked, _, _ = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                               workers=data.workers, amp=uses_amp(config.train, device),
-                                               progress=not args.quiet, pair_feature=config.loss.verification.feature,
-                                               attributes=attributes, protocol=resolve_protocol(config))
+        write_json(out / "metrics.json", metrics)
+        write_pictures(out, metrics, ranked, dataset, config.eval)
+        print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)"
+              f"  [{metrics['format']} model {args.model}]")
+        return 0
+    config, device, model = _open_run(args)
+    out = output_folder(args.out or Path(args.run) / "eval")
+    test_sets, data = build_test_sets(config, DatasetLoader(progress=not args.quiet)), config.data
+    evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device, workers=data.workers,
+                                  amp=uses_amp(config.train, device), progress=not args.quiet,
+                                  pair_feature=config.loss.verification.feature,
+                                  protocol=resolve_protocol(config, source),
+                                  attributes=load_attributes(source.dataset, source.root, source.attributes)
+                                  if model.attribute_heads else None)
+                   for test_set, source in zip(test_sets, test_sources(config)[0])]
+    metrics = combine_test_sets([test_set.name for test_set in test_sets], evaluations).metrics
     write_json(out / "metrics.json", metrics)
-    write_pictures(out, metrics, ranked, dataset, config.eval)
-    source = f"  [{metrics['format']} model {args.model}]" if args.model else ""
-    print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries){source}")
+    activation = activation_of_files(model, data.height, data.width, device) if config.eval.activation_maps else None
+    write_test_set_pictures(out, evaluations, test_sets, config, activation)
+    valid = ", ".join(str(evaluation.metrics["num_valid_queries"]) for evaluation in evaluations)
+    print(f"{out}: {describe_test_sets(metrics)}  ({valid} valid queries)")
     return 0
 
 
@@ -349,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "data.root=data/market1501 model.last_stride=2 (a fast-reid model trained with LAST_STRIDE 2)")
     peer.set_defaults(func=cmd_import)
 
-    evaluate = commands.add_parser("eval", parents=[quiet], help="evaluate a trained run on its query/gallery sets")
+    evaluate = commands.add_parser("eval", parents=[quiet], help="evaluate a trained run on its query/gallery sets, or "
+                                   "on others (cross-domain): data.dataset=... data.root=... or eval.test_sets=[...]")
     evaluate.add_argument("--run", required=True, help="run folder written by `reidkit train`")
     evaluate.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     evaluate.add_argument("--model", metavar="FILE", help="evaluate a file written by `reidkit export` instead "

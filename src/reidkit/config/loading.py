@@ -58,6 +58,14 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
         return [_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
         value = float(value)
+    if _is_dataclass_type(tp):  # a list item such as one of data.train_sets
+        try:
+            return _from_dict(tp, value, f"{key}.")
+        except ConfigError as error:  # the item's own checks name its keys data.<key>: name them key.<key>
+            message = str(error)
+            if key not in message:
+                message = f"{key}.{message[5:]}" if message.startswith("data.") else f"{key}: {message}"
+            raise ConfigError(message) from None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
@@ -102,6 +110,11 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw  # bare words such as resnet18 or cosine are strings
+        if raw.lstrip().startswith(("[", "{")):  # YAML flow style: [{dataset: synthetic, root: data/b}]
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as error:
+                raise ConfigError(f"override '{text}': the value is not a list or mapping ({error})") from None
     if raw in ("null", "None"):
         value = None
     if raw in ("true", "false"):

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from reidkit.errors import ConfigError
 
-DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03"]
+DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03", "veri776", "vehicleid"]
+SyntheticDomain = Literal["a", "b"]  # camera/scene families of the synthetic generator
 Metric = Literal["euclidean", "cosine"]
 # before or after the BNNeck, or Mancs's attention-aware branch (needs model.attention_branch)
 FeatureKey = Literal["features", "bn_features", "att_features"]

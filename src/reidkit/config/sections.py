@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from reidkit.config.losses import LossConfig
-from reidkit.config.rules import DatasetName, Metric, is_device, refuse_bad
+from reidkit.config.rules import DatasetName, Metric, SyntheticDomain, is_device, refuse_bad
 from reidkit.errors import ConfigError
 
 CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
@@ -20,9 +22,55 @@ MAX_LR = 10.0  # largest learning rate accepted (large-batch SGD uses up to a fe
 
 
 @dataclass
-class DataConfig:
+class DataSource:
+    """One data set on disk: its layout, its folder and the layout's own options. `DataConfig` is one (the
+    single set of a run); `data.train_sets` and `eval.test_sets` list more."""
+
     dataset: DatasetName = "market1501"
     root: str = "data/market1501"
+    # Label in tables, metrics.json and metrics.jsonl; empty: the dataset name, or the root folder's name when
+    # two listed sets share a layout (e.g. two synthetic sets).
+    name: str = ""
+    # Used only when dataset == "synthetic" and `root` holds no data yet: the set is generated there. The domain
+    # picks the family of camera styles and scenes: "a" (a sunlit campus) or "b" (dim, warm-lit indoor halls).
+    synthetic_identities: int = 300
+    synthetic_cameras: int = 6
+    synthetic_seed: int = 0
+    synthetic_domain: SyntheticDomain = "a"
+    # Per-identity attributes for loss.attribute: a CSV (`pid,<name>,...`, Market-1501 codes) or the public
+    # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
+    attributes: str = ""
+    # Used only when dataset == "cuhk03": hand-drawn ("labeled") or DPM ("detected") boxes, the new 767/700
+    # protocol or the classic splits, and the classic split index (0..19; always 0 for the new protocol).
+    cuhk03_variant: Literal["labeled", "detected"] = "labeled"
+    cuhk03_protocol: Literal["new", "classic"] = "new"
+    cuhk03_split: int = 0
+    # Used only when dataset == "vehicleid": its small (800), medium (1600) or large (2400) test list.
+    vehicleid_test_size: Literal[800, 1600, 2400] = 800
+
+    def __post_init__(self) -> None:
+        section = "data"
+        if self.dataset == "synthetic":  # the synthetic_* keys are read only for the synthetic set
+            refuse_bad(section, self, [
+                ("synthetic_identities", 4 <= self.synthetic_identities <= 9999,
+                 "identities must be in 4..9999 (4-digit pids)"),
+                ("synthetic_cameras", 2 <= self.synthetic_cameras <= 9,
+                 "cameras must be in 2..9 (one digit in the file name)"),
+                ("synthetic_seed", self.synthetic_seed >= 0, "use 0 or more"),
+            ])
+        if self.dataset != "cuhk03":
+            return
+        if self.cuhk03_protocol == "classic" and not 0 <= self.cuhk03_split < CUHK03_CLASSIC_SPLITS:
+            raise ConfigError(f"{section}.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              f"{section}.cuhk03_protocol=classic; choose one of 0..{CUHK03_CLASSIC_SPLITS - 1}")
+        if self.cuhk03_protocol == "new" and self.cuhk03_split != 0:
+            raise ConfigError(f"{section}.cuhk03_split: {self.cuhk03_split} is not allowed with "
+                              f"{section}.cuhk03_protocol=new, which has a single split; use 0 (or "
+                              f"{section}.cuhk03_protocol=classic for the 20 classic splits)")
+
+
+@dataclass
+class DataConfig(DataSource):
     height: int = 256
     width: int = 128
     p: int = 16  # identities per batch
@@ -31,13 +79,6 @@ class DataConfig:
     flip_prob: float = 0.5  # random horizontal flip; 0 disables
     pad: int = 10  # zero padding before the random crop; 0 disables
     erasing_prob: float = 0.5  # random erasing (Zhong et al. 2020); 0 disables
-    # Used only when dataset == "synthetic" and `root` holds no data yet: the set is generated there.
-    synthetic_identities: int = 300
-    synthetic_cameras: int = 6
-    synthetic_seed: int = 0
-    # Per-identity attributes for loss.attribute: a CSV (`pid,<name>,...`, Market-1501 codes) or the public
-    # market_attribute.mat / duke_attribute.mat; empty: the synthetic set's own attributes.csv.
-    attributes: str = ""
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
     # Training identities held out of training (those with the highest pids) as a validation split; its
     # pairs calibrate the open-set threshold when eval.open_set_pairs=holdout. 0: none.
@@ -46,13 +87,16 @@ class DataConfig:
     # are kept: "device" (the training GPU), "memory" (host), "none" (PIL in `workers` processes, each epoch);
     # "auto" picks device, then memory, when the images take at most a quarter of the free memory.
     cache: Literal["auto", "none", "memory", "device"] = "auto"
-    # Used only when dataset == "cuhk03": hand-drawn ("labeled") or DPM ("detected") boxes, the new 767/700
-    # protocol or the classic splits, and the classic split index (0..19; always 0 for the new protocol).
-    cuhk03_variant: Literal["labeled", "detected"] = "labeled"
-    cuhk03_protocol: Literal["new", "classic"] = "new"
-    cuhk03_split: int = 0
+    # Several training sets in one run, e.g. [{dataset: market1501, root: data/market1501}, {dataset: msmt17,
+    # root: data/msmt17}]: their train splits are joined, identities and cameras offset so that they never
+    # collide. Empty: train on the set above (dataset, root, ...), which is also the default test set.
+    train_sets: list[DataSource] = field(default_factory=list)
+    # Also train on the query and gallery identities of every training set (Torchreid's "combineall"; pid 0
+    # distractors and -1 junk left out), for a model deployed elsewhere; its own test set is then not held out.
+    combineall: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         refuse_bad("data", self, [
             ("height", MIN_HEIGHT <= self.height <= MAX_SIDE,
              f"use {MIN_HEIGHT} to {MAX_SIDE} pixels (e.g. 256; 64 for quick runs)"),
@@ -67,23 +111,28 @@ class DataConfig:
             ("erasing_prob", 0.0 <= self.erasing_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
             ("holdout_identities", self.holdout_identities >= 0, "use 0 (none) or more identities"),
         ])
-        if self.dataset == "synthetic":  # the synthetic_* keys are read only for the synthetic set
-            refuse_bad("data", self, [
-                ("synthetic_identities", 4 <= self.synthetic_identities <= 9999,
-                 "identities must be in 4..9999 (4-digit pids)"),
-                ("synthetic_cameras", 2 <= self.synthetic_cameras <= 9,
-                 "cameras must be in 2..9 (one digit in the file name)"),
-                ("synthetic_seed", self.synthetic_seed >= 0, "use 0 or more"),
-            ])
-        if self.dataset != "cuhk03":
-            return
-        if self.cuhk03_protocol == "classic" and not 0 <= self.cuhk03_split < CUHK03_CLASSIC_SPLITS:
-            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
-                              f"data.cuhk03_protocol=classic; choose one of 0..{CUHK03_CLASSIC_SPLITS - 1}")
-        if self.cuhk03_protocol == "new" and self.cuhk03_split != 0:
-            raise ConfigError(f"data.cuhk03_split: {self.cuhk03_split} is not allowed with "
-                              "data.cuhk03_protocol=new, which has a single split; use 0 (or "
-                              "data.cuhk03_protocol=classic for the 20 classic splits)")
+        set_names(self.train_sets, "data.train_sets")
+
+
+def set_names(sources: list[DataSource], key: str) -> list[str]:
+    """The label of each listed set: its `name`, else its dataset name, else (when two sets share a layout) its
+    root folder's name.
+
+    Raises:
+        ConfigError: two sets with the same label.
+    """
+    layouts = [source.dataset for source in sources]
+    names = [source.name or (source.dataset if layouts.count(source.dataset) == 1 else Path(source.root).name)
+             for source in sources]
+    for index, name in enumerate(names):
+        if not re.fullmatch(r"[\w.+-]+", name):
+            raise ConfigError(f"{key}[{index}].name: {name!r} is not allowed; use letters, digits, _ . + - (it "
+                              "names a folder of the run)")
+        if names.index(name) != index:
+            raise ConfigError(f"{key}: two sets are named {name!r}; give each a distinct name "
+                              f"(e.g. {{dataset: {sources[index].dataset}, root: {sources[index].root}, "
+                              f"name: {name}_2}})")
+    return names
 
 
 @dataclass
@@ -156,6 +205,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # epoch checkpoints kept (plus best.safetensors and the run's model)
     nonfinite: Literal["stop", "skip"] = "stop"  # NaN/Inf loss: stop naming the term, or skip the batch
     log_every: int = 20  # steps between metrics.jsonl records
+    # Also write every metrics.jsonl record (loss terms, learning rate, evaluation metrics) as TensorBoard scalars
+    # into RUN/tensorboard/ (`tensorboard --logdir RUN`); needs the extra reidkit[tensorboard].
+    tensorboard: bool = False
     # Distributed runs: minutes a collective may wait before the run fails (NCCL's watchdog, gloo). Rank 0's
     # evaluation and checkpoints never count against it: the other ranks wait for those outside collectives.
     dist_timeout_minutes: float = 30.0
@@ -195,13 +247,17 @@ class EvalConfig:
     max_rank: int = 50
     junk: Literal["market", "none"] = "market"  # "none" for single-camera custom data
     ranked_queries: int = 12  # ranked-list pictures written per evaluation
+    # Draw under each image of the ranked lists (ranked/, report.html) where the feature comes from: the norm of
+    # the backbone's last feature map at each position, over the image (BoT-style activation maps).
+    activation_maps: bool = False
     baselines: bool = False  # also evaluate a colour histogram and the untrained network
     verify_topk: int = 0  # > 0: also report metrics with each query's top-k re-scored by the pair head
     # "all_gallery": each query ranks the whole gallery (Market-1501 rules); "single_gallery_shot": one drawn
-    # gallery image per identity, mean over single_shot_repeats draws (CUHK03 classic); "auto": see
-    # resolve_protocol.
-    protocol: Literal["auto", "all_gallery", "single_gallery_shot"] = "auto"
-    single_shot_repeats: int = 10  # draws averaged by single_gallery_shot (seed 0)
+    # gallery image per identity, mean over single_shot_repeats draws (CUHK03 classic); "vehicleid": one drawn
+    # image per vehicle of the test list is the gallery, the others are queries, mean over single_shot_repeats
+    # draws (VehicleID); "auto": see resolve_protocol.
+    protocol: Literal["auto", "all_gallery", "single_gallery_shot", "vehicleid"] = "auto"
+    single_shot_repeats: int = 10  # draws averaged by single_gallery_shot and vehicleid (seed 0)
     # Also report the metrics after k-reciprocal re-ranking (Zhong et al., CVPR 2017) of the eval.metric
     # distances, with its neighbourhood sizes k1, k2 and the weight λ of the original distance.
     rerank: bool = False
@@ -219,8 +275,13 @@ class EvalConfig:
     # the pairs of the identities held out of training ("holdout", needs data.holdout_identities >= 2).
     open_set_fpr: float = 1e-3
     open_set_pairs: Literal["test", "holdout"] = "test"
+    # Evaluate the model on each of these query/gallery sets, reported separately (cross-domain testing), e.g.
+    # [{dataset: dukemtmc, root: data/dukemtmc}]; the first one picks the best checkpoint and fills the top level
+    # of metrics.json. Empty: the set of data.dataset / data.root.
+    test_sets: list[DataSource] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        set_names(self.test_sets, "eval.test_sets")
         refuse_bad("eval", self, [
             ("batch_size", self.batch_size >= 1, "use 1 or more"),
             ("max_rank", self.max_rank >= 1, "use 1 or more (the length of the CMC curve)"),
@@ -268,12 +329,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def resolve_protocol(config: Config) -> str:
-    """The evaluation protocol of `config`: `eval.protocol`, where "auto" is "single_gallery_shot" for
-    CUHK03's classic splits (data.dataset=cuhk03, data.cuhk03_protocol=classic) and "all_gallery" otherwise."""
+def resolve_protocol(config: Config, source: DataSource | None = None) -> str:
+    """The evaluation protocol of `config` on the test set `source` (default: `config.data`): `eval.protocol`,
+    where "auto" is "single_gallery_shot" for CUHK03's classic splits (cuhk03 with cuhk03_protocol=classic),
+    "vehicleid" for VehicleID and "all_gallery" otherwise."""
+    source = source or config.data
     if config.eval.protocol != "auto":
         return config.eval.protocol
-    classic = config.data.dataset == "cuhk03" and config.data.cuhk03_protocol == "classic"
+    if source.dataset == "vehicleid":
+        return "vehicleid"
+    classic = source.dataset == "cuhk03" and source.cuhk03_protocol == "classic"
     return "single_gallery_shot" if classic else "all_gallery"
 
 

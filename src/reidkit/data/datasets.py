@@ -154,9 +154,11 @@ def _parse_market_folder(folder: Path, layout: str, example: str) -> list[Sample
     return _require_nonempty(samples, folder, layout)
 
 
-def _load_market_layout(root: StrPath, name: str, layout: str, example: str) -> ReidDataset:
+def _load_market_layout(root: StrPath, name: str, layout: str, example: str,
+                        folders: tuple[str, str, str] = ("bounding_box_train", "bounding_box_test", "query")
+                        ) -> ReidDataset:
+    """Train, gallery and query folders (in that order) of `<pid>_c<camera>...` images."""
     base = Path(root)
-    folders = ("bounding_box_train", "bounding_box_test", "query")
     if not all((base / folder).is_dir() for folder in folders):
         raise DatasetError(
             f"{layout} layout expected folders {', '.join(folders)} under {base}; found: {_found(base)}. "

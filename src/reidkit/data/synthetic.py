@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from reidkit.data.synthetic_camera import Camera, make_camera
+from reidkit.data.synthetic_camera import DOMAINS, Camera, make_camera
 from reidkit.data.synthetic_draw import Placement, render_person, render_scene
 from reidkit.data.synthetic_identity import ATTRIBUTE_NAMES, Identity, sample_identity
 from reidkit.errors import ConfigError, DatasetError
@@ -63,6 +63,9 @@ class SyntheticSpec:
     resolution_drop: float = 0.5  # largest per-camera loss of resolution (0.5: down to half size and back)
     noise: float = 4.0  # largest per-camera sensor noise standard deviation (0..255 units)
     clutter: float = 1.0  # amount of background props in the scenes and random shapes per image
+    # Family of camera styles and scenes (``synthetic_camera.DOMAINS``): "a", a sunlit campus; "b", dim indoor
+    # halls under warm light with other wall and floor colours. Same seed, same people: only the cameras change.
+    domain: str = "a"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images_per_identity", tuple(self.images_per_identity))
@@ -80,6 +83,7 @@ class SyntheticSpec:
             (0.0 <= self.colour_cast <= 0.5, f"colour_cast must be in [0, 0.5], got {self.colour_cast}"),
             (0.0 <= self.illumination <= 0.5, f"illumination must be in [0, 0.5], got {self.illumination}"),
         ]
+        checks.append((self.domain in DOMAINS, f"domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}"))
         checks += [(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
                     for name in ("junk_fraction", "distractor_fraction", "blur", "noise", "clutter")]
         for valid, message in checks:

@@ -1,8 +1,9 @@
 """Cameras of the procedural data set: a fixed scene, viewpoint preference and image degradation each.
 
-A camera's character is drawn once from ``(seed, camera)``: the scene behind the people (walls, floor,
-facades, trees, poles), which sides of a person it tends to see (front, back, left, right), its colour
-cast and gain, blur, effective resolution and sensor noise. Every image adds its own jitter on top.
+A camera's character is drawn once from ``(seed, camera)`` within the family of its domain (``DOMAINS``:
+"a" a sunlit campus, "b" dim indoor halls under warm light, for cross-domain experiments): the scene behind
+the people (walls, floor, facades, trees, poles), which sides of a person it tends to see (front, back, left,
+right), its colour cast and gain, blur, effective resolution and sensor noise. Every image adds its own jitter on top.
 All drawing happens at render size (twice the output size); ``degrade`` brings it to the output size.
 """
 
@@ -53,6 +54,32 @@ _BUILDING_COLOURS: tuple[RGB, ...] = (
 )
 
 
+# Indoor halls (domain "b"): tiled and carpeted floors, shop fronts and painted plaster under warm lamps.
+_INDOOR_GROUND_COLOURS: tuple[RGB, ...] = (
+    (176, 150, 112), (120, 84, 70), (196, 184, 160), (92, 70, 88), (150, 128, 96))
+_INDOOR_WALL_COLOURS: tuple[RGB, ...] = (
+    (232, 200, 150), (180, 60, 64), (210, 170, 90), (120, 60, 110), (90, 40, 36), (240, 220, 180),
+    (200, 120, 60), (60, 50, 70), (150, 110, 140), (220, 150, 120), (110, 90, 50), (250, 236, 200),
+)
+
+
+@dataclass(frozen=True)
+class CameraFamily:
+    """What all cameras of one synthetic domain share: scene colours and the light they see by."""
+
+    ground: tuple[RGB, ...]  # floor colours (the last one is the grass or carpet of some zones)
+    buildings: tuple[RGB, ...]  # wall, facade and prop colours
+    tint: tuple[float, float, float]  # per-channel gain of the light (white = 1, 1, 1)
+    brightness: float  # overall gain of the light
+    blur: float  # factor on the spec's blur (dim light: longer exposures)
+
+
+DOMAINS: dict[str, CameraFamily] = {
+    "a": CameraFamily(_GROUND_COLOURS + ((84, 118, 66),), _BUILDING_COLOURS, (1.0, 1.0, 1.0), 1.0, 1.0),
+    "b": CameraFamily(_INDOOR_GROUND_COLOURS + ((70, 96, 120),), _INDOOR_WALL_COLOURS, (1.12, 0.97, 0.74), 0.8, 1.5),
+}
+
+
 def _muted(rng: np.random.Generator, low: int = 50, high: int = 200) -> RGB:
     base = rng.uniform(low, high)
     return tuple(int(np.clip(base + rng.normal(0, 14), 0, 255)) for _ in range(3))
@@ -64,7 +91,7 @@ def _varied(rng: np.random.Generator, colours: tuple[RGB, ...]) -> RGB:
 
 
 def _draw_scene(rng: np.random.Generator, size: tuple[int, int], palette: tuple[RGB, ...],
-                clutter: float) -> Image.Image:
+                clutter: float, ground: tuple[RGB, ...]) -> Image.Image:
     """Paint a camera's panorama: wall or facades above a horizon, a paved floor below, props in between."""
     width, height = size
     horizon = int(height * rng.uniform(0.45, 0.75))
@@ -74,7 +101,7 @@ def _draw_scene(rng: np.random.Generator, size: tuple[int, int], palette: tuple[
     x = -crop_width
     while x < width:  # paving zones, lawns and road, with slanted borders
         zone, slant = int(rng.uniform(0.4, 1.5) * crop_width), int(rng.normal(0, 0.5) * crop_width)
-        colour = palette[1] if rng.random() < 0.4 else _varied(rng, _GROUND_COLOURS + ((84, 118, 66),))
+        colour = palette[1] if rng.random() < 0.4 else _varied(rng, ground)
         draw.polygon([(x, horizon), (x + zone, horizon), (x + zone + slant, height), (x + slant, height)], fill=colour)
         x += zone
     x = 0
@@ -118,23 +145,25 @@ def _noise_bank(rng: np.random.Generator, size: tuple[int, int], std: float) -> 
 
 
 def make_camera(spec: SyntheticSpec, seed: int, index: int) -> Camera:
-    """Draw the fixed character of camera ``index`` (1-based) from ``(seed, index)`` and the spec's knobs."""
+    """Draw the fixed character of camera ``index`` (1-based) from ``(seed, index)``, the spec's knobs and the
+    camera family of ``spec.domain``."""
+    family = DOMAINS[spec.domain]
     rng = np.random.default_rng([seed, CAMERA_STREAM, index])
     views = rng.dirichlet((0.6, 0.6, 0.6, 0.6)) * 0.8 + 0.05
     cast = 1.0 + spec.colour_cast * rng.uniform(-1.0, 1.0, 3)
-    brightness = 1.0 + spec.illumination * rng.uniform(-1.0, 1.0)
+    brightness = (1.0 + spec.illumination * rng.uniform(-1.0, 1.0)) * family.brightness
     # sky or back wall, main ground, five facade and prop colours
-    palette = (_varied(rng, _BUILDING_COLOURS), _varied(rng, _GROUND_COLOURS),
-               *(_varied(rng, _BUILDING_COLOURS) for _ in range(5)))
+    palette = (_varied(rng, family.buildings), _varied(rng, family.ground[:-1]),
+               *(_varied(rng, family.buildings) for _ in range(5)))
     crop_size = (spec.width * RENDER_SCALE, spec.height * RENDER_SCALE)
     scene_size = (crop_size[0] * _SCENE_WIDTHS, round(crop_size[1] * _SCENE_HEIGHTS))
     return Camera(
         index=index,
         view_probs=tuple(float(v) for v in views / views.sum()),
-        gains=tuple(float(g * brightness) for g in cast),
+        gains=tuple(float(g * brightness * tint) for g, tint in zip(cast, family.tint)),
         saturation=float(np.clip(1.0 + spec.colour_cast * rng.uniform(-2.0, 0.5), 0.2, 1.5)),
         jitter=0.3 * spec.illumination,
-        blur_sigma=float(spec.blur * rng.uniform(0.0, 1.0)),
+        blur_sigma=float(spec.blur * family.blur * rng.uniform(0.0, 1.0)),
         resolution=float(1.0 - spec.resolution_drop * rng.uniform(0.0, 1.0)),
         noise=_noise_bank(rng, (2 * spec.width, 2 * spec.height), spec.noise * rng.uniform(0.3, 1.0)),
         light_side=float(rng.uniform(-0.25, 0.25)),
@@ -142,7 +171,7 @@ def make_camera(spec: SyntheticSpec, seed: int, index: int) -> Camera:
         clutter=spec.clutter,
         palette=palette,
         crop_size=crop_size,
-        scene=_draw_scene(rng, scene_size, palette, spec.clutter),
+        scene=_draw_scene(rng, scene_size, palette, spec.clutter, family.ground),
     )
 
 

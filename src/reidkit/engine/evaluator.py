@@ -25,8 +25,9 @@ from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.ranked_lists import RankedLists, nearest, rank_features
 from reidkit.metrics.rerank import re_ranking_features
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
+from reidkit.metrics.vehicleid import evaluate_vehicleid
 
-PROTOCOLS = ("all_gallery", "single_gallery_shot")  # eval.protocol after resolve_protocol
+PROTOCOLS = ("all_gallery", "single_gallery_shot", "vehicleid")  # eval.protocol after resolve_protocol
 
 
 RANKED_TOP_K = 10  # gallery items kept per query for the ranked-list pictures and the report
@@ -149,8 +150,8 @@ def describe_metrics(metrics: dict) -> str:
     """One line: rank-1, mAP, mINP (and the protocol unless all-gallery), and what pair-head re-scoring and
     attribute heads give when present."""
     text = f"rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}  mINP {metrics['mINP']:.2%}"
-    if metrics.get("protocol") == "single_gallery_shot":
-        text += f" (single-gallery-shot, mean of {metrics['repeats']} draws)"
+    if metrics.get("protocol") in ("single_gallery_shot", "vehicleid"):
+        text += f" ({metrics['protocol'].replace('_', '-')}, mean of {metrics['repeats']} draws)"
     if "verification_rescored" in metrics:
         verified = metrics["verification_rescored"]
         text += f"  | top-k re-scored by the pair head: rank-1 {verified['rank1']:.2%}  mAP {verified['mAP']:.2%}"
@@ -196,13 +197,31 @@ def open_set_figures(eval_config, query_features: torch.Tensor, gallery_features
     return {"pairs": eval_config.open_set_pairs, "metric": eval_config.metric, **figures}
 
 
+def combine_test_sets(names: list[str], evaluations: list[Evaluation]) -> Evaluation:
+    """One run's evaluation on several test sets: the first set's `Evaluation`, whose metrics also hold
+    `test_sets`, each set's metrics by name, when there are several (metrics.json keeps its top-level keys)."""
+    first = evaluations[0]
+    if len(evaluations) == 1:
+        return first
+    return first._replace(metrics={**first.metrics, "test_sets": {name: evaluation.metrics
+                                                                  for name, evaluation in zip(names, evaluations)}})
+
+
+def describe_test_sets(metrics: dict) -> str:
+    """`describe_metrics` of a run's metrics, one line per test set when it has several."""
+    if "test_sets" not in metrics:
+        return describe_metrics(metrics)
+    return "\n".join(f"{name}: {describe_metrics(values)}" for name, values in metrics["test_sets"].items())
+
+
 def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[Sample], max_rank: int = 50,
                        junk: str = "market", protocol: str = "all_gallery", repeats: int = 10) -> dict:
     """Metrics summary of a [Q, G] distance matrix for query/gallery samples `(path, pid, camid)`.
 
     Args:
-        protocol: "all_gallery" (`evaluate_rank`) or "single_gallery_shot" (`evaluate_single_gallery_shot`
-            with `repeats` draws, seed 0); the summary records it under "protocol" (and "repeats").
+        protocol: "all_gallery" (`evaluate_rank`), "single_gallery_shot" (`evaluate_single_gallery_shot`) or
+            "vehicleid" (`evaluate_vehicleid`, query and gallery the same test list), the last two with `repeats`
+            draws, seed 0; the summary records it under "protocol" (and "repeats").
 
     Raises:
         ValueError: unknown `protocol`.
@@ -211,6 +230,12 @@ def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[S
     check_protocol(protocol)
     q_pids, q_camids, g_pids, g_camids = _labels(query, gallery)
     with _data_errors():
+        if protocol == "vehicleid":
+            if query != gallery:
+                raise ValueError("the vehicleid protocol draws its gallery from the test images: query and gallery "
+                                 "must be the same list (data.dataset=vehicleid)")
+            result = evaluate_vehicleid(distmat, q_pids, max_rank=max_rank, repeats=repeats, seed=0)
+            return {"protocol": protocol, "repeats": repeats, **summarize(result)}
         if protocol == "single_gallery_shot":
             result = evaluate_single_gallery_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
                                                   junk=junk, repeats=repeats, seed=0)
@@ -225,7 +250,7 @@ def evaluate_feature_sets(query_features: torch.Tensor, gallery_features: torch.
     """`evaluate_distances` of the features' distances; under "all_gallery" in bounded memory, block by block
     on the features' device (`reidkit.metrics.evaluate_features`), never the [Q, G] matrix."""
     check_protocol(protocol)
-    if protocol == "single_gallery_shot":  # draws over whole rows: the (small) CUHK03-style sets it serves
+    if protocol != "all_gallery":  # draws over whole rows: the (small) CUHK03 / VehicleID test sets they serve
         return evaluate_distances(distance_matrix(query_features, gallery_features, metric), query, gallery,
                                   max_rank, junk, protocol, repeats)
     with _data_errors():
@@ -444,11 +469,12 @@ def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict
 
 
 def write_pictures(run_dir: str | Path, metrics: dict, ranked: RankedLists, dataset: ReidDataset,
-                   eval_config) -> None:
+                   eval_config, activation=None) -> None:
     """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`.
 
     The CMC curve is the one of `metrics` (its protocol); the ranked lists always show the whole gallery,
-    since a single-gallery-shot draw is one of many and would not explain the metrics by itself.
+    since a single-gallery-shot draw is one of many and would not explain the metrics by itself. `activation`
+    (image file → map, `reidkit.engine.activation.activation_of_files`) adds the activation maps to the lists.
     """
     from reidkit.viz.curves import plot_cmc
     from reidkit.viz.ranked import save_ranked_lists
@@ -457,4 +483,4 @@ def write_pictures(run_dir: str | Path, metrics: dict, ranked: RankedLists, data
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     plot_cmc(np.array(metrics["cmc"]), run_dir / "plots" / "cmc.png", label=dataset.name)
     save_ranked_lists(ranked, dataset.query, dataset.gallery, run_dir / "ranked",
-                      num_queries=eval_config.ranked_queries, topk=RANKED_TOP_K)
+                      num_queries=eval_config.ranked_queries, topk=RANKED_TOP_K, activation=activation)

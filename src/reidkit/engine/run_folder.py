@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from reidkit.config import Config, resolve_protocol
+from reidkit.data.build import test_sources
 from reidkit.data.datasets import ReidDataset
-from reidkit.engine.evaluator import Evaluation, evaluate_feature_sets, write_pictures
+from reidkit.engine.evaluator import Evaluation, combine_test_sets, evaluate_feature_sets, write_pictures
 from reidkit.engine.runs import read_metrics_records
 from reidkit.errors import ReidkitError
 from reidkit.outputs import append_line, write_json, write_text
@@ -53,13 +54,16 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 class MetricsLog:
     """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation, each appended
-    whole or not at all (`reidkit.outputs.append_line`); rewritten atomically when cut back on resume."""
+    whole or not at all (`reidkit.outputs.append_line`); rewritten atomically when cut back on resume. Each
+    record is also handed to `mirror` (e.g. `TensorBoardEvents`) when given."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, mirror=None) -> None:
+        self.path, self.mirror = path, mirror
 
     def write(self, record: dict) -> None:
         append_line(self.path, json.dumps(record))
+        if self.mirror is not None:
+            self.mirror.write(record)
 
     def truncate_after(self, step: int) -> None:
         """Drop records logged after optimiser step `step` (work redone after a resume), and the partial last
@@ -74,17 +78,33 @@ class MetricsLog:
         return read_metrics_records(self.path)[0]
 
 
-def finish_run(run_dir: Path, evaluation: Evaluation, dataset: ReidDataset, config: Config) -> Path:
-    """Write `metrics.json`, the CMC curve, training curves, ranked lists and `report.html` of a finished
-    run from its final evaluation; returns the report's path."""
+def finish_run(run_dir: Path, evaluations: list[Evaluation], test_sets: list[ReidDataset], config: Config,
+               activation=None) -> dict:
+    """Write `metrics.json`, the CMC curve, training curves, ranked lists and `report.html` of a finished run
+    from its final evaluation of each test set; returns the metrics written.
+
+    The first test set's metrics fill metrics.json's top level and its pictures `plots/` and `ranked/`; with
+    several test sets, metrics.json also holds each set's metrics under `test_sets`, and the other sets' CMC
+    curves and ranked lists go to `test_sets/<name>/`. `activation` (image file → map) adds activation maps to
+    the ranked lists and the report."""
     from reidkit.viz.curves import plot_training_curves
     from reidkit.viz.report import write_report
 
+    evaluation = combine_test_sets([test_set.name for test_set in test_sets], evaluations)
     write_json(run_dir / "metrics.json", evaluation.metrics)
-    write_pictures(run_dir, evaluation.metrics, evaluation.ranked, dataset, config.eval)
+    write_test_set_pictures(run_dir, evaluations, test_sets, config, activation)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
-    return write_report(run_dir, ranked=evaluation.ranked, dataset=dataset,
-                        gallery_features=evaluation.gallery_features)
+    write_report(run_dir, ranked=evaluation.ranked, dataset=test_sets[0],
+                 gallery_features=evaluation.gallery_features, activation=activation)
+    return evaluation.metrics
+
+
+def write_test_set_pictures(out: Path, evaluations: list[Evaluation], test_sets: list[ReidDataset],
+                            config: Config, activation=None) -> None:
+    """CMC curve and ranked lists of each test set: the first in `out`, the others in `out/test_sets/<name>/`."""
+    for index, (evaluation, test_set) in enumerate(zip(evaluations, test_sets)):
+        folder = out / "test_sets" / test_set.name if index else out
+        write_pictures(folder, evaluation.metrics, evaluation.ranked, test_set, config.eval, activation)
 
 
 def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:
@@ -94,8 +114,10 @@ def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrain
     query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
     gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
     histogram = evaluate_feature_sets(query, gallery, dataset.query, dataset.gallery, "euclidean",
-                                      config.eval.max_rank, config.eval.junk, resolve_protocol(config),
+                                      config.eval.max_rank, config.eval.junk,
+                                      resolve_protocol(config, test_sources(config)[0][0]),
                                       config.eval.single_shot_repeats)
+    untrained = {key: value for key, value in untrained.items() if key != "test_sets"}
     baselines = {"colour_histogram": histogram, "untrained_network": untrained}
     write_json(run_dir / "baselines.json", baselines)
     log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")

@@ -115,6 +115,10 @@ def read_run_metrics(run_dir: str | Path) -> dict:
     for key in ("attribute_accuracy", "verification_rescored", "reranked", "query_expanded", "open_set"):
         if key in metrics and not isinstance(metrics[key], dict):
             problems.append(f'"{key}" is not an object')
+    test_sets = metrics.get("test_sets", {})
+    if not (isinstance(test_sets, dict) and all(isinstance(values, dict) and all(
+            _is_number(values.get(key)) for key in ("rank1", "mAP", "mINP")) for values in test_sets.values())):
+        problems.append('"test_sets" is not an object of test set metrics (rank1, mAP, mINP numbers)')
     accuracy = metrics.get("attribute_accuracy")
     if isinstance(accuracy, dict) and not all(map(_is_number, accuracy.values())):
         problems.append('"attribute_accuracy" holds a value that is not a number')

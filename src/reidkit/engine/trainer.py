@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from reidkit import distributed
 from reidkit.config import Config, resolve_protocol, save_config
-from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
-from reidkit.data.build import build_dataset
+from reidkit.data.attributes import attribute_classes, load_attributes
+from reidkit.data.build import DatasetLoader, build_test_sets, build_training_set, test_sources, train_sources
 from reidkit.data.batch_transforms import BatchAugmentation
 from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
 from reidkit.data.transforms import build_train_transform
+from reidkit.engine.activation import activation_of_files
 from reidkit.engine.checkpoint import (CheckpointManager, capture_rng_state, load_into, restore_rng_state,
                                       save_weights)
 from reidkit.engine.evaluator import (Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model,
@@ -40,6 +41,7 @@ from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
                                        write_baselines)
 from reidkit.engine.runs import model_metadata
+from reidkit.engine.tensorboard_events import TensorBoardEvents
 from reidkit.errors import ConfigError, ReidkitError
 from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
 from reidkit.losses.sharded import ShardedLinearCrossEntropy, gather_sharded_state, load_sharded_state
@@ -287,7 +289,8 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         if differences and not force:
             raise ConfigError("the config differs from the checkpoint's: " + "; ".join(differences)
                               + " (pass --force to resume anyway)")
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl") if main_process else None
+    events = TensorBoardEvents(run_dir) if main_process and config.train.tensorboard else None
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", events) if main_process else None
     if main_process:
         save_config(config, run_dir / "config.yaml")
         if restored:
@@ -299,35 +302,51 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     amp = uses_amp(config.train, device)
     data, train_cfg = config.data, config.train
 
-    with distributed.wait_for_main_process():  # the synthetic set is generated once, by rank 0
+    load = DatasetLoader(progress=progress)
+    with distributed.wait_for_main_process():  # a synthetic set is generated once, by rank 0
         if main_process:
-            dataset = build_dataset(data, progress=progress)
+            training, test_sets = build_training_set(data, load), build_test_sets(config, load)
     if not main_process:
-        dataset = build_dataset(data, progress=False)
-    log(dataset.summary())
-    train_set = training_set_fingerprint(dataset.train)
+        training, test_sets = build_training_set(data, load), build_test_sets(config, load)
+    for dataset in load.used.values():
+        log(dataset.summary())
+    if len(training.parts) > 1 or data.combineall:
+        log(training.summary())
+    if data.combineall:
+        trained_on = {part.name for part in training.parts} & {test_set.name for test_set in test_sets}
+        if trained_on:
+            log(f"note: data.combineall trains on the query and gallery identities of {', '.join(sorted(trained_on))}"
+                ", so its evaluation is not a held-out measure")
+    train_set = training_set_fingerprint(training.train)
     if restored and restored[1].get("train_set", train_set) != train_set and not force:
         raise ConfigError(f"the training set differs from the one the checkpoint was trained on "
-                          f"({len(dataset.train)} images now; file names, identities or cameras changed), so the "
+                          f"({len(training.train)} images now; file names, identities or cameras changed), so the "
                           "resumed run would not continue the same training; restore the data, or pass --force to "
                           "resume anyway")
-    check_batch_config(config, dataset.num_train_pids, len(dataset.train))
-    singletons = int((np.bincount([pid for _, pid, _ in dataset.train]) == 1).sum())
+    check_batch_config(config, training.num_train_pids, len(training.train))
+    singletons = int((np.bincount([pid for _, pid, _ in training.train]) == 1).sum())
     if singletons:
         log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
             f"K={data.k}, so their positive pairs are copies of one image")
-    loader = training_batches(config, dataset, device, progress, log)
-    test_images = cached_test_images(config, dataset, device, progress, log)
-    attributes = load_attributes(data.dataset, data.root, data.attributes) if config.loss.attribute.weight else None
-    cameras = 1 + max(max(s[2] for s in split) for split in (dataset.train, dataset.query, dataset.gallery) if split) \
-        if config.model.camera_embedding else 0
-    model = build_model(num_classes=dataset.num_train_pids, pair_head=config.loss.verification.weight > 0,
-                        attributes=attribute_classes(attributes) if attributes else None, cameras=cameras,
+    loader = training_batches(config, training, device, progress, log)
+    test_images = [cached_test_images(config, test_set, device, progress, log) for test_set in test_sets]
+    table = None
+    if config.loss.attribute.weight:
+        part_attributes = [load_attributes(source.dataset, source.root, source.attributes)
+                           for source in train_sources(data)[0]]
+        table = training.attribute_table(part_attributes)
+        classes = attribute_classes({(i, pid): codes for i, rows in enumerate(part_attributes)
+                                     for pid, codes in rows.items()})
+    test_attributes = [load_attributes(source.dataset, source.root, source.attributes)
+                       if config.loss.attribute.weight else None for source in test_sources(config)[0]]
+    splits = [training.train, *(split for test_set in test_sets for split in (test_set.query, test_set.gallery))]
+    cameras = 1 + max(max(s[2] for s in split) for split in splits if split) if config.model.camera_embedding else 0
+    model = build_model(num_classes=training.num_train_pids, pair_head=config.loss.verification.weight > 0,
+                        attributes=classes if table is not None else None, cameras=cameras,
                         **model_kwargs(config.model, config.data)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    table = attribute_table(attributes, dataset.train_raw_pids) if attributes else None
-    objective = build_objective(config.loss, dataset.num_train_pids, model.feat_dim, table,
+    objective = build_objective(config.loss, training.num_train_pids, model.feat_dim, table,
                                 model.pair_head).to(device)
     # Head layers whose outputs no loss term reads (the classifier without an ID loss or with the sharded
     # one, the BNNeck when only pre-BN features are trained) get no gradient. They are frozen rather than
@@ -353,18 +372,26 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
     trainer = Trainer(forward_model, objective, optimizer, device, amp, camids=model.uses_camids)
     metadata = model_metadata(model, config)
 
-    def evaluate(epoch: int, step: int) -> Evaluation | None:
-        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the evaluation, the others None."""
+    def evaluate(epoch: int, step: int) -> list[Evaluation] | None:
+        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the evaluation of each test set, the
+        others None."""
         distributed.broadcast_buffers(model)
-        evaluation = evaluate_model(model, dataset, config.eval, data.height, data.width, device,
-                                    workers=data.workers, amp=amp, progress=progress,
-                                    pair_feature=config.loss.verification.feature, attributes=attributes,
-                                    protocol=resolve_protocol(config), cached=test_images)
+        evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device,
+                                      workers=data.workers, amp=amp, progress=progress,
+                                      pair_feature=config.loss.verification.feature, attributes=attributes,
+                                      protocol=resolve_protocol(config, source), cached=images)
+                       for test_set, attributes, source, images in zip(test_sets, test_attributes,
+                                                                       test_sources(config)[0], test_images)]
         if not main_process:
             return None
-        metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **eval_record(evaluation.metrics)})
-        log(f"eval epoch {epoch}: " + describe_metrics(evaluation.metrics))
-        return evaluation
+        several = len(test_sets) > 1
+        for test_set, evaluation in zip(test_sets, evaluations):
+            named = {"test_set": test_set.name} if several else {}
+            metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **named,
+                               **eval_record(evaluation.metrics)})
+            where = f" on {test_set.name}" if several else ""
+            log(f"eval epoch {epoch}{where}: " + describe_metrics(evaluation.metrics))
+        return evaluations
 
     def checkpoint(name: str) -> None:
         """Called on every rank: the class-sharded classifier is gathered (a collective); rank 0 writes."""
@@ -407,7 +434,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         with distributed.wait_for_main_process():  # the other ranks wait for rank 0's baselines
             untrained = evaluate(0, 0)
             if main_process:
-                write_baselines(run_dir, dataset, config, untrained[0], log)
+                write_baselines(run_dir, test_sets[0], config, untrained[0].metrics, log)
 
     final, evaluated_last_epoch = None, False
     while position.epoch <= train_cfg.epochs:
@@ -448,9 +475,9 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         with distributed.wait_for_main_process():
             if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
                 final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
-                if main_process and final.metrics["mAP"] > position.best_map:
-                    position.best_map = final.metrics["mAP"]
-                    checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final.metrics)})
+                if main_process and final[0].metrics["mAP"] > position.best_map:  # the first test set decides
+                    position.best_map = final[0].metrics["mAP"]
+                    checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final[0].metrics)})
             if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
                 checkpoint(f"epoch_{epoch:03d}")
 
@@ -460,7 +487,9 @@ def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, 
         final = evaluate(train_cfg.epochs, position.global_step)
     if not main_process:
         return {}
+    if events is not None:
+        events.close()
     save_weights(model, run_dir / "model.safetensors", metadata)
-    final.metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-    finish_run(run_dir, final, dataset, config)
-    return final.metrics
+    final[0].metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
+    activation = activation_of_files(model, data.height, data.width, device) if config.eval.activation_maps else None
+    return finish_run(run_dir, final, test_sets, config, activation)

@@ -58,7 +58,8 @@ def plot_training_curves(records: list[dict], path: str | Path) -> Path:
 
     Args:
         records: parsed lines of ``metrics.jsonl``: ``{"kind": "train", "epoch", "step", "lr",
-            "loss", "loss/<name>", ...}`` and ``{"kind": "eval", "epoch", "rank1", "mAP", "mINP"}``.
+            "loss", "loss/<name>", ...}`` and ``{"kind": "eval", "epoch", "rank1", "mAP", "mINP"}`` (with
+            ``"test_set"`` when a run has several: one line per set).
         path: PNG file to write (parent folders are created).
 
     Returns:
@@ -85,10 +86,12 @@ def plot_training_curves(records: list[dict], path: str | Path) -> Path:
     axes = np.atleast_1d(axes).reshape(-1)
     for ax, (key, x_label) in zip(axes, panels):
         if key == "eval":
-            for name in _EVAL_KEYS:
-                points = [(r["epoch"], 100 * r[name]) for r in evals if name in r]
-                if points:
-                    ax.plot(*zip(*points), marker="o", label=name)
+            test_sets = list(dict.fromkeys(r.get("test_set") for r in evals))  # one line per test set
+            for test_set in test_sets:
+                for name in _EVAL_KEYS:
+                    points = [(r["epoch"], 100 * r[name]) for r in evals if name in r and r.get("test_set") == test_set]
+                    if points:
+                        ax.plot(*zip(*points), marker="o", label=f"{test_set} {name}" if test_set else name)
             ax.set(title="evaluation (%)", ylim=(0, 100))
             ax.legend(loc="best")
         else:

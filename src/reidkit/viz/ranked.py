@@ -1,13 +1,15 @@
 """Ranked-list pictures: a query image followed by its top-k gallery images after junk removal.
 
 Each picture is one row of cells: the query (blue frame), then rank 1..k with a green frame for a
-true match (same pid) and a red frame otherwise, captioned with rank, pid, camera and distance. The
-lists come from the evaluation (:mod:`reidkit.metrics.ranked_lists`: junk rule of the Market-1501 protocol).
+true match (same pid) and a red frame otherwise, captioned with rank, pid, camera and distance; with an
+``activation`` function (image file → map in [0, 1], from ``reidkit.engine.activation``) a second row shows
+each image with its activation map laid over it. The lists come from the evaluation
+(:mod:`reidkit.metrics.ranked_lists`: junk rule of the Market-1501 protocol).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from reidkit.data.images import read_rgb
 from reidkit.metrics.ranked_lists import RankedLists
 from reidkit.outputs import write_image
+from reidkit.viz.activation import overlay_activation
 
 CELL_SIZE = (128, 256)  # (width, height) of each image: 64×128 person crops scaled ×2
 FRAME = 5  # frame width in pixels around each image
@@ -33,6 +36,7 @@ def save_ranked_lists(
     query_indices: Sequence[int] | None = None,
     num_queries: int = 10,
     topk: int = 10,
+    activation: Callable[[str], np.ndarray] | None = None,
 ) -> list[Path]:
     """Write one ranked-list PNG per chosen query, named ``query_{index:05d}.png``.
 
@@ -47,6 +51,8 @@ def save_ranked_lists(
             left after junk removal) spread evenly over the query set, deterministically.
         num_queries: how many queries to draw when ``query_indices`` is None.
         topk: gallery images per picture (at most the lists' length).
+        activation: image file → activation map ``[h, w]`` in [0, 1]; when given, a second row shows the
+            maps over the images.
 
     Returns:
         Paths of the pictures written, in the order of the chosen queries.
@@ -75,7 +81,7 @@ def save_ranked_lists(
         _, q_pid, _ = query[index]
         ranked_items = [(gallery[j], float(d)) for j, d in zip(ranked.top_indices[index, :topk],
                                                               ranked.top_distances[index, :topk]) if j >= 0]
-        picture = _compose(query[index], ranked_items, q_pid, topk, font)
+        picture = _compose(query[index], ranked_items, q_pid, topk, font, activation)
         path = out_dir / f"query_{index:05d}.png"
         paths.append(write_image(path, picture, "PNG"))
     return paths
@@ -88,27 +94,34 @@ def _cell_origin(column: int) -> tuple[int, int]:
 
 
 def _compose(query: Sample, ranked: list[tuple[Sample, float]], q_pid: int, topk: int,
-             font: ImageFont.FreeTypeFont) -> Image.Image:
-    """One row picture: the query cell, then one cell per ranked gallery sample."""
+             font: ImageFont.FreeTypeFont, activation: Callable[[str], np.ndarray] | None = None) -> Image.Image:
+    """One row picture: the query cell, then one cell per ranked gallery sample (two rows with `activation`)."""
+    rows = 2 if activation is not None else 1
     width = _cell_origin(topk)[0] + CELL_SIZE[0] + 2 * FRAME + _MARGIN
-    height = 2 * _MARGIN + CELL_SIZE[1] + 2 * FRAME + _CAPTION_HEIGHT
+    height = 2 * _MARGIN + rows * (CELL_SIZE[1] + 2 * FRAME) + (rows - 1) * _GAP + _CAPTION_HEIGHT
     picture = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(picture)
     path, pid, camid = query
-    _draw_cell(picture, draw, 0, path, QUERY_COLOR, ["query", f"pid {pid}", f"c{camid + 1}"], font)
+    _draw_cell(picture, draw, 0, path, QUERY_COLOR, ["query", f"pid {pid}", f"c{camid + 1}"], font, activation)
     for rank, ((path, pid, camid), distance) in enumerate(ranked, start=1):
         color = MATCH_COLOR if pid == q_pid else NON_MATCH_COLOR
         caption = [f"rank {rank}", f"pid {pid} c{camid + 1}", f"d {distance:.4g}"]
-        _draw_cell(picture, draw, rank, path, color, caption, font)
+        _draw_cell(picture, draw, rank, path, color, caption, font, activation)
     return picture
 
 
 def _draw_cell(picture: Image.Image, draw: ImageDraw.ImageDraw, column: int, path: str, color: tuple,
-               lines: list[str], font: ImageFont.FreeTypeFont) -> None:
-    """Frame of ``color``, the resized image inside it, and caption lines below."""
+               lines: list[str], font: ImageFont.FreeTypeFont,
+               activation: Callable[[str], np.ndarray] | None = None) -> None:
+    """Frame of ``color``, the resized image inside it (and below it, the image under its activation map),
+    and caption lines below."""
     x, y = _cell_origin(column)
-    draw.rectangle([x, y, x + CELL_SIZE[0] + 2 * FRAME - 1, y + CELL_SIZE[1] + 2 * FRAME - 1], fill=color)
-    picture.paste(read_rgb(path).resize(CELL_SIZE), (x + FRAME, y + FRAME))
-    caption_top = y + CELL_SIZE[1] + 2 * FRAME + 3
+    image = read_rgb(path).resize(CELL_SIZE)
+    tiles = [image] + ([overlay_activation(image, activation(path))] if activation is not None else [])
+    for row, tile in enumerate(tiles):
+        top = y + row * (CELL_SIZE[1] + 2 * FRAME + _GAP)
+        draw.rectangle([x, top, x + CELL_SIZE[0] + 2 * FRAME - 1, top + CELL_SIZE[1] + 2 * FRAME - 1], fill=color)
+        picture.paste(tile, (x + FRAME, top + FRAME))
+    caption_top = y + len(tiles) * (CELL_SIZE[1] + 2 * FRAME) + (len(tiles) - 1) * _GAP + 3
     for line_index, line in enumerate(lines):
         draw.text((x, caption_top + 17 * line_index), line, fill="black", font=font)

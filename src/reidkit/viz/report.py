@@ -39,7 +39,7 @@ figure { margin: .8rem 0; } figcaption { font-size: .85rem; color: #444; }
 
 def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, gallery_features: Any = None,
                  out_path: str | Path | None = None, num_ranked: int = 6, num_worst: int = 6,
-                 num_identities: int = 20) -> Path:
+                 num_identities: int = 20, activation=None) -> Path:
     """Write the HTML report of a finished run.
 
     What is not given is recomputed: the data set from the run's config, and the gallery features and
@@ -57,6 +57,9 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
         num_ranked: sample queries drawn as ranked lists.
         num_worst: worst queries (lowest AP) drawn as ranked lists.
         num_identities: identities in the PCA scatter.
+        activation: image file → activation map `[h, w]` in [0, 1] (`reidkit.engine.activation`): the ranked
+            lists then show where the feature comes from under each image (the trainer hands it with
+            eval.activation_maps).
 
     Returns:
         The path of the report.
@@ -65,7 +68,7 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
         ReidkitError: not a finished run folder (no config.yaml or metrics.json), or its config.yaml,
             metrics.json or baselines.json is damaged (unreadable metrics.jsonl lines are skipped with a note).
     """
-    from reidkit.data.build import build_dataset
+    from reidkit.data.build import DatasetLoader, build_test_sets
     from reidkit.engine.runs import load_run_config, read_metrics_records, read_run_metrics
 
     run_dir = Path(run_dir)
@@ -85,7 +88,7 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
         rows["query expansion"] = metrics["query_expanded"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in baselines.items()})
     if dataset is None:
-        dataset = _try(notes, "data set", lambda: build_dataset(config.data, progress=False))
+        dataset = _try(notes, "data set", lambda: build_test_sets(config, DatasetLoader(progress=False))[0])
     if dataset is not None and (ranked is None or gallery_features is None):
         recomputed = _try(notes, "model features", lambda: _extract(run_dir, config, dataset, ranked is None))
         if recomputed is not None:
@@ -96,6 +99,7 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
             ("config", "Config", _config_section(run_dir)),
             ("dataset", "Data set", _dataset_section(config, dataset, metrics)),
             ("metrics", "Metrics", _metrics_table(rows)),
+            *([("test-sets", "Test sets", _test_sets_section(metrics["test_sets"]))] if "test_sets" in metrics else []),
             ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
             ("training", "Training curves", _training_section(records, Path(scratch))),
         ]
@@ -106,13 +110,14 @@ def write_report(run_dir: str | Path, ranked: Any = None, dataset: Any = None, g
         if dataset is not None and ranked is not None:
             sections += [
                 ("camera-pairs", "Rank-1 per camera pair", _camera_section(ranked.camera_rank1)),
-                *_ranked_sections(ranked, dataset, Path(scratch), num_ranked, num_worst),
+                *_ranked_sections(ranked, dataset, Path(scratch), num_ranked, num_worst, activation),
             ]
         if dataset is not None and gallery_features is not None:
             sections.append(("embedding", "Gallery embedding (PCA)", _embedding_section(
                 gallery_features, dataset, config.eval.metric, Path(scratch), num_identities)))
     title = f"reidkit report — {run_dir.resolve().name}"
-    summary = (f"{config.model.backbone} on {config.data.dataset}, {config.train.epochs} epochs · "
+    trained_on = "+".join(source.name or source.dataset for source in config.data.train_sets) or config.data.dataset
+    summary = (f"{config.model.backbone} on {trained_on}, {config.train.epochs} epochs · "
                f"rank-1 {metrics['rank1']:.2%} · mAP {metrics['mAP']:.2%} · mINP {metrics['mINP']:.2%}")
     return _write_page(Path(out_path) if out_path else run_dir / "report.html", title, summary, sections, notes)
 
@@ -184,6 +189,12 @@ def _dataset_section(config, dataset, metrics: dict) -> str:
     valid = (f"<p>{metrics.get('num_valid_queries', '?')} valid queries (protocol "
              f"&quot;{html.escape(metrics.get('protocol', 'all_gallery'))}&quot;, junk rule "
              f"&quot;{html.escape(config.eval.junk)}&quot;).</p>")
+    if config.data.train_sets or config.data.combineall:
+        from reidkit.config.sections import set_names
+
+        sets = set_names(config.data.train_sets, "data.train_sets") if config.data.train_sets else [config.data.dataset]
+        valid += (f"<p>Trained on {html.escape(' + '.join(sets))}" + (" with their query and gallery identities "
+                  "(data.combineall)" if config.data.combineall else "") + "; the table shows the test set.</p>")
     if dataset is None:
         return f"<p>{html.escape(config.data.dataset)} at {html.escape(config.data.root)}: not available.</p>{valid}"
     rows = [(split, "".join(f"<td>{count}</td>" for count in (
@@ -199,6 +210,14 @@ def _metrics_table(rows: dict[str, dict]) -> str:
     return _table("metrics-table", ["model"] + [f"{title} (%)" for _, title in METRIC_COLUMNS],
                   [(name, "".join(_percent(values.get(key), key=key) for key, _ in METRIC_COLUMNS))
                    for name, values in rows.items()])
+
+
+def _test_sets_section(test_sets: dict[str, dict]) -> str:
+    """One row per test set of a cross-domain evaluation (the sections below show the first)."""
+    return ("<p>The same model on each test set; the sections below show the first one.</p>"
+            + _table("test-sets-table", ["test set"] + [f"{title} (%)" for _, title in METRIC_COLUMNS],
+                     [(name, "".join(_percent(values.get(key), key=key) for key, _ in METRIC_COLUMNS))
+                      for name, values in test_sets.items()]))
 
 
 def _cmc_section(metrics: dict, scratch: Path, dataset) -> str:
@@ -251,7 +270,7 @@ def _camera_section(table: dict) -> str:
             + _table("camera-table", ["", *columns], rows))
 
 
-def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst: int) -> list:
+def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst: int, activation=None) -> list:
     from reidkit.viz.ranked import save_ranked_lists
 
     precisions = ranked.ap
@@ -259,10 +278,12 @@ def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst:
     worst = valid[np.argsort(precisions[valid], kind="stable")][:num_worst].tolist()
     topk = ranked.top_indices.shape[1]
     sample = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "ranked", num_queries=num_ranked,
-                               topk=topk)
+                               topk=topk, activation=activation)
     hard = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "worst", query_indices=worst,
-                             topk=topk)
-    legend = "<p class='note'>query in blue; green frame: same identity, red: another identity.</p>"
+                             topk=topk, activation=activation)
+    legend = "<p class='note'>query in blue; green frame: same identity, red: another identity." + (
+        " Second row: where the feature comes from (norm of the backbone's last feature map at each position; "
+        "blue low, red high)." if activation is not None else "") + "</p>"
 
     def picture(path: Path) -> str:
         index = int(path.stem.split("_")[1])
