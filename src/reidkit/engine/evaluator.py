@@ -190,7 +190,7 @@ def open_set_figures(eval_config, query_features: torch.Tensor, gallery_features
                                       [s[2] for s in dataset.holdout], metric, junk, fpr)
         else:
             figures = open_set_features(query_features, gallery_features,
-                                        *_labels(dataset.query, dataset.gallery, order="qgqg"), metric, junk, fpr)
+                                        *_labels(dataset.query, dataset.gallery), metric, junk, fpr)
     except ValueError as error:
         raise ReidkitError(f"cannot compute the open-set threshold from the {eval_config.open_set_pairs} pairs: "
                            f"{error}") from error
@@ -228,7 +228,7 @@ def evaluate_distances(distmat: np.ndarray, query: list[Sample], gallery: list[S
         ReidkitError: the data cannot be evaluated, e.g. no query has a true match.
     """
     check_protocol(protocol)
-    q_pids, q_camids, g_pids, g_camids = _labels(query, gallery)
+    q_pids, g_pids, q_camids, g_camids = _labels(query, gallery)
     with _data_errors():
         if protocol == "vehicleid":
             if query != gallery:
@@ -255,7 +255,7 @@ def evaluate_feature_sets(query_features: torch.Tensor, gallery_features: torch.
                                   max_rank, junk, protocol, repeats)
     with _data_errors():
         return {"protocol": protocol, **summarize(evaluate_features(
-            query_features, gallery_features, *_labels(query, gallery, order="qgqg"), metric=metric,
+            query_features, gallery_features, *_labels(query, gallery), metric=metric,
             max_rank=max_rank, junk=junk))}
 
 
@@ -268,7 +268,7 @@ def rank_feature_sets(query_features: torch.Tensor, gallery_features: torch.Tens
         ReidkitError: the data cannot be evaluated, e.g. no query has a true match.
     """
     with _data_errors():
-        return rank_features(query_features, gallery_features, *_labels(query, gallery, order="qgqg"),
+        return rank_features(query_features, gallery_features, *_labels(query, gallery),
                              metric=metric, max_rank=max_rank, junk=junk, top_k=RANKED_TOP_K, adjust=adjust)
 
 
@@ -277,11 +277,10 @@ def check_protocol(protocol: str) -> None:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
 
-def _labels(query: list[Sample], gallery: list[Sample], order: str = "qqgg") -> tuple[np.ndarray, ...]:
-    """(q_pids, q_camids, g_pids, g_camids), or with order "qgqg" (q_pids, g_pids, q_camids, g_camids)."""
-    q_pids, q_camids = np.array([s[1] for s in query]), np.array([s[2] for s in query])
-    g_pids, g_camids = np.array([s[1] for s in gallery]), np.array([s[2] for s in gallery])
-    return (q_pids, g_pids, q_camids, g_camids) if order == "qgqg" else (q_pids, q_camids, g_pids, g_camids)
+def _labels(query: list[Sample], gallery: list[Sample]) -> tuple[np.ndarray, ...]:
+    """(q_pids, g_pids, q_camids, g_camids): the label arguments of `evaluate_rank`, in its order."""
+    return tuple(np.array([s[i] for s in samples]) for i, samples in ((1, query), (1, gallery), (2, query),
+                                                                        (2, gallery)))
 
 
 @contextlib.contextmanager

@@ -96,21 +96,27 @@ def evaluate_features(
         if len(labels) != size:
             raise ValueError(f"{name} must have length {size} (from the features), got {len(labels)}")
 
-    workers = num_threads or default_num_threads()
-    rows_per_thread = min(_RANK_ROWS, -(-query_chunk // workers))
-    parts: list[QueryScores] = []
+    parts = []
     for start, block in distance_blocks(query, gallery, metric, query_chunk, gallery_chunk):
         rows = slice(start, start + len(block))
-        if ranks_on_device(block):
-            parts.append(torch_query_scores(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk))
-        else:
-            parts.append(query_scores(block.numpy(), q_pids[rows], g_pids, q_camids[rows], g_camids,
-                                      junk=junk, chunk_size=rows_per_thread, num_threads=workers))
+        parts.append(block_scores(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk, num_threads))
         del block
     scores = QueryScores.concatenate(parts)
     if scores.first_rank.size == 0:
         raise ValueError(no_valid_query_message(q_pids, q_camids, g_pids, g_camids, junk))
     return summarize_scores(scores, max_rank)
+
+
+def block_scores(block: torch.Tensor, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, junk: str,
+                 num_threads: int | None = None) -> QueryScores:
+    """The `QueryScores` of one `[C, G]` block of distances, ranked where it lies: on a GPU by
+    ``reidkit.metrics.rank_torch``, on the CPU by ``query_scores`` with ``num_threads`` threads (None:
+    ``default_num_threads()``), each taking at most 64 rows at a time (cache-sized buffers)."""
+    if ranks_on_device(block):
+        return torch_query_scores(block, q_pids, g_pids, q_camids, g_camids, junk)
+    workers = num_threads or default_num_threads()
+    return query_scores(block.numpy(), q_pids, g_pids, q_camids, g_camids, junk=junk,
+                        chunk_size=min(_RANK_ROWS, -(-len(block) // workers)), num_threads=workers)
 
 
 def distance_blocks(query: torch.Tensor, gallery: torch.Tensor, metric: str, query_chunk: int = 512,

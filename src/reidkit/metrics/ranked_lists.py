@@ -18,20 +18,15 @@ import numpy as np
 import torch
 
 from reidkit.losses.distances import check_metric
-from reidkit.metrics.features_eval import distance_blocks
+from reidkit.metrics.features_eval import block_scores, distance_blocks
 from reidkit.metrics.rank import (
     JUNK_RULES,
     QueryScores,
     as_ids,
     check_positive,
-    default_num_threads,
     no_valid_query_message,
-    query_scores,
     summarize_scores,
 )
-from reidkit.metrics.rank_torch import torch_query_scores
-
-_RANK_ROWS = 64  # query rows ranked at once per CPU thread: fastest for wide galleries (cache-sized buffers)
 
 BlockAdjust = Callable[[int, torch.Tensor], torch.Tensor]  # (first query row, [C, G] block) -> [C, G] block
 
@@ -78,7 +73,7 @@ def rank_features(query_features: Any, gallery_features: Any, q_pids: Any, g_pid
     check_positive(query_chunk=query_chunk, gallery_chunk=gallery_chunk)
     blocks = distance_blocks(query, gallery, metric, query_chunk, gallery_chunk)
     return rank_blocks(blocks, len(query), q_pids, g_pids, q_camids, g_camids, max_rank, junk, top_k, adjust,
-                       query_chunk, num_threads)
+                       num_threads)
 
 
 def rank_distances(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, max_rank: int = 50,
@@ -91,13 +86,12 @@ def rank_distances(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_cami
     check_positive(query_chunk=query_chunk)
     blocks = ((start, dist[start:start + query_chunk]) for start in range(0, len(dist), query_chunk))
     return rank_blocks(blocks, len(dist), q_pids, g_pids, q_camids, g_camids, max_rank, junk, top_k, None,
-                       query_chunk, num_threads)
+                       num_threads)
 
 
 def rank_blocks(blocks: Iterator[tuple[int, torch.Tensor]], num_query: int, q_pids: Any, g_pids: Any,
                 q_camids: Any, g_camids: Any, max_rank: int = 50, junk: str = "market", top_k: int = 10,
-                adjust: BlockAdjust | None = None, query_chunk: int = 512,
-                num_threads: int | None = None) -> RankedLists:
+                adjust: BlockAdjust | None = None, num_threads: int | None = None) -> RankedLists:
     """The :class:`RankedLists` of consecutive row blocks ``(first row, [C, G] distances)`` of a matrix."""
     if junk not in JUNK_RULES:
         raise ValueError(f"junk must be one of {JUNK_RULES}, got {junk!r}")
@@ -106,8 +100,6 @@ def rank_blocks(blocks: Iterator[tuple[int, torch.Tensor]], num_query: int, q_pi
     g_pids, g_camids = as_ids(g_pids, "g_pids", len(g_pids)), as_ids(g_camids, "g_camids", len(g_camids))
     if len(g_pids) != len(g_camids):
         raise ValueError(f"g_pids and g_camids must have the same length, got {len(g_pids)} and {len(g_camids)}")
-    workers = num_threads or default_num_threads()
-    rows_per_thread = min(_RANK_ROWS, -(-query_chunk // workers))
     cameras = _CameraPairs(q_camids, g_camids)
     scores: list[QueryScores] = []
     tops: list[tuple[np.ndarray, np.ndarray]] = []
@@ -117,11 +109,7 @@ def rank_blocks(blocks: Iterator[tuple[int, torch.Tensor]], num_query: int, q_pi
         block = adjust(start, block) if adjust is not None else block
         stop = start + len(block)
         rows = slice(start, stop)
-        if block.device.type != "cpu":
-            scores.append(torch_query_scores(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk))
-        else:
-            scores.append(query_scores(block.numpy(), q_pids[rows], g_pids, q_camids[rows], g_camids, junk=junk,
-                                       chunk_size=rows_per_thread, num_threads=workers))
+        scores.append(block_scores(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk, num_threads))
         kept = _without_junk(block, q_pids[rows], g_pids, q_camids[rows], g_camids, junk)
         tops.append(nearest(kept, top_k))
         cameras.add(kept, q_pids[rows], g_pids, q_camids[rows], junk)
