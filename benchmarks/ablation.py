@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from reidkit.config import load_config
-from reidkit.engine.evaluator import eval_record
+from reidkit.engine.evaluation import eval_record
 from reidkit.engine.trainer import train
 from reidkit.errors import ReidkitError
 from reidkit.outputs import write_file, write_json, write_text

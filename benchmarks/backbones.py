@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from reidkit.config import load_config
-from reidkit.engine.runs import load_run_config, load_run_model, read_run_metrics
+from reidkit.engine.saved_runs import load_run_config, load_run_model, read_run_metrics
 from reidkit.engine.trainer import train
 from reidkit.errors import ReidkitError
 

@@ -10,7 +10,7 @@ on a CPU). For PyTorch fp32 (the reference, the run's model in eval mode) and ea
   batch 1 (the first ``--single`` query images one at a time) and batch 64 (``--batches`` batches of 64
   query images), each the best of ``--repeats`` passes after one warm-up pass;
 - max |Δ feature| and min cosine against PyTorch on those 64 query images (same input array);
-- rank-1 and mAP of the run's query/gallery with `reidkit.engine.evaluator.evaluate_exported` (the code
+- rank-1 and mAP of the run's query/gallery with `reidkit.export.evaluation.evaluate_exported` (the code
   path of ``reidkit eval --model``) and `evaluate_model` for PyTorch, with the run's eval config.
 
 Ratios are against the PyTorch fp32 row. TensorRT is measured only where `tensorrt` and a CUDA GPU exist;
@@ -32,10 +32,11 @@ import torch
 
 from reidkit.config import resolve_protocol
 from reidkit.data.build import build_dataset
-from reidkit.engine.evaluator import evaluate_exported, evaluate_model
-from reidkit.engine.runs import load_run_config, load_run_model
+from reidkit.engine.evaluation import evaluate_model
+from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.errors import ReidkitError
 from reidkit.export import FORMATS, SUFFIXES, export, load_model, preprocess_images
+from reidkit.export.evaluation import evaluate_exported
 from reidkit.export.parity import measure_parity
 from reidkit.export.source import feature_module
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reidkit.losses.distances import pairwise_distance
+from reidkit.distances import pairwise_distance
 from reidkit.metrics.rerank import re_ranking, re_ranking_features
 
 MARKET_SIZE = (3368, 15913)

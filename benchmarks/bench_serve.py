@@ -36,9 +36,9 @@ def build_run(root: Path) -> tuple[Path, Path, Path]:
     from reidkit.config import load_config, save_config
     from reidkit.data.build import build_dataset
     from reidkit.engine.checkpoint import save_weights
-    from reidkit.engine.features import extract_split
+    from reidkit.engine.extraction import extract_split
     from reidkit.engine.indexing import build_gallery_index
-    from reidkit.engine.runs import model_metadata
+    from reidkit.engine.saved_runs import model_metadata
     from reidkit.models.reid import build_model, model_kwargs
 
     tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"

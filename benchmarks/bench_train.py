@@ -22,9 +22,10 @@ from torch import nn
 from reidkit.config import load_config
 from reidkit.data.build import build_dataset
 from reidkit.data.cache import choose_cache
-from reidkit.engine.evaluator import autocast_context, uses_amp
+from reidkit.devices import autocast_context, resolve_device, uses_amp
 from reidkit.engine.optim import build_optimizer
-from reidkit.engine.trainer import Trainer, resolve_device, seed_everything, training_batches
+from reidkit.engine.trainer import Trainer, seed_everything
+from reidkit.engine.training_data import training_batches
 from reidkit.losses.objective import build_objective
 from reidkit.models.reid import build_model, model_kwargs
 

@@ -7,8 +7,8 @@ import torch
 from reidkit.config import load_config, save_config
 from reidkit.data.build import build_dataset
 from reidkit.engine.checkpoint import save_weights
-from reidkit.engine.features import extract_split
-from reidkit.engine.runs import model_metadata
+from reidkit.engine.extraction import extract_split
+from reidkit.engine.saved_runs import model_metadata
 from reidkit.models.reid import build_model, model_kwargs
 from reidkit.retrieval import GalleryIndex
 

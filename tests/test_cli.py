@@ -13,7 +13,7 @@ from safetensors.torch import save_file as save_weights_file
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import load_weights
-from reidkit.engine.features import load_feature_file
+from reidkit.retrieval.feature_files import load_feature_file
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 
@@ -59,7 +59,7 @@ def test_eval_reproduces_the_training_metrics(tiny_run):
 
 def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
     from reidkit.config import load_config
-    from reidkit.losses.distances import pairwise_distance
+    from reidkit.distances import pairwise_distance
     from reidkit.metrics import alpha_query_expansion, evaluate_rank, re_ranking_features
 
     root, _ = tiny_run

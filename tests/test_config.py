@@ -135,7 +135,7 @@ def test_resolve_protocol(dataset, cuhk03_protocol, protocol):
 
 
 def test_config_differences_skip_keys_added_since_the_checkpoint_while_at_their_default():
-    from reidkit.engine.run_folder import config_differences
+    from reidkit.config.differences import config_differences
 
     saved, current = Config().to_dict(), Config().to_dict()
     del saved["eval"]["protocol"]  # a checkpoint written before eval.protocol existed
@@ -294,7 +294,7 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path, text, overrides, messag
 
 
 def test_evaluate_model_refuses_verify_topk_without_a_pair_head():
-    from reidkit.engine.evaluator import evaluate_model
+    from reidkit.engine.evaluation import evaluate_model
     from reidkit.errors import ReidkitError
     from reidkit.models.reid import build_model
 

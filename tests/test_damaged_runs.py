@@ -184,7 +184,7 @@ def test_compare_with_an_unfinished_run_says_how_to_finish_it(tiny_run, tmp_path
 def test_resume_drops_the_partial_last_line_of_a_killed_run(tmp_path):
     """`truncate_after` (run on resume) keeps the records up to the step and drops an unreadable last line, so
     the next record starts on a line of its own."""
-    from reidkit.engine.run_folder import MetricsLog
+    from reidkit.engine.run_writer import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in (1, 2, 3):

@@ -1,4 +1,4 @@
-"""Tests for reidkit.losses.distances.pairwise_distance against brute force and torch.cdist."""
+"""Tests for reidkit.distances.pairwise_distance against brute force and torch.cdist."""
 
 import pytest
 import torch
@@ -118,3 +118,13 @@ def test_shape_mismatch_raises(shapes: tuple[tuple[int, ...], tuple[int, ...]]) 
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         pairwise_distance(torch.zeros(shapes[0]), torch.zeros(shapes[1]))
 
+
+
+def test_the_contract_name_is_the_shared_implementation():
+    """`reidkit.losses.distances` (the design's contract) and `reidkit.distances` (what evaluation and retrieval
+    import) are one function, so training and evaluation cannot measure different distances."""
+    import reidkit.distances
+    import reidkit.losses.distances
+
+    assert reidkit.losses.distances.pairwise_distance is reidkit.distances.pairwise_distance
+    assert reidkit.losses.pairwise_distance is reidkit.distances.pairwise_distance

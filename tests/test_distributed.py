@@ -9,7 +9,6 @@ gradients (W·∂L/∂e on each rank, the convention of `reidkit.distributed`) a
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import _dist_worker as toy

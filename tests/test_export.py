@@ -11,10 +11,11 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from reidkit.data.build import build_dataset  # noqa: E402
-from reidkit.engine.features import image_outputs, load_feature_file  # noqa: E402
-from reidkit.engine.runs import load_run_config, load_run_model  # noqa: E402
+from reidkit.engine.extraction import image_outputs
+from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.errors import ReidkitError  # noqa: E402
 from reidkit.export import export_onnx, extract_split_onnx, extract_with_onnx, preprocess_images  # noqa: E402
+from reidkit.retrieval.feature_files import load_feature_file
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 FLIP = ["eval.flip=true"]
@@ -25,7 +26,7 @@ def tiny_run(tmp_path_factory):
     """A run folder of configs/tiny.yaml with an untrained model (export does not need training)."""
     from reidkit.config import load_config, save_config
     from reidkit.engine.checkpoint import save_weights
-    from reidkit.engine.runs import model_metadata
+    from reidkit.engine.saved_runs import model_metadata
     from reidkit.models.reid import build_model, model_kwargs
 
     root = tmp_path_factory.mktemp("export")

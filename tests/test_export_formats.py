@@ -16,11 +16,12 @@ pytest.importorskip("openvino")
 
 from reidkit.cli import main  # noqa: E402
 from reidkit.data.build import build_dataset  # noqa: E402
-from reidkit.engine.features import image_outputs, load_feature_file  # noqa: E402
-from reidkit.engine.runs import load_run_config, load_run_model  # noqa: E402
+from reidkit.engine.extraction import image_outputs
+from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.errors import ReidkitError  # noqa: E402
 from reidkit.export import TOLERANCES, Tolerance, export, extract_with_model, load_model  # noqa: E402
 from reidkit.export.onnx_int8 import calibration_paths  # noqa: E402
+from reidkit.retrieval.feature_files import load_feature_file
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 CPU_FORMATS = {"onnx": "model.onnx", "onnx-fp16": "model.onnx", "onnx-int8": "model.onnx",
@@ -184,7 +185,7 @@ def test_eval_refuses_a_file_that_is_not_a_model_in_one_line(trained, tmp_path, 
 def test_eval_model_refuses_weights_and_the_pair_head(trained, exported, capsys):
     from dataclasses import replace
 
-    from reidkit.engine.evaluator import evaluate_exported
+    from reidkit.export.evaluation import evaluate_exported
 
     run, model = trained[0], exported["onnx"]
     assert main(["--quiet", "eval", "--run", str(run), "--model", str(model), "--weights", "x.safetensors"]) == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reidkit.losses.distances import pairwise_distance
+from reidkit.distances import pairwise_distance
 from reidkit.metrics import features_eval
 from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.rank import evaluate_rank

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _full_disk import full_disk, run_cli_on_full_disk, size_limit_works
 from PIL import ExifTags, Image
 
 from reidkit.config import load_config
@@ -23,8 +24,6 @@ from reidkit.data.loading import ImageDataset
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ConfigError, DatasetError, ReidkitError
 from reidkit.outputs import append_line, write_file
-
-from _full_disk import full_disk, run_cli_on_full_disk, size_limit_works
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 
@@ -75,7 +74,7 @@ def test_a_weights_header_is_checked_against_its_tensors_before_building(trained
     from safetensors.torch import save_file
 
     from reidkit.engine.checkpoint import load_weights
-    from reidkit.engine.runs import load_run_config, load_run_model
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
 
     state, metadata = load_weights(trained / "model.safetensors")
     edited = tmp_path / "edited.safetensors"

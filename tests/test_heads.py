@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from reidkit.data.attributes import attribute_classes, attribute_table
-from reidkit.engine.evaluator import PairHeadRescoring
+from reidkit.engine.pair_rescoring import PairHeadRescoring
 from reidkit.errors import DatasetError
 from reidkit.losses.verification import VerificationLoss, balanced_pairs
 from reidkit.models.heads import PairHead

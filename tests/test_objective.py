@@ -88,7 +88,7 @@ def test_parametric_terms_expose_parameters():
 
 
 def test_k1_with_a_metric_loss_is_refused():
-    from reidkit.engine.trainer import check_batch_config
+    from reidkit.engine.training_data import check_batch_config
     from reidkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="trihard.*data.k=1"):

@@ -6,8 +6,8 @@ import torch
 
 from reidkit.data.build import hold_out_identities
 from reidkit.data.datasets import ReidDataset
+from reidkit.distances import pairwise_distance
 from reidkit.errors import DatasetError
-from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.open_set import open_set_features, open_set_scores, open_set_within
 
 GENUINE = [0.1, 0.2, 0.3, 0.6]

@@ -19,10 +19,10 @@ from PIL import Image
 
 from reidkit.cli import main
 from reidkit.data.transforms import build_test_transform
-from reidkit.engine.features import load_feature_file
 from reidkit.errors import ConfigError
 from reidkit.models.peers import peer_architecture
 from reidkit.models.reid import ReidModel, build_model
+from reidkit.retrieval.feature_files import load_feature_file
 
 TINY = str(Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml")
 HEIGHT, WIDTH = 64, 32

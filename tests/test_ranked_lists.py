@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reidkit.losses.distances import pairwise_distance
+from reidkit.distances import pairwise_distance
 from reidkit.metrics import evaluate_rank
 from reidkit.metrics.ranked_lists import nearest, rank_distances, rank_features, valid_queries
 

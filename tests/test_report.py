@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from reidkit.viz.compare import compare_runs
-from reidkit.viz.embedding_plot import pca_2d, top_identities
-from reidkit.metrics.ranked_lists import rank_distances
-from reidkit.viz.report import write_report
 from test_ranked_lists import brute_force, brute_force_cameras
+
+from reidkit.engine.reporting import compare_run_folders, report_run
+from reidkit.metrics.ranked_lists import rank_distances
+from reidkit.viz.embedding_plot import pca_2d, top_identities
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "open-set", "camera-pairs", "ranked", "worst",
@@ -58,9 +57,9 @@ def run(tmp_path_factory):
     from reidkit.config import load_config, save_config
     from reidkit.data.build import build_dataset
     from reidkit.engine.checkpoint import save_weights
-    from reidkit.engine.evaluator import evaluate_distances, evaluate_model
-    from reidkit.engine.runs import model_metadata
-    from reidkit.engine.trainer import MetricsLog, eval_record
+    from reidkit.engine.evaluation import eval_record, evaluate_distances, evaluate_model
+    from reidkit.engine.run_writer import MetricsLog
+    from reidkit.engine.saved_runs import model_metadata
     from reidkit.models.reid import build_model, model_kwargs
 
     root = tmp_path_factory.mktemp("report")
@@ -88,7 +87,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(run):
-    return run, parse(write_report(run, num_ranked=3, num_worst=3))
+    return run, parse(report_run(run, num_ranked=3, num_worst=3))
 
 
 def test_every_section_and_image_is_embedded(report):
@@ -121,16 +120,16 @@ def test_open_set_table_equals_metrics_json(report):
 
 
 def test_trainer_arguments_are_used_without_reloading_the_model(run, tmp_path, monkeypatch):
-    import reidkit.engine.runs
+    import reidkit.engine.reporting
     from reidkit.data.build import build_dataset
-    from reidkit.engine.runs import load_run_config
+    from reidkit.engine.saved_runs import load_run_config
 
     dataset = build_dataset(load_run_config(run).data, progress=False)
-    monkeypatch.setattr(reidkit.engine.runs, "load_run_model", lambda *args: pytest.fail("model reloaded"))
+    monkeypatch.setattr(reidkit.engine.reporting, "load_run_model", lambda *args: pytest.fail("model reloaded"))
     rng = np.random.default_rng(0)
     distmat = rng.random((len(dataset.query), len(dataset.gallery)))
     features = rng.normal(size=(len(dataset.gallery), 8))
-    path = write_report(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
+    path = report_run(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
                         gallery_features=features, out_path=tmp_path / "given.html", num_ranked=2, num_worst=1)
     parsed = parse(path)
     assert RUN_SECTIONS <= set(parsed.sections) and len(parsed.images) == 2 + 2 + 2 + 1 + 1
@@ -162,7 +161,7 @@ def test_attributes_and_a_missing_data_set(run, tmp_path):
     accuracy = {"gender": 0.75, "backpack": 0.5}
     other = copy_run(run, tmp_path / "moved", {"data": {"dataset": "market1501", "root": str(tmp_path / "none")}},
                      {"attribute_accuracy": accuracy})
-    path = write_report(other)
+    path = report_run(other)
     parsed = parse(path)
     # the open-set section is drawn from metrics.json alone, so it stays
     assert {"config", "dataset", "metrics", "cmc", "training", "open-set", "attributes"} == set(parsed.sections)
@@ -172,7 +171,7 @@ def test_attributes_and_a_missing_data_set(run, tmp_path):
 
 def test_compare_runs(run, tmp_path):
     other = copy_run(run, tmp_path / "other", {"train": {"lr": 0.5}}, {"rank1": 0.125, "cmc": [0.125, 1.0]})
-    parsed = parse(compare_runs([run, other], tmp_path / "compare.html", labels=["first", "second"]))
+    parsed = parse(compare_run_folders([run, other], tmp_path / "compare.html", labels=["first", "second"]))
     assert parsed.sections == ["metrics", "cmc", "config-diff"] and len(parsed.images) == 1
     assert parsed.cells["first"]["rank1"] == json.loads((run / "metrics.json").read_text())["rank1"]
     assert parsed.cells["second"]["rank1"] == 0.125
@@ -194,11 +193,11 @@ def test_worst_queries_are_the_lowest_average_precisions_in_order(run, tmp_path)
     import re
 
     from reidkit.data.build import build_dataset
-    from reidkit.engine.runs import load_run_config
+    from reidkit.engine.saved_runs import load_run_config
 
     dataset = build_dataset(load_run_config(run).data, progress=False)
     distmat = np.random.default_rng(3).random((len(dataset.query), len(dataset.gallery)))
-    path = write_report(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
+    path = report_run(run, ranked=rank_distances(distmat, *labels(dataset)), dataset=dataset,
                         gallery_features=np.ones((len(dataset.gallery), 2)), out_path=tmp_path / "worst.html",
                         num_ranked=1, num_worst=4)
     worst_section = path.read_text(encoding="utf-8").split("id='worst'")[1].split("<section")[0]

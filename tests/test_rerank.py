@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from reidkit.losses.distances import pairwise_distance
+from reidkit.distances import pairwise_distance
 from reidkit.metrics import rerank as rerank_module
 from reidkit.metrics.query_expansion import alpha_query_expansion, average_query_expansion
 from reidkit.metrics.rerank import re_ranking, re_ranking_features

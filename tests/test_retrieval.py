@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from reidkit.distances import pairwise_distance
 from reidkit.errors import ReidkitError
-from reidkit.losses.distances import pairwise_distance
 from reidkit.retrieval import BACKENDS, GalleryIndex, SearchResult, recall_at_k
 
 METRICS = ("cosine", "euclidean")
@@ -232,7 +232,7 @@ def test_load_errors(tmp_path):
 
 
 def write_feature_file(path, features):
-    """A feature file in the layout of `reidkit.engine.features.extract_split`."""
+    """A feature file in the layout of `reidkit.engine.extraction.extract_split`."""
     from safetensors.torch import save_file
 
     num_items = len(features)
@@ -349,8 +349,8 @@ def test_faiss_save_load_round_trip(faiss, tmp_path, backend, metric):
 
 
 def test_corrupt_faiss_blob(faiss, tmp_path):
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     make_index(clustered_data(seed=10, num_items=400)[1], backend="faiss-hnsw").save(tmp_path / "index.safetensors")
     with safe_open(str(tmp_path / "index.safetensors"), framework="pt") as handle:

@@ -339,8 +339,8 @@ def test_query_features_of_another_model_are_refused(service, tmp_path):
 
 def test_reidkit_extract_records_the_model_digest(service, tmp_path):
     from reidkit.cli import main
-    from reidkit.engine.features import feature_file_metadata
     from reidkit.engine.indexing import model_digest
+    from reidkit.retrieval.feature_files import feature_file_metadata
 
     run = service[0]
     assert main(["--quiet", "extract", "--run", str(run), "--split", "query", "--out", str(tmp_path / "q.st")]) == 0
@@ -495,7 +495,6 @@ RSS_CEILING_MB = 200  # growth of the server's peak RSS over its idle RSS allowe
 @pytest.mark.slow
 def test_120_concurrent_large_uploads_stay_under_the_memory_ceiling(server_process):
     import httpx
-
     from _live_server import peak_rss_bytes, rss_bytes
 
     url, process, _ = server_process

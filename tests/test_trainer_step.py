@@ -126,7 +126,7 @@ def test_train_compile_gives_the_eager_losses(tmp_path) -> None:
 def test_bf16_autocast_runs_where_the_config_says() -> None:
     """train.amp: bf16 autocast on CUDA; on the CPU only with train.amp_cpu (the way to study bf16 without a GPU)."""
     from reidkit.config.sections import TrainConfig
-    from reidkit.engine.evaluator import autocast_context, uses_amp
+    from reidkit.devices import autocast_context, uses_amp
 
     cpu = torch.device("cpu")
     assert uses_amp(TrainConfig(amp=True), "cuda:1") and not uses_amp(TrainConfig(amp=False), "cuda")

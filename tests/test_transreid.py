@@ -70,7 +70,7 @@ def test_transreid_recipe_trains_on_the_synthetic_set_from_the_cli(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] > 0
-    from reidkit.engine.runs import load_run_config, load_run_model
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
 
     model = load_run_model(run, load_run_config(run))
     assert model.backbone.camera_embedding.shape == (3, 1, 192) and model.uses_camids

@@ -8,7 +8,7 @@ from PIL import Image
 
 from reidkit.config import load_config, resolve_protocol
 from reidkit.data.build import build_dataset
-from reidkit.engine.evaluator import evaluate_distances
+from reidkit.engine.evaluation import evaluate_distances
 from reidkit.errors import DatasetError
 from reidkit.metrics.vehicleid import evaluate_vehicleid
 

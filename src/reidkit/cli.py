@@ -38,8 +38,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from reidkit.config import load_config
     from reidkit.distributed import launch_local
-    from reidkit.engine.evaluator import describe_test_sets
-    from reidkit.engine.runs import load_run_config
+    from reidkit.engine.evaluation import describe_test_sets
+    from reidkit.engine.saved_runs import load_run_config
     from reidkit.engine.trainer import train
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -71,8 +71,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _open_run(args: argparse.Namespace):
     """(config, device, model) of the run folder `args.run` with `args.overrides` and `args.weights`."""
-    from reidkit.engine.runs import load_run_config, load_run_model
-    from reidkit.engine.trainer import resolve_device
+    from reidkit.devices import resolve_device
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
 
     config = load_run_config(args.run, args.overrides)
     device = resolve_device(config.train.device)
@@ -83,13 +83,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import DatasetLoader, build_dataset, build_test_sets, test_sources
+    from reidkit.devices import uses_amp
     from reidkit.engine.activation import activation_of_files
-    from reidkit.engine.evaluator import (combine_test_sets, describe_metrics, describe_test_sets, evaluate_exported,
-                                          evaluate_model, uses_amp, write_pictures)
-    from reidkit.engine.run_folder import write_test_set_pictures
+    from reidkit.engine.evaluation import combine_test_sets, describe_metrics, describe_test_sets, evaluate_model
+    from reidkit.engine.run_writer import write_pictures, write_test_set_pictures
+    from reidkit.export.evaluation import evaluate_exported
 
     if args.model:  # an exported file: its own runtime, no PyTorch model; evaluated on the set of data.*
-        from reidkit.engine.runs import load_run_config
+        from reidkit.engine.saved_runs import load_run_config
 
         if args.weights:
             raise ReidkitError("--model and --weights exclude each other: an exported file holds its weights")
@@ -124,11 +125,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from reidkit.data.build import build_dataset
-    from reidkit.engine.features import extract_split
+    from reidkit.engine.extraction import extract_split
 
     args.out = output_file(args.out)
     if args.model:  # the exported file's runtime: no PyTorch model is built
-        from reidkit.engine.runs import load_run_config
+        from reidkit.engine.saved_runs import load_run_config
         from reidkit.export import extract_split_model
 
         config = load_run_config(args.run, args.overrides)
@@ -150,8 +151,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from reidkit.engine.features import feature_file_metadata, load_feature_file
     from reidkit.metrics import evaluate_features, evaluate_rank, re_ranking_features
+    from reidkit.retrieval.feature_files import feature_file_metadata, load_feature_file
 
     q_features, q_pids, q_camids, _ = load_feature_file(args.query)
     g_features, g_pids, g_camids, _ = load_feature_file(args.gallery)
@@ -180,14 +181,13 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reidkit.viz.compare import compare_runs
-    from reidkit.viz.report import write_report
+    from reidkit.engine.reporting import compare_run_folders, report_run
 
     out = output_file(args.out) if args.out else None
     if args.compare:
-        out = compare_runs([args.run, *args.compare], out or Path(args.run) / "compare.html")
+        out = compare_run_folders([args.run, *args.compare], out or Path(args.run) / "compare.html")
     else:
-        out = write_report(args.run, out_path=out)
+        out = report_run(args.run, out_path=out)
     print(f"wrote {out}")
     return 0
 
@@ -220,9 +220,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from reidkit.engine.features import image_outputs
-    from reidkit.engine.runs import run_threshold
-    from reidkit.losses.distances import pairwise_distance
+    from reidkit.distances import pairwise_distance
+    from reidkit.engine.extraction import image_outputs
+    from reidkit.engine.saved_runs import run_threshold
 
     config, device, model = _open_run(args)
     key, metric = config.eval.feature, config.eval.metric
@@ -263,7 +263,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.engine.indexing import search_images
-    from reidkit.engine.runs import run_threshold
+    from reidkit.engine.saved_runs import run_threshold
     from reidkit.retrieval import GalleryIndex
 
     index = GalleryIndex.load(args.index)

@@ -19,7 +19,7 @@ from torch import nn
 
 from reidkit.data.images import read_rgb
 from reidkit.data.transforms import build_test_transform
-from reidkit.engine.evaluator import eval_mode
+from reidkit.engine.extraction import eval_mode
 
 
 @torch.no_grad()

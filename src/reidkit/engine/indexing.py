@@ -10,9 +10,9 @@ import torch
 
 from reidkit.config import Config
 from reidkit.data.datasets import IMAGE_EXTENSIONS, MARKET_PATTERN
-from reidkit.engine.features import image_outputs
-from reidkit.engine.runs import load_run_config, load_run_model
-from reidkit.engine.trainer import resolve_device
+from reidkit.devices import resolve_device
+from reidkit.engine.extraction import image_outputs
+from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.errors import DatasetError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 

@@ -14,7 +14,7 @@ import torch
 
 from reidkit.config import Config, load_config, save_config
 from reidkit.engine.checkpoint import save_weights
-from reidkit.engine.runs import model_metadata
+from reidkit.engine.saved_runs import model_metadata
 from reidkit.errors import ReidkitError
 from reidkit.models.peers import check_architecture, load_peer_state, peer_architecture, peer_num_classes, peer_weights
 from reidkit.models.reid import ReidModel, build_model, model_kwargs

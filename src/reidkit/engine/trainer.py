@@ -1,18 +1,18 @@
 """The training loop: PK batches → model → weighted objective → optimiser, with logging, evaluation,
 checkpoints and exact resume.
 
-`Trainer.run_step` is one optimisation step and the single place that touches autocast; `train` wires a
-whole run from a Config into a run folder (`config.yaml`, `metrics.jsonl`, `checkpoints/`,
-`model.safetensors`, `metrics.json`, `plots/`, `ranked/`). A run resumed from its last checkpoint
-continues bitwise identically on CPU: the checkpoint holds the model, objective, optimiser, scheduler,
-random states and the position in the epoch, and every image's augmentation is seeded by its position.
+`Trainer.run_step` is one optimisation step and the single place that touches autocast; `train` runs a
+`TrainingRun`, which wires a whole run from a Config into a run folder (`config.yaml`, `metrics.jsonl`,
+`checkpoints/`, `model.safetensors`, `metrics.json`, `plots/`, `ranked/`; its data comes from
+`reidkit.engine.training_data`, its files are written by `reidkit.engine.run_writer`). A run resumed from its
+last checkpoint continues bitwise identically on CPU: the checkpoint holds the model, objective, optimiser,
+scheduler, random states and the position in the epoch, and every image's augmentation is seeded by its
+position.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -25,25 +25,21 @@ from tqdm import tqdm
 
 from reidkit import distributed
 from reidkit.config import Config, resolve_protocol, save_config
+from reidkit.config.differences import config_differences
 from reidkit.data.attributes import attribute_classes, load_attributes
-from reidkit.data.build import DatasetLoader, build_test_sets, build_training_set, test_sources, train_sources
-from reidkit.data.batch_transforms import BatchAugmentation
-from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
-from reidkit.data.loading import build_train_loader, seeded_pk_batches
-from reidkit.data.samplers import DistributedPKSampler
-from reidkit.data.transforms import build_train_transform
+from reidkit.data.build import test_sources, train_sources
+from reidkit.devices import autocast_context, resolve_device, uses_amp
 from reidkit.engine.activation import activation_of_files
-from reidkit.engine.checkpoint import (CheckpointManager, capture_rng_state, load_into, restore_rng_state,
-                                      save_weights)
-from reidkit.engine.evaluator import (Evaluation, autocast_context, describe_metrics, eval_record, evaluate_model,
-                                      uses_amp)
+from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, load_into, restore_rng_state, save_weights
+from reidkit.engine.evaluation import Evaluation, describe_metrics, eval_record, evaluate_model
 from reidkit.engine.optim import build_optimizer, build_scheduler
-from reidkit.engine.run_folder import (MetricsLog, check_writable, config_differences, finish_run,
-                                       write_baselines)
-from reidkit.engine.runs import model_metadata
+from reidkit.engine.run_writer import MetricsLog, check_writable, finish_run, write_baselines
+from reidkit.engine.saved_runs import model_metadata
 from reidkit.engine.tensorboard_events import TensorBoardEvents
+from reidkit.engine.training_data import (cached_test_images, load_training_data, training_batches,
+                                          training_set_fingerprint)
 from reidkit.errors import ConfigError, ReidkitError
-from reidkit.losses.objective import METRIC_TERMS, Objective, build_objective
+from reidkit.losses.objective import Objective, build_objective
 from reidkit.losses.sharded import ShardedLinearCrossEntropy, gather_sharded_state, load_sharded_state
 from reidkit.models.reid import build_model, model_kwargs
 from reidkit.models.sync_batchnorm import convert_sync_batchnorm
@@ -54,42 +50,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else is passed to torch.device. Under torchrun,
-    "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReidkitError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-    return device
-
-
-def check_batch_config(config: Config, num_identities: int | None = None, num_images: int | None = None) -> None:
-    """Refuse a batch layout that cannot be drawn or that silently breaks the configured loss terms.
-
-    Raises:
-        ConfigError: P or K below their minimum, P above the number of training identities, P×K above the
-            number of training images, or a metric-learning term with K < 2 (no positive pair).
-    """
-    p, k = config.data.p, config.data.k
-    if p < 2 or k < 1:
-        raise ConfigError(f"data.p={p}, data.k={k}: a batch needs p >= 2 identities and k >= 1 images each")
-    if num_identities is not None and p > num_identities:
-        raise ConfigError(f"data.p={p} identities per batch, but the training set has only {num_identities}; "
-                          f"lower data.p")
-    if num_images is not None and p * k > num_images:
-        raise ConfigError(f"a batch of data.p × data.k = {p * k} images is larger than the training set "
-                          f"({num_images} images); lower data.p or data.k")
-    metric_terms = [name for name in METRIC_TERMS if getattr(config.loss, name).weight > 0]
-    if metric_terms and config.data.k < 2:
-        raise ConfigError(f"loss terms {', '.join(metric_terms)} compare images of the same identity, but "
-                          f"data.k={config.data.k} gives each identity one image per batch; set data.k >= 2 "
-                          "or give those terms weight 0")
 
 
 @dataclass
@@ -211,50 +171,6 @@ def _log_line(epoch: int, epochs: int, values: dict[str, float], seconds: float,
     return f"epoch {epoch}/{epochs}  {terms}  {images / max(seconds, 1e-9):.0f} img/s"
 
 
-def training_set_fingerprint(samples) -> str:
-    """SHA-256 of the training samples' file names, identities and cameras in order; the folder is left out,
-    so a data set moved elsewhere is the same set."""
-    digest = hashlib.sha256()
-    for path, pid, camid in samples:
-        digest.update(f"{Path(path).name}\t{pid}\t{camid}\n".encode())
-    return digest.hexdigest()
-
-
-def training_batches(config: Config, dataset, device: torch.device, progress: bool, log):
-    """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
-    data, seed = config.data, config.train.seed
-    pids = [pid for _, pid, _ in dataset.train]
-    pk_sampler = DistributedPKSampler(pids, data.p, data.k, seed) if distributed.is_distributed() else None
-    cache, why = choose_cache(data.cache, len(dataset.train), data.height, data.width, device)
-    log(f"training images: {why}")
-    if cache == "none":
-        transform = build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
-                                          erasing_prob=data.erasing_prob)
-        return build_train_loader(dataset.train, transform, p=data.p, k=data.k, seed=seed, workers=data.workers,
-                                  skip_bad_images=data.skip_bad_images, batch_sampler=pk_sampler)
-    images, readable = decode_images(dataset.train, data.height, data.width, data.workers, data.skip_bad_images,
-                                     progress)
-    augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob)
-    return CachedTrainLoader(images.to(device) if cache == "device" else images, readable, pids,
-                             seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device,
-                             camids=[camid for _, _, camid in dataset.train])
-
-
-def cached_test_images(config: Config, dataset, device: torch.device, progress: bool,
-                       log) -> tuple[CachedTestImages, CachedTestImages] | None:
-    """The query and gallery images decoded once for all evaluations of the run (`data.cache`, chosen for
-    them as for the training images), or None: each evaluation decodes them with the PIL test loader."""
-    data = config.data
-    cache, why = choose_cache(data.cache, len(dataset.query) + len(dataset.gallery), data.height, data.width,
-                              device)
-    log(f"test images: {why}")
-    if cache == "none":
-        return None
-    where = device if cache == "device" else torch.device("cpu")
-    return tuple(CachedTestImages.decode(samples, data.height, data.width, where, data.workers, progress)
-                 for samples in (dataset.query, dataset.gallery))
-
-
 def train(config: Config, run_dir: str | Path, progress: bool = True, log=print, resume: bool = False,
           force: bool = False) -> dict:
     """Train a model as `config` says, writing the run folder; returns the final metrics summary.
@@ -274,222 +190,244 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
 
 def _train(config: Config, run_dir: Path, device: torch.device, progress: bool, log, resume: bool,
            force: bool) -> dict:
-    main_process = distributed.is_main_process()
-    if not main_process:  # rank 0 logs, shows progress and writes the run folder
+    if not distributed.is_main_process():  # rank 0 logs, shows progress and writes the run folder
         progress, log = False, lambda *args: None
-    check_writable(run_dir)
-    checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
-    restored = checkpoints.load_last() if resume else None
-    if resume and restored is None:
-        raise ReidkitError(f"nothing to resume in {run_dir}: no checkpoints/last.json; train without --resume")
-    if not resume and (run_dir / "checkpoints" / "last.json").is_file():
-        raise ReidkitError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
-    if restored:
-        differences = config_differences(restored[1]["config"], config.to_dict())
-        if differences and not force:
-            raise ConfigError("the config differs from the checkpoint's: " + "; ".join(differences)
-                              + " (pass --force to resume anyway)")
-    events = TensorBoardEvents(run_dir) if main_process and config.train.tensorboard else None
-    metrics_log = MetricsLog(run_dir / "metrics.jsonl", events) if main_process else None
-    if main_process:
-        save_config(config, run_dir / "config.yaml")
+    run = TrainingRun(config, run_dir, device, progress, log, resume, force)
+    while run.position.epoch <= config.train.epochs:
+        run.train_epoch()
+    return run.finish()
+
+
+class TrainingRun:
+    """One run of `train`, from its run folder and config: set up (or restored from the last checkpoint) on
+    construction, then `train_epoch` until `position.epoch` passes `train.epochs`, then `finish`.
+
+    Every rank builds the same run; rank 0 alone logs, evaluates and writes the run folder, while the others
+    wait outside any collective.
+    """
+
+    def __init__(self, config: Config, run_dir: Path, device: torch.device, progress: bool, log, resume: bool,
+                 force: bool) -> None:
+        self.config, self.run_dir, self.device, self.progress, self.log = config, run_dir, device, progress, log
+        self.main_process = distributed.is_main_process()
+        restored = self._open_run_folder(resume, force)
+        distributed.barrier()
+        seed_everything(config.train.seed)
+        self.amp = uses_amp(config.train, device)
+        training, self.test_sets = load_training_data(config, progress, log)
+        self.train_set = training_set_fingerprint(training.train)
+        if restored and restored[1].get("train_set", self.train_set) != self.train_set and not force:
+            raise ConfigError(f"the training set differs from the one the checkpoint was trained on "
+                              f"({len(training.train)} images now; file names, identities or cameras changed), so "
+                              "the resumed run would not continue the same training; restore the data, or pass "
+                              "--force to resume anyway")
+        self.loader = training_batches(config, training, device, progress, log)
+        self.test_images = [cached_test_images(config, test_set, device, progress, log) for test_set in self.test_sets]
+        self.test_attributes = [load_attributes(source.dataset, source.root, source.attributes)
+                                if config.loss.attribute.weight else None for source in test_sources(config)[0]]
+        self._build_model(training)
+        self.position = Position()
+        self.final: list[Evaluation] | None = None
+        self.evaluated_last_epoch = False
         if restored:
-            metrics_log.truncate_after(restored[1]["position"]["global_step"])
-        else:
-            metrics_log.path.unlink(missing_ok=True)
-    distributed.barrier()
-    seed_everything(config.train.seed)
-    amp = uses_amp(config.train, device)
-    data, train_cfg = config.data, config.train
+            self._restore(*restored)
+        elif config.eval.baselines:
+            with distributed.wait_for_main_process():  # the other ranks wait for rank 0's baselines
+                untrained = self.evaluate(0, 0)
+                if self.main_process:
+                    write_baselines(run_dir, self.test_sets[0], config, untrained[0].metrics, log)
 
-    load = DatasetLoader(progress=progress)
-    with distributed.wait_for_main_process():  # a synthetic set is generated once, by rank 0
-        if main_process:
-            training, test_sets = build_training_set(data, load), build_test_sets(config, load)
-    if not main_process:
-        training, test_sets = build_training_set(data, load), build_test_sets(config, load)
-    for dataset in load.used.values():
-        log(dataset.summary())
-    if len(training.parts) > 1 or data.combineall:
-        log(training.summary())
-    if data.combineall:
-        trained_on = {part.name for part in training.parts} & {test_set.name for test_set in test_sets}
-        if trained_on:
-            log(f"note: data.combineall trains on the query and gallery identities of {', '.join(sorted(trained_on))}"
-                ", so its evaluation is not a held-out measure")
-    train_set = training_set_fingerprint(training.train)
-    if restored and restored[1].get("train_set", train_set) != train_set and not force:
-        raise ConfigError(f"the training set differs from the one the checkpoint was trained on "
-                          f"({len(training.train)} images now; file names, identities or cameras changed), so the "
-                          "resumed run would not continue the same training; restore the data, or pass --force to "
-                          "resume anyway")
-    check_batch_config(config, training.num_train_pids, len(training.train))
-    singletons = int((np.bincount([pid for _, pid, _ in training.train]) == 1).sum())
-    if singletons:
-        log(f"note: {singletons} training identities have a single image; the PK sampler repeats it to fill "
-            f"K={data.k}, so their positive pairs are copies of one image")
-    loader = training_batches(config, training, device, progress, log)
-    test_images = [cached_test_images(config, test_set, device, progress, log) for test_set in test_sets]
-    table = None
-    if config.loss.attribute.weight:
-        part_attributes = [load_attributes(source.dataset, source.root, source.attributes)
-                           for source in train_sources(data)[0]]
-        table = training.attribute_table(part_attributes)
-        classes = attribute_classes({(i, pid): codes for i, rows in enumerate(part_attributes)
-                                     for pid, codes in rows.items()})
-    test_attributes = [load_attributes(source.dataset, source.root, source.attributes)
-                       if config.loss.attribute.weight else None for source in test_sources(config)[0]]
-    splits = [training.train, *(split for test_set in test_sets for split in (test_set.query, test_set.gallery))]
-    cameras = 1 + max(max(s[2] for s in split) for split in splits if split) if config.model.camera_embedding else 0
-    model = build_model(num_classes=training.num_train_pids, pair_head=config.loss.verification.weight > 0,
-                        attributes=classes if table is not None else None, cameras=cameras,
-                        **model_kwargs(config.model, config.data)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(config.loss, training.num_train_pids, model.feat_dim, table,
-                                model.pair_head).to(device)
-    # Head layers whose outputs no loss term reads (the classifier without an ID loss or with the sharded
-    # one, the BNNeck when only pre-BN features are trained) get no gradient. They are frozen rather than
-    # left to DDP's find_unused_parameters, which would walk the autograd graph after every step; the
-    # optimiser skipped them anyway (no gradient), so one process trains exactly as before.
-    frozen = model.freeze_unused(objective.input_keys.values())
-    if frozen:
-        log(f"not trained (no loss term reads their outputs): {', '.join(frozen)}")
-    if config.model.sync_bn and distributed.world_size() > 1:
-        model = convert_sync_batchnorm(model, device)
-    optimizer = build_optimizer(nn.ModuleList([model, objective]), train_cfg.optimizer, train_cfg.lr,
-                                train_cfg.weight_decay, train_cfg.momentum)
-    scheduler = build_scheduler(optimizer, train_cfg.epochs, train_cfg.warmup_epochs, train_cfg.warmup_factor,
-                                train_cfg.scheduler, train_cfg.milestones, train_cfg.gamma)
-    forward_model = model
-    if distributed.is_distributed():
-        forward_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
-        forward_model = torch.compile(forward_model)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
-    trainer = Trainer(forward_model, objective, optimizer, device, amp, camids=model.uses_camids)
-    metadata = model_metadata(model, config)
+    def _open_run_folder(self, resume: bool, force: bool):
+        """Check the folder, open its checkpoints and metrics log; (weights, state) of the last checkpoint when
+        resuming, else None."""
+        config, run_dir = self.config, self.run_dir
+        check_writable(run_dir)
+        self.checkpoints = CheckpointManager(run_dir / "checkpoints", config.train.keep_checkpoints)
+        restored = self.checkpoints.load_last() if resume else None
+        if resume and restored is None:
+            raise ReidkitError(f"nothing to resume in {run_dir}: no checkpoints/last.json; train without --resume")
+        if not resume and (run_dir / "checkpoints" / "last.json").is_file():
+            raise ReidkitError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+        if restored:
+            differences = config_differences(restored[1]["config"], config.to_dict())
+            if differences and not force:
+                raise ConfigError("the config differs from the checkpoint's: " + "; ".join(differences)
+                                  + " (pass --force to resume anyway)")
+        self.events = TensorBoardEvents(run_dir) if self.main_process and config.train.tensorboard else None
+        self.metrics_log = MetricsLog(run_dir / "metrics.jsonl", self.events) if self.main_process else None
+        if self.main_process:
+            save_config(config, run_dir / "config.yaml")
+            if restored:
+                self.metrics_log.truncate_after(restored[1]["position"]["global_step"])
+            else:
+                self.metrics_log.path.unlink(missing_ok=True)
+        return restored
 
-    def evaluate(epoch: int, step: int) -> list[Evaluation] | None:
-        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the evaluation of each test set, the
-        others None."""
-        distributed.broadcast_buffers(model)
-        evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device,
-                                      workers=data.workers, amp=amp, progress=progress,
-                                      pair_feature=config.loss.verification.feature, attributes=attributes,
-                                      protocol=resolve_protocol(config, source), cached=images)
-                       for test_set, attributes, source, images in zip(test_sets, test_attributes,
-                                                                       test_sources(config)[0], test_images)]
-        if not main_process:
-            return None
-        several = len(test_sets) > 1
-        for test_set, evaluation in zip(test_sets, evaluations):
-            named = {"test_set": test_set.name} if several else {}
-            metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **named,
-                               **eval_record(evaluation.metrics)})
-            where = f" on {test_set.name}" if several else ""
-            log(f"eval epoch {epoch}{where}: " + describe_metrics(evaluation.metrics))
-        return evaluations
+    def _build_model(self, training) -> None:
+        """The model, objective, optimiser, scheduler and step runner of the run."""
+        config, device, train_cfg = self.config, self.device, self.config.train
+        table, classes = None, None
+        if config.loss.attribute.weight:
+            part_attributes = [load_attributes(source.dataset, source.root, source.attributes)
+                               for source in train_sources(config.data)[0]]
+            table = training.attribute_table(part_attributes)
+            classes = attribute_classes({(i, pid): codes for i, rows in enumerate(part_attributes)
+                                         for pid, codes in rows.items()})
+        splits = [training.train, *(split for test_set in self.test_sets for split in (test_set.query, test_set.gallery))]
+        cameras = 1 + max(max(s[2] for s in split) for split in splits if split) if config.model.camera_embedding else 0
+        model = build_model(num_classes=training.num_train_pids, pair_head=config.loss.verification.weight > 0,
+                            attributes=classes, cameras=cameras, **model_kwargs(config.model, config.data)).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.objective = build_objective(config.loss, training.num_train_pids, model.feat_dim, table,
+                                         model.pair_head).to(device)
+        # Head layers whose outputs no loss term reads (the classifier without an ID loss or with the sharded
+        # one, the BNNeck when only pre-BN features are trained) get no gradient. They are frozen rather than
+        # left to DDP's find_unused_parameters, which would walk the autograd graph after every step; the
+        # optimiser skipped them anyway (no gradient), so one process trains exactly as before.
+        frozen = model.freeze_unused(self.objective.input_keys.values())
+        if frozen:
+            self.log(f"not trained (no loss term reads their outputs): {', '.join(frozen)}")
+        if config.model.sync_bn and distributed.world_size() > 1:
+            model = convert_sync_batchnorm(model, device)
+        self.model = model
+        self.optimizer = build_optimizer(nn.ModuleList([model, self.objective]), train_cfg.optimizer, train_cfg.lr,
+                                         train_cfg.weight_decay, train_cfg.momentum)
+        self.scheduler = build_scheduler(self.optimizer, train_cfg.epochs, train_cfg.warmup_epochs,
+                                         train_cfg.warmup_factor, train_cfg.scheduler, train_cfg.milestones,
+                                         train_cfg.gamma)
+        forward_model = model
+        if distributed.is_distributed():
+            forward_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
+            forward_model = torch.compile(forward_model)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
+        self.trainer = Trainer(forward_model, self.objective, self.optimizer, device, self.amp,
+                               camids=model.uses_camids)
+        self.metadata = model_metadata(model, config)
 
-    def checkpoint(name: str) -> None:
-        """Called on every rank: the class-sharded classifier is gathered (a collective); rank 0 writes."""
-        objective_state, optimizer_state = gather_sharded_state(objective, optimizer)
-        if not main_process:
-            return
-        checkpoints.save(name, model, metadata, {
-            "position": asdict(position), "config": config.to_dict(), "rng": capture_rng_state(),
-            "train_set": train_set, "objective": objective_state, "optimizer": optimizer_state,
-            "scheduler": scheduler.state_dict()})
-
-    def read_steps(epoch: int) -> StepReport:
-        """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if
-        train.nonfinite=stop (its update was skipped; updates after it, until this read, were made)."""
-        report = trainer.read()
-        position.skipped_batches += report.skipped_steps
-        if report.first_nonfinite and train_cfg.nonfinite == "stop":
-            step, values = report.first_nonfinite
-            bad = ", ".join(f"{name}={value}" for name, value in values.items() if not math.isfinite(value))
-            raise ReidkitError(f"non-finite loss at epoch {epoch}, step {step}: {bad} (found at step "
-                               f"{position.global_step}: the loss is read every train.log_every steps); the last "
-                               f"checkpoint in {checkpoints.directory} is intact. Lower train.lr, check the "
-                               "data, or set train.nonfinite=skip")
-        return report
-
-    position = Position()
-    if restored:
-        weights, state = restored
-        load_into(model, weights, checkpoints.directory)
+    def _restore(self, weights, state: dict) -> None:
+        """Continue from a checkpoint: model, objective, optimiser, scheduler, position and random states."""
+        load_into(self.model, weights, self.checkpoints.directory)
         try:
-            load_sharded_state(objective, optimizer, state["objective"], state["optimizer"])
+            load_sharded_state(self.objective, self.optimizer, state["objective"], state["optimizer"])
         except (ValueError, RuntimeError, KeyError) as error:  # another loss or head set, or an older layout
             raise ReidkitError(f"the checkpoint's loss or optimiser state does not fit this run ({error}); "
                                "resume with the config the run was trained with, or train a new run") from error
-        scheduler.load_state_dict(state["scheduler"])
-        position = Position(**state["position"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.position = Position(**state["position"])
         restore_rng_state(state["rng"])
-        log(f"resumed from epoch {position.epoch}, step {position.global_step}")
-    elif config.eval.baselines:
-        with distributed.wait_for_main_process():  # the other ranks wait for rank 0's baselines
-            untrained = evaluate(0, 0)
-            if main_process:
-                write_baselines(run_dir, test_sets[0], config, untrained[0].metrics, log)
+        self.log(f"resumed from epoch {self.position.epoch}, step {self.position.global_step}")
 
-    final, evaluated_last_epoch = None, False
-    while position.epoch <= train_cfg.epochs:
+    def evaluate(self, epoch: int, step: int) -> list[Evaluation] | None:
+        """Every rank extracts its shard with rank 0's buffers; rank 0 gets the evaluation of each test set, the
+        others None."""
+        config = self.config
+        distributed.broadcast_buffers(self.model)
+        evaluations = [evaluate_model(self.model, test_set, config.eval, config.data.height, config.data.width,
+                                      self.device, workers=config.data.workers, amp=self.amp, progress=self.progress,
+                                      pair_feature=config.loss.verification.feature, attributes=attributes,
+                                      protocol=resolve_protocol(config, source), cached=images)
+                       for test_set, attributes, source, images in zip(self.test_sets, self.test_attributes,
+                                                                       test_sources(config)[0], self.test_images)]
+        if not self.main_process:
+            return None
+        several = len(self.test_sets) > 1
+        for test_set, evaluation in zip(self.test_sets, evaluations):
+            named = {"test_set": test_set.name} if several else {}
+            self.metrics_log.write({"kind": "eval", "epoch": epoch, "step": step, **named,
+                                    **eval_record(evaluation.metrics)})
+            where = f" on {test_set.name}" if several else ""
+            self.log(f"eval epoch {epoch}{where}: " + describe_metrics(evaluation.metrics))
+        return evaluations
+
+    def checkpoint(self, name: str) -> None:
+        """Called on every rank: the class-sharded classifier is gathered (a collective); rank 0 writes."""
+        objective_state, optimizer_state = gather_sharded_state(self.objective, self.optimizer)
+        if not self.main_process:
+            return
+        self.checkpoints.save(name, self.model, self.metadata, {
+            "position": asdict(self.position), "config": self.config.to_dict(), "rng": capture_rng_state(),
+            "train_set": self.train_set, "objective": objective_state, "optimizer": optimizer_state,
+            "scheduler": self.scheduler.state_dict()})
+
+    def read_steps(self, epoch: int) -> StepReport:
+        """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if
+        train.nonfinite=stop (its update was skipped; updates after it, until this read, were made)."""
+        report = self.trainer.read()
+        self.position.skipped_batches += report.skipped_steps
+        if report.first_nonfinite and self.config.train.nonfinite == "stop":
+            step, values = report.first_nonfinite
+            bad = ", ".join(f"{name}={value}" for name, value in values.items() if not math.isfinite(value))
+            raise ReidkitError(f"non-finite loss at epoch {epoch}, step {step}: {bad} (found at step "
+                               f"{self.position.global_step}: the loss is read every train.log_every steps); the "
+                               f"last checkpoint in {self.checkpoints.directory} is intact. Lower train.lr, check "
+                               "the data, or set train.nonfinite=skip")
+        return report
+
+    def train_epoch(self) -> None:
+        """Train the epoch in progress from where it stands, then evaluate and checkpoint as configured."""
+        train_cfg, position, loader = self.config.train, self.position, self.loader
         epoch = position.epoch
         loader.batch_sampler.set_epoch(epoch)
         loader.batch_sampler.skip(position.step_in_epoch)
         start = time.perf_counter()
-        trainer.start_epoch()
+        self.trainer.start_epoch()
         bar = tqdm(loader, desc=f"epoch {epoch}/{train_cfg.epochs}", unit="batch", leave=False,
-                   disable=None if progress else True)
+                   disable=None if self.progress else True)
         for batch in bar:
             position.skipped_images += batch.pop("skipped")
             position.step_in_epoch += 1
             position.global_step += 1
             if "images" in batch:  # else every image of the batch was unreadable
                 done = epoch - 1 + (position.step_in_epoch - 1) / len(loader)  # epochs before this step
-                objective.set_progress(done / train_cfg.epochs)
-                trainer.run_step(batch, step=position.global_step)
+                self.objective.set_progress(done / train_cfg.epochs)
+                self.trainer.run_step(batch, step=position.global_step)
             else:
                 position.skipped_batches += 1
             checkpoint_now = bool(train_cfg.checkpoint_every_steps) and \
                 position.global_step % train_cfg.checkpoint_every_steps == 0
             if position.global_step % train_cfg.log_every == 0 or checkpoint_now:
-                report = read_steps(epoch)
+                report = self.read_steps(epoch)
                 bar.set_postfix({name.removeprefix("loss/"): f"{v:.3f}" for name, v in report.last.items()})
-                if main_process and position.global_step % train_cfg.log_every == 0 and "images" in batch:
-                    metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
-                                       "lr": optimizer.param_groups[0]["lr"], **report.last})
+                if self.main_process and position.global_step % train_cfg.log_every == 0 and "images" in batch:
+                    self.metrics_log.write({"kind": "train", "epoch": epoch, "step": position.global_step,
+                                            "lr": self.optimizer.param_groups[0]["lr"], **report.last})
             if checkpoint_now:
                 with distributed.wait_for_main_process():
-                    checkpoint(f"step_{position.global_step:08d}")
-        report = read_steps(epoch)
-        scheduler.step()
-        log(_log_line(epoch, train_cfg.epochs, report.means, time.perf_counter() - start,
-                      report.finite_steps * data.p * data.k))
+                    self.checkpoint(f"step_{position.global_step:08d}")
+        report = self.read_steps(epoch)
+        self.scheduler.step()
+        self.log(_log_line(epoch, train_cfg.epochs, report.means, time.perf_counter() - start,
+                           report.finite_steps * self.config.data.p * self.config.data.k))
         position.epoch, position.step_in_epoch = epoch + 1, 0
         # rank 0 evaluates and writes while the other ranks wait outside any collective (no timeout)
         with distributed.wait_for_main_process():
             if epoch % train_cfg.eval_every == 0 or epoch == train_cfg.epochs:
-                final, evaluated_last_epoch = evaluate(epoch, position.global_step), epoch == train_cfg.epochs
-                if main_process and final[0].metrics["mAP"] > position.best_map:  # the first test set decides
-                    position.best_map = final[0].metrics["mAP"]
-                    checkpoints.save_best(model, metadata, {"epoch": epoch, **eval_record(final[0].metrics)})
+                self.final = self.evaluate(epoch, position.global_step)
+                self.evaluated_last_epoch = epoch == train_cfg.epochs
+                if self.main_process and self.final[0].metrics["mAP"] > position.best_map:  # the first set decides
+                    position.best_map = self.final[0].metrics["mAP"]
+                    self.checkpoints.save_best(self.model, self.metadata,
+                                               {"epoch": epoch, **eval_record(self.final[0].metrics)})
             if epoch % train_cfg.checkpoint_every == 0 or epoch == train_cfg.epochs:
-                checkpoint(f"epoch_{epoch:03d}")
+                self.checkpoint(f"epoch_{epoch:03d}")
 
-    if position.skipped_images or position.skipped_batches:
-        log(f"skipped {position.skipped_images} unreadable images and {position.skipped_batches} batches")
-    if not evaluated_last_epoch:  # resumed from the last epoch's checkpoint: nothing was trained here
-        final = evaluate(train_cfg.epochs, position.global_step)
-    if not main_process:
-        return {}
-    if events is not None:
-        events.close()
-    save_weights(model, run_dir / "model.safetensors", metadata)
-    final[0].metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-    activation = activation_of_files(model, data.height, data.width, device) if config.eval.activation_maps else None
-    return finish_run(run_dir, final, test_sets, config, activation)
+    def finish(self) -> dict:
+        """Write the final weights, metrics and pictures (rank 0); returns the final metrics ({} on other ranks)."""
+        position, config = self.position, self.config
+        if position.skipped_images or position.skipped_batches:
+            self.log(f"skipped {position.skipped_images} unreadable images and {position.skipped_batches} batches")
+        if not self.evaluated_last_epoch:  # resumed from the last epoch's checkpoint: nothing was trained here
+            self.final = self.evaluate(config.train.epochs, position.global_step)
+        if not self.main_process:
+            return {}
+        if self.events is not None:
+            self.events.close()
+        save_weights(self.model, self.run_dir / "model.safetensors", self.metadata)
+        self.final[0].metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
+        activation = activation_of_files(self.model, config.data.height, config.data.width, self.device) \
+            if config.eval.activation_maps else None
+        return finish_run(self.run_dir, self.final, self.test_sets, config, activation)

@@ -85,7 +85,7 @@ def extract_with_model(model: str | Path | ExportedModel, image_paths: Sequence[
 
 def extract_split_model(model: str | Path, samples: Sequence[tuple[str, int, int]], out: str | Path,
                         batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """Like `reidkit.engine.features.extract_split`, with an exported model: writes the same feature file
+    """Like `reidkit.engine.extraction.extract_split`, with an exported model: writes the same feature file
     (`features`, `pids`, `camids`, metadata `paths`, `feature`, `flip`, `model`), readable by
     `load_feature_file`; returns [N, D]."""
     from safetensors.numpy import save_file

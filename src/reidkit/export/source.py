@@ -59,7 +59,7 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
 
     from reidkit.data.build import build_dataset
     from reidkit.data.transforms import build_test_transform
-    from reidkit.engine.runs import load_run_config, load_run_model
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
 
     if parity_images < 1:
         raise ValueError(f"parity_images must be >= 1, got {parity_images}")

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 from reidkit.losses.metric import _anchor_masks, _check_margin, triplet_loss
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.losses.distances import pairwise_distance
+from reidkit.distances import pairwise_distance
 from reidkit.losses.metric import _anchor_masks, _check_count, _check_real
 
 

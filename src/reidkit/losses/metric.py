@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 
 PairSelector = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 

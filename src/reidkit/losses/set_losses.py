@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 from reidkit.losses.metric import _anchor_masks, _check_real, _selected_triplet_loss, softmax_weighted_pairs
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 from reidkit.losses.metric import (
     _check_margin,
     _check_real,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 from reidkit.metrics.rank import (
     JUNK_RULES,
     QueryScores,

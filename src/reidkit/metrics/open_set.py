@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidkit.losses.distances import check_metric, pairwise_distance
+from reidkit.distances import check_metric, pairwise_distance
 
 REPORTED_FPRS = (1e-2, 1e-3, 1e-4)  # TPR@FPR points stored in metrics.json
 ROC_POINTS = 200  # ROC vertices kept for plotting (a log-spaced and a linear FPR grid)

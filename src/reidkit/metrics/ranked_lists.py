@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from reidkit.losses.distances import check_metric
+from reidkit.distances import check_metric
 from reidkit.metrics.features_eval import block_scores, distance_blocks
 from reidkit.metrics.rank import (
     JUNK_RULES,

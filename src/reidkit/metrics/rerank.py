@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from reidkit.losses.distances import check_metric
+from reidkit.distances import check_metric
 from reidkit.metrics.rerank_blocks import DistanceBlocks, FeatureBlocks, checked_distances
 
 _TWO_THIRDS = 2.0 / 3.0  # the expansion threshold, evaluated as in the reference: 2/3 · |R(j, k1/2)|

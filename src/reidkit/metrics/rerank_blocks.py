@@ -4,7 +4,7 @@ single entries, or query-gallery rows, from the three distance blocks or straigh
 Nothing of size (Q+G)² is built: a caller asks for a few rows at a time. ``DistanceBlocks`` copies them
 out of ``q_g``, ``q_q``, ``g_g`` (transposed, as the reference reads its matrix); ``FeatureBlocks``
 computes them with one matrix product per chunk from cached rows and squared norms, by the formula of
-``reidkit.losses.distances.pairwise_distance``.
+``reidkit.distances.pairwise_distance``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reidkit.losses.distances import SQUARED_EPS
+from reidkit.distances import SQUARED_EPS
 from reidkit.metrics.rank import as_distance_array
 
 _TILE_ROWS = 1024  # rows per tile of a transposing copy

@@ -7,7 +7,7 @@ neighbor search using Hierarchical Navigable Small World graphs" (TPAMI 2018).
 
 Vectors reach this module already prepared: L2-normalised for the cosine metric, which faiss then searches
 by inner product; raw for the Euclidean metric, searched by squared L2. `search` converts faiss scores to
-the units of `reidkit.losses.distances.pairwise_distance`: true L2 distance, or 1 − cos.
+the units of `reidkit.distances.pairwise_distance`: true L2 distance, or 1 − cos.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
+from reidkit.distances import SQUARED_EPS
 from reidkit.errors import ReidkitError
-from reidkit.losses.distances import SQUARED_EPS
 
 FAISS_BACKENDS = ("faiss-flat", "faiss-ivf", "faiss-hnsw")
 APPROXIMATE_BACKENDS = ("faiss-ivf", "faiss-hnsw")

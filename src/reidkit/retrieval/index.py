@@ -1,6 +1,6 @@
 """Gallery index: the k nearest gallery items of each query, by exact torch search or a faiss index.
 
-Exact search is brute force over `reidkit.losses.distances.pairwise_distance`, one chunk of queries at a
+Exact search is brute force over `reidkit.distances.pairwise_distance`, one chunk of queries at a
 time. The faiss backends (`reidkit.retrieval.faiss_backend`) are flat (exact), IVF and HNSW (approximate);
 every backend reports distances in `pairwise_distance` units (true L2, or 1 − cos). `recall_at_k` measures
 an approximate search against the exact one, as in the ANN benchmarks of Aumüller et al.,
@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reidkit.distances import METRICS, pairwise_distance
 from reidkit.errors import ReidkitError
-from reidkit.losses.distances import METRICS, pairwise_distance
 from reidkit.outputs import write_file
 from reidkit.retrieval import faiss_backend
+from reidkit.retrieval.feature_files import load_feature_file
 
 BACKENDS = ("exact",) + faiss_backend.FAISS_BACKENDS
 FILE_FORMAT = "reidkit.gallery_index"
@@ -234,15 +235,13 @@ class GalleryIndex:
     def from_feature_file(cls, path: str | Path, metric: str = "cosine", backend: str = "exact", *,
                           nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
                           ef_search: int | None = None) -> GalleryIndex:
-        """An index over a feature file written by `reidkit.engine.features.extract_split`.
+        """An index over a feature file written by `reidkit.engine.extraction.extract_split`.
 
         Args: as `GalleryIndex`, with `path` the feature file.
 
         Raises:
             ReidkitError: If the file is missing or is not a feature file.
         """
-        from reidkit.engine.features import load_feature_file
-
         features, pids, camids, paths = load_feature_file(path)
         return cls(features, pids, camids, paths, metric, backend, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                    ef_search=ef_search)

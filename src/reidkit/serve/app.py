@@ -54,10 +54,10 @@ from reidkit.serve.images import ConfinedFolders, image_roots_of, store_image
 from reidkit.serve.model import Embedder, load_query_set
 from reidkit.serve.uploads import (
     MULTIPART_OVERHEAD,
-    log,
     UploadError,
     UploadGate,
     decode_upload,
+    log,
     read_body,
     uploaded_files,
 )
@@ -135,7 +135,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     from reidkit.engine.indexing import check_same_model, labels_of
-    from reidkit.engine.runs import run_threshold
+    from reidkit.engine.saved_runs import run_threshold
     from reidkit.retrieval import GalleryIndex
 
     for name, value in (("topk", topk), ("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),

@@ -27,8 +27,8 @@ class Embedder:
 
     def __init__(self, run_dir: str | Path) -> None:
         from reidkit.data.transforms import build_test_transform
-        from reidkit.engine.runs import load_run_config, load_run_model
-        from reidkit.engine.trainer import resolve_device
+        from reidkit.devices import resolve_device
+        from reidkit.engine.saved_runs import load_run_config, load_run_model
 
         self.config = load_run_config(run_dir)
         self.device = resolve_device(self.config.train.device)
@@ -43,7 +43,8 @@ class Embedder:
     def __call__(self, images: list[Image.Image]):
         import torch
 
-        from reidkit.engine.evaluator import extract_outputs, uses_amp
+        from reidkit.devices import uses_amp
+        from reidkit.engine.extraction import extract_outputs
 
         key, config = self.config.eval.feature, self.config
         batches = [{"images": torch.stack([self.transform(image) for image in images])}]
@@ -53,7 +54,7 @@ class Embedder:
     def query_set(self) -> QuerySet:
         """The run's query split, embedded now (one pass of the model over every query image)."""
         from reidkit.data.build import build_dataset
-        from reidkit.engine.features import image_outputs
+        from reidkit.engine.extraction import image_outputs
 
         samples = build_dataset(self.config.data, progress=False).query
         key = self.config.eval.feature
@@ -73,7 +74,7 @@ def load_query_set(path: str | Path, model_digest: str = "") -> QuerySet:
     Raises:
         ReidkitError: an unreadable file, or query features of another model than the gallery's.
     """
-    from reidkit.engine.features import feature_file_metadata, load_feature_file
+    from reidkit.retrieval.feature_files import feature_file_metadata, load_feature_file
 
     features, pids, camids, paths = load_feature_file(path)
     recorded = feature_file_metadata(path).get("model_digest", "")

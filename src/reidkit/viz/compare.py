@@ -1,5 +1,6 @@
-"""Self-contained HTML page comparing finished runs: metrics table, overlaid CMC curves, config keys that
-differ. One file, built like the run report of `reidkit.viz.report` (inline CSS, pictures as data URIs)."""
+"""HTML page comparing finished runs from their metrics and flattened configs: metrics table, overlaid CMC
+curves, config keys that differ. One self-contained file like the run report (`reidkit.viz.html_page`);
+`reidkit.engine.reporting.compare_run_folders` reads the run folders into it."""
 
 from __future__ import annotations
 
@@ -11,37 +12,29 @@ from pathlib import Path
 import numpy as np
 
 from reidkit.outputs import write_file
-from reidkit.viz.report import _image, _metrics_table, _table, _write_page
+from reidkit.viz.html_page import image_figure, metrics_table, table, write_page
 
 
-def compare_runs(run_dirs: list[str | Path], out_path: str | Path, labels: list[str] | None = None) -> Path:
-    """Write one HTML page comparing runs: metrics table, overlaid CMC curves, config keys that differ.
+def compare_runs(metrics: dict[str, dict], configs: dict[str, dict], out_path: str | Path, summary: str) -> Path:
+    """Write one HTML page comparing runs: a metrics table, the CMC curves overlaid, the config keys whose values
+    differ. `metrics` and `configs` map each run's label to its metrics.json and its flattened config
+    (`reidkit.config.differences.flatten`; {} when unknown), in the same order; `summary` is the line under the
+    title.
 
     Raises:
-        ReidkitError: a folder that does not exist, or has no metrics.json, or a damaged metrics.json or
-            config.yaml; ValueError: no run, or labels of the wrong length.
+        ValueError: no run, or `configs` labelled differently from `metrics`.
     """
-    from reidkit.engine.run_folder import flatten
-    from reidkit.engine.runs import read_run_config, read_run_metrics
-
-    if not run_dirs:
-        raise ValueError("compare_runs needs at least one run folder")
-    run_dirs = [Path(run) for run in run_dirs]
-    names = [run.resolve().name for run in run_dirs]
-    labels = labels or (names if len(set(names)) == len(names) else [str(run) for run in run_dirs])
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    metrics = {label: read_run_metrics(run) for label, run in zip(labels, run_dirs)}
-    configs = {label: flatten(read_run_config(run)) if (run / "config.yaml").is_file() else {}
-               for label, run in zip(labels, run_dirs)}
+    if not metrics:
+        raise ValueError("compare_runs needs at least one run")
+    if list(configs) != list(metrics):
+        raise ValueError(f"configs for {list(configs)} but metrics for {list(metrics)}")
     with tempfile.TemporaryDirectory() as scratch:
         curve = _plot_cmc_overlay({label: m["cmc"] for label, m in metrics.items() if m.get("cmc")},
                                   Path(scratch) / "cmc.png")
-        sections = [("metrics", "Metrics", _metrics_table(metrics)),
-                    ("cmc", "CMC curves", _image(curve, "CMC curves of the compared runs")),
+        sections = [("metrics", "Metrics", metrics_table(metrics)),
+                    ("cmc", "CMC curves", image_figure(curve, "CMC curves of the compared runs")),
                     ("config-diff", "Config differences", _config_diff(configs))]
-    summary = "runs: " + ", ".join(f"{label} ({run})" for label, run in zip(labels, run_dirs))
-    return _write_page(Path(out_path), "reidkit run comparison", summary, sections, [])
+    return write_page(Path(out_path), "reidkit run comparison", summary, sections, [])
 
 
 def _config_diff(configs: dict[str, dict]) -> str:
@@ -49,7 +42,7 @@ def _config_diff(configs: dict[str, dict]) -> str:
     values = {key: [json.dumps(flat.get(key), sort_keys=True) for flat in configs.values()] for key in keys}
     rows = [(key, "".join(f"<td>{html.escape(text)}</td>" for text in texts))
             for key, texts in values.items() if len(set(texts)) > 1]
-    return _table("config-diff", ["key", *configs], rows) if rows else "<p>The configs are identical.</p>"
+    return table("config-diff", ["key", *configs], rows) if rows else "<p>The configs are identical.</p>"
 
 
 def _plot_cmc_overlay(curves: dict[str, list[float]], path: Path) -> Path:

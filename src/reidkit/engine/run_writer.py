@@ -1,4 +1,5 @@
-"""The run folder: checks before writing, the metrics log, and the files written when a run finishes."""
+"""Writing a run folder: checks before writing, the metrics log, and the files written when a run finishes
+(`reidkit.engine.saved_runs` reads them back)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from reidkit.config import Config, resolve_protocol
 from reidkit.data.build import test_sources
 from reidkit.data.datasets import ReidDataset
-from reidkit.engine.evaluator import Evaluation, combine_test_sets, evaluate_feature_sets, write_pictures
-from reidkit.engine.runs import read_metrics_records
+from reidkit.engine.baselines import colour_histogram_features
+from reidkit.engine.evaluation import RANKED_TOP_K, Evaluation, combine_test_sets, evaluate_feature_sets
+from reidkit.engine.reporting import report_run
+from reidkit.engine.saved_runs import read_metrics_records
 from reidkit.errors import ReidkitError
+from reidkit.metrics.ranked_lists import RankedLists
 from reidkit.outputs import append_line, write_json, write_text
+from reidkit.viz.curves import plot_cmc, plot_training_curves
+from reidkit.viz.ranked import save_ranked_lists
 
 
 def check_writable(run_dir: Path) -> None:
@@ -28,28 +35,6 @@ def check_writable(run_dir: Path) -> None:
     except OSError as error:
         raise ReidkitError(f"cannot write to the run folder {run_dir} ({error}); "
                            "choose a writable --out with free space") from error
-
-
-def flatten(values: dict, prefix: str = "") -> dict[str, object]:
-    """{"a": {"b": 1}} → {"a.b": 1}."""
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts, as 'key: old -> new'.
-
-    A key missing from `saved` whose current value is its default is no difference: the key was added
-    to reidkit after `saved` was written, and the default keeps the behaviour `saved` was trained with.
-    """
-    old, new, defaults = flatten(saved), flatten(current), flatten(Config().to_dict())
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key) and not (key not in old and key in defaults and new[key] == defaults[key])]
 
 
 class MetricsLog:
@@ -87,14 +72,11 @@ def finish_run(run_dir: Path, evaluations: list[Evaluation], test_sets: list[Rei
     several test sets, metrics.json also holds each set's metrics under `test_sets`, and the other sets' CMC
     curves and ranked lists go to `test_sets/<name>/`. `activation` (image file → map) adds activation maps to
     the ranked lists and the report."""
-    from reidkit.viz.curves import plot_training_curves
-    from reidkit.viz.report import write_report
-
     evaluation = combine_test_sets([test_set.name for test_set in test_sets], evaluations)
     write_json(run_dir / "metrics.json", evaluation.metrics)
     write_test_set_pictures(run_dir, evaluations, test_sets, config, activation)
     plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
-    write_report(run_dir, ranked=evaluation.ranked, dataset=test_sets[0],
+    report_run(run_dir, ranked=evaluation.ranked, dataset=test_sets[0],
                  gallery_features=evaluation.gallery_features, activation=activation)
     return evaluation.metrics
 
@@ -109,8 +91,6 @@ def write_test_set_pictures(out: Path, evaluations: list[Evaluation], test_sets:
 
 def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrained: dict, log=print) -> None:
     """Write `baselines.json`: a colour-histogram baseline and the untrained network, same protocol."""
-    from reidkit.engine.baselines import colour_histogram_features
-
     query = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.query]))
     gallery = torch.from_numpy(colour_histogram_features([s[0] for s in dataset.gallery]))
     histogram = evaluate_feature_sets(query, gallery, dataset.query, dataset.gallery, "euclidean",
@@ -121,3 +101,18 @@ def write_baselines(run_dir: Path, dataset: ReidDataset, config: Config, untrain
     baselines = {"colour_histogram": histogram, "untrained_network": untrained}
     write_json(run_dir / "baselines.json", baselines)
     log(f"colour-histogram baseline: rank-1 {histogram['rank1']:.2%}  mAP {histogram['mAP']:.2%}")
+
+
+def write_pictures(run_dir: str | Path, metrics: dict, ranked: RankedLists, dataset: ReidDataset,
+                   eval_config, activation=None) -> None:
+    """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`.
+
+    The CMC curve is the one of `metrics` (its protocol); the ranked lists always show the whole gallery,
+    since a single-gallery-shot draw is one of many and would not explain the metrics by itself. `activation`
+    (image file → map, `reidkit.engine.activation.activation_of_files`) adds the activation maps to the lists.
+    """
+    run_dir = Path(run_dir)
+    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+    plot_cmc(np.array(metrics["cmc"]), run_dir / "plots" / "cmc.png", label=dataset.name)
+    save_ranked_lists(ranked, dataset.query, dataset.gallery, run_dir / "ranked",
+                      num_queries=eval_config.ranked_queries, topk=RANKED_TOP_K, activation=activation)

@@ -6,41 +6,29 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from reidkit.data.datasets import Sample
-from reidkit.data.loading import build_test_loader
-from reidkit.data.transforms import build_test_transform
-from reidkit.engine.evaluator import extract_features, uses_amp
 from reidkit.errors import ReidkitError
 from reidkit.outputs import write_file
 
 
-def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
-                  progress: bool = True, model_digest: str = "") -> torch.Tensor:
-    """Extract features of `samples` as `config.eval` says and write them to `out`; returns [N, D].
-
-    The file holds tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64; its metadata holds
-    the image paths as JSON (`paths`), the `feature`, `flip`, the `metric` the run evaluates with and the
-    `model_digest` given (SHA-256 of the weights file, so a search can refuse features of another model).
-    """
+def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tuple[str, int, int]], *,
+                      feature: str, flip: bool, metric: str, model_digest: str = "") -> Path:
+    """Write a feature file: tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64 of the
+    `(path, pid, camid)` samples; metadata: the image `paths` as JSON, the `feature`, `flip`, the `metric` the run
+    evaluates with and the `model_digest` (SHA-256 of the weights file, so a search can refuse features of another
+    model). Written atomically (`reidkit.outputs.write_file`)."""
     from safetensors.torch import save_file
 
-    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
-                               batch_size=config.eval.batch_size, workers=config.data.workers)
-    features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
-                                device=device, amp=uses_amp(config.train, device), progress=progress)
-    tensors = {"features": features.contiguous(),
+    tensors = {"features": features.float().contiguous(),
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
                "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)}
-    metadata = {"paths": json.dumps([s[0] for s in samples]), "feature": config.eval.feature,
-                "flip": str(config.eval.flip), "metric": config.eval.metric, "model_digest": model_digest}
-    write_file(out, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
-    return features
+    metadata = {"paths": json.dumps([s[0] for s in samples]), "feature": feature, "flip": str(flip),
+                "metric": metric, "model_digest": model_digest}
+    return write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Read `(features [N,D], pids [N], camids [N], paths)` written by `extract_split`.
+    """Read `(features [N,D], pids [N], camids [N], paths)` written by `save_feature_file`.
 
     Raises:
         ReidkitError: the file is missing, not a feature file, inconsistent, or holds NaN/inf features.
@@ -78,15 +66,3 @@ def feature_file_metadata(path: str | Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})
-
-
-def image_outputs(model: nn.Module, paths: list[str], config, device: torch.device, keys: tuple[str, ...],
-                  progress: bool = False) -> dict[str, torch.Tensor]:
-    """Outputs `keys` [len(paths), D] of the model for image files, preprocessed as for evaluation."""
-    from reidkit.engine.evaluator import extract_outputs
-
-    samples = [(str(path), -1, -1) for path in paths]
-    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
-                               batch_size=config.eval.batch_size, workers=0)
-    return extract_outputs(model, loader, keys, flip=config.eval.flip, device=device,
-                           amp=uses_amp(config.train, device), progress=progress)

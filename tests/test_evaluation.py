@@ -1,4 +1,4 @@
-"""reidkit.engine.evaluator: each evaluation protocol gives exactly what its metric function gives."""
+"""reidkit.engine.evaluation: each evaluation protocol gives exactly what its metric function gives."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from reidkit.data.transforms import build_test_transform
-from reidkit.engine.evaluator import attribute_accuracy, describe_metrics, eval_record, evaluate_distances
+from reidkit.engine.evaluation import attribute_accuracy, describe_metrics, eval_record, evaluate_distances
 from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
@@ -109,8 +109,8 @@ def test_average_query_expansion_in_evaluate_model(tmp_path):
     on a tiny synthetic set)."""
     from reidkit.config import load_config
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import evaluate_model
-    from reidkit.losses.distances import pairwise_distance
+    from reidkit.distances import pairwise_distance
+    from reidkit.engine.evaluation import evaluate_model
     from reidkit.metrics import alpha_query_expansion, average_query_expansion
     from reidkit.models.reid import build_model, model_kwargs
 
@@ -142,7 +142,7 @@ def test_average_query_expansion_in_evaluate_model(tmp_path):
 def test_attribute_accuracy_and_rescoring_leave_the_model_training(tmp_path):
     """evaluate_model runs mid-training (train.eval_every): its helpers must hand the model back in the mode
     they found it, as extract_outputs does, or the following epochs train with BatchNorm in eval mode."""
-    from reidkit.engine.evaluator import PairHeadRescoring
+    from reidkit.engine.pair_rescoring import PairHeadRescoring
     from reidkit.models.reid import ReidModel
 
     path = tmp_path / "0001_c1s1_000000_00.jpg"
@@ -156,7 +156,7 @@ def test_attribute_accuracy_and_rescoring_leave_the_model_training(tmp_path):
 
 
 def test_non_finite_model_outputs_are_refused_with_the_fix():
-    from reidkit.engine.evaluator import extract_outputs
+    from reidkit.engine.extraction import extract_outputs
     from reidkit.errors import ReidkitError
     from reidkit.models.reid import build_model
 
@@ -178,8 +178,8 @@ def test_open_set_figures_in_evaluate_model_from_held_out_pairs(tmp_path):
     hand); the test pairs' figures are those of `open_set_scores` on the returned distances."""
     from reidkit.config import load_config
     from reidkit.data.build import build_dataset
-    from reidkit.engine.evaluator import evaluate_model, open_set_figures
-    from reidkit.losses.distances import pairwise_distance
+    from reidkit.distances import pairwise_distance
+    from reidkit.engine.evaluation import evaluate_model, open_set_figures
     from reidkit.metrics.open_set import open_set_scores
     from reidkit.models.reid import build_model, model_kwargs
 

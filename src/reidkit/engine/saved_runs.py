@@ -12,7 +12,6 @@ from reidkit.engine.checkpoint import load_into, load_weights
 from reidkit.errors import ReidkitError
 from reidkit.models.reid import ReidModel, build_model, model_kwargs
 
-
 OPEN_SET_NUMBERS = ("threshold", "target_fpr", "eer")  # the open-set figures a decision reads
 
 

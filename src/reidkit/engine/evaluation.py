@@ -1,28 +1,29 @@
-"""From a model and a data set to retrieval metrics: feature extraction, distances, CMC/mAP/mINP, pictures."""
+"""From a model and a data set to retrieval metrics under the configured protocol: CMC/mAP/mINP, ranked lists,
+re-ranking, query expansion, open-set figures, pair-head re-scoring and attribute accuracy, with their summaries."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from reidkit.data.cache import CachedTestImages
 from reidkit.data.datasets import ReidDataset, Sample
-from reidkit.distributed import gather_to_main, is_main_process, rank, world_size
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
+from reidkit.distances import pairwise_distance
+from reidkit.distributed import gather_to_main, is_main_process, rank, world_size
+from reidkit.engine.extraction import eval_mode, extract_outputs
+from reidkit.engine.pair_rescoring import PairHeadRescoring
 from reidkit.errors import ReidkitError
-from reidkit.losses.distances import pairwise_distance
 from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.open_set import open_set_features, open_set_within
 from reidkit.metrics.query_expansion import alpha_query_expansion
 from reidkit.metrics.rank import evaluate_rank
-from reidkit.metrics.ranked_lists import RankedLists, nearest, rank_features
+from reidkit.metrics.ranked_lists import RankedLists, rank_features
 from reidkit.metrics.rerank import re_ranking_features
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 from reidkit.metrics.vehicleid import evaluate_vehicleid
@@ -42,78 +43,6 @@ class Evaluation(NamedTuple):
     ranked: RankedLists
     query_features: torch.Tensor
     gallery_features: torch.Tensor
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """`model` in evaluation mode inside the block; its train/eval mode restored after it, errors included."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def uses_amp(train_config, device: torch.device | str) -> bool:
-    """Whether `device` runs under bfloat16 autocast: `train.amp` on CUDA; on the CPU with `train.amp_cpu` too."""
-    device_type = torch.device(device).type
-    return train_config.amp and (device_type == "cuda" or (device_type == "cpu" and train_config.amp_cpu))
-
-
-def autocast_context(device: torch.device, amp: bool):
-    """bfloat16 autocast on `device` (CUDA or CPU) when `amp` is set (see `uses_amp`); a no-op otherwise."""
-    if amp and device.type in ("cuda", "cpu"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_features",), flip: bool = False,
-                    device: torch.device | str = "cpu", amp: bool = False, progress: bool = True,
-                    on_device: bool = False) -> dict[str, torch.Tensor]:
-    """Model outputs `keys` for every image of `loader`, in loader order, as float32 tensors [N, D] on the
-    CPU (on `device` with `on_device`).
-
-    With `flip`, each output is the mean over the image and its horizontal mirror; the mirror is taken
-    of the already normalised tensor, so normalisation happens once. On a GPU the images go in channels-last
-    layout (the model's too, as the trainer keeps it), under bfloat16 autocast with `amp`, and the outputs
-    stay there until the end: the host never waits for a batch.
-
-    Raises:
-        ReidkitError: the model gave NaN or infinite outputs (diverged weights).
-    """
-    device = torch.device(device)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    if device.type == "cuda":
-        model.to(memory_format=layout)
-    chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
-    with eval_mode(model):
-        for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
-            images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=layout)
-            # the camera ids, for a model with a camera embedding (TransReID)
-            camids = (batch["camids"].to(device),) if getattr(model, "uses_camids", False) and "camids" in batch else ()
-            with autocast_context(device, amp):
-                outputs = model(images, *camids)
-                mirrored = model(torch.flip(images, dims=[3]), *camids) if flip else None
-            for key in keys:
-                value = outputs[key].float()
-                chunks[key].append((value + mirrored[key].float()).div(2) if flip else value)
-    result = {key: torch.cat(values) if values else torch.empty(0, device=device) for key, values in chunks.items()}
-    for key, values in result.items():
-        finite = torch.isfinite(values).flatten(1).all(dim=1) if values.dim() > 1 else torch.isfinite(values)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0, 0])
-            raise ReidkitError(f"the model gives NaN or infinite '{key}' outputs, first for image {first} of the "
-                               f"split: its weights have diverged; use an earlier checkpoint "
-                               f"(--weights RUN/checkpoints/epoch_NNN.safetensors) or retrain")
-    return result if on_device else {key: values.cpu() for key, values in result.items()}
-
-
-def extract_features(model: nn.Module, loader, feature: str = "bn_features", flip: bool = False,
-                     device: torch.device | str = "cpu", amp: bool = False, progress: bool = True) -> torch.Tensor:
-    """The `feature` output of `extract_outputs`: [N, D] float32 on the CPU."""
-    return extract_outputs(model, loader, (feature,), flip, device, amp, progress)[feature]
 
 
 def distance_matrix(query_features: torch.Tensor, gallery_features: torch.Tensor, metric: str,
@@ -397,58 +326,6 @@ def score_features(query: torch.Tensor, gallery: torch.Tensor, dataset: ReidData
     return metrics, ranked
 
 
-def evaluate_exported(model_path: str | Path, dataset: ReidDataset, eval_config, *, protocol: str,
-                      progress: bool = True) -> Evaluation:
-    """`evaluate_model` for a file written by `reidkit export` (any format, `reidkit.export.load_model`): the
-    same metrics of the same query/gallery, so that the accuracy cost of a format is a measured number.
-
-    The feature and flip are those baked into the file (recorded in the summary with `model` and `format`);
-    `eval_config`'s metric, junk rule, protocol, re-ranking and query expansion apply as usual.
-
-    Raises:
-        ReidkitError: `eval_config.verify_topk` > 0 (the pair head is not exported), or as `load_model`.
-    """
-    from reidkit.export import extract_with_model, load_model
-
-    if eval_config.verify_topk > 0:
-        raise ReidkitError("an exported model holds only the retrieval feature, not the pair head: set "
-                           "eval.verify_topk=0 to evaluate it")
-    check_protocol(protocol)
-    model = load_model(model_path)
-    query, gallery = (torch.from_numpy(extract_with_model(model, [s[0] for s in samples],
-                                                          batch_size=eval_config.batch_size, progress=progress))
-                      for samples in (dataset.query, dataset.gallery))
-    metrics, ranked = score_features(query, gallery, dataset, eval_config, protocol, progress)
-    metrics.update(model=str(model_path), format=model.info.format, feature=model.info.feature, flip=model.info.flip)
-    return Evaluation(metrics, ranked, query, gallery)
-
-
-class PairHeadRescoring:
-    """A block hook of `rank_features`: each query's k nearest gallery items (ties by gallery index) get
-    −P(same person) from the model's pair head, below every distance, so they stay the top k re-ordered by
-    that probability; the other entries keep their distances."""
-
-    def __init__(self, model: nn.Module, query_features: torch.Tensor, gallery_features: torch.Tensor,
-                 k: int) -> None:
-        self.model, self.query, self.gallery, self.k = model, query_features, gallery_features, k
-
-    @torch.no_grad()
-    def __call__(self, start: int, block: torch.Tensor) -> torch.Tensor:
-        k = min(self.k, block.shape[1])
-        top = torch.as_tensor(nearest(block, k)[0], device=block.device)
-        rows = torch.arange(start, start + len(block), device=block.device).repeat_interleave(k)
-        columns = top.reshape(-1)
-        device = self.query.device
-        with eval_mode(self.model):
-            probabilities = torch.cat([
-                self.model.verify(self.query[rows[i:i + 8192].to(device)],
-                                  self.gallery[columns[i:i + 8192].to(device)]).float()
-                for i in range(0, len(rows), 8192)]).to(block.device, block.dtype)
-        rescored = block.clone()
-        rescored[rows - start, columns] = -probabilities
-        return rescored
-
-
 @torch.no_grad()
 def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict[int, dict[str, int]],
                        transform, batch_size: int, workers: int, device: torch.device | str) -> dict[str, float]:
@@ -467,19 +344,3 @@ def attribute_accuracy(model: nn.Module, samples: list[Sample], attributes: dict
     return {name: count / len(samples) for name, count in correct.items()}
 
 
-def write_pictures(run_dir: str | Path, metrics: dict, ranked: RankedLists, dataset: ReidDataset,
-                   eval_config, activation=None) -> None:
-    """Write `plots/cmc.png` and `ranked/query_*.png` (query + top-10 with green/red frames) into `run_dir`.
-
-    The CMC curve is the one of `metrics` (its protocol); the ranked lists always show the whole gallery,
-    since a single-gallery-shot draw is one of many and would not explain the metrics by itself. `activation`
-    (image file → map, `reidkit.engine.activation.activation_of_files`) adds the activation maps to the lists.
-    """
-    from reidkit.viz.curves import plot_cmc
-    from reidkit.viz.ranked import save_ranked_lists
-
-    run_dir = Path(run_dir)
-    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    plot_cmc(np.array(metrics["cmc"]), run_dir / "plots" / "cmc.png", label=dataset.name)
-    save_ranked_lists(ranked, dataset.query, dataset.gallery, run_dir / "ranked",
-                      num_queries=eval_config.ranked_queries, topk=RANKED_TOP_K, activation=activation)
