@@ -25,7 +25,7 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-# Speed and memory tables, each against a reference measured in the same run (see README "Benchmarks").
+# Speed and memory tables, each against a reference measured in the same run (see docs/benchmarks.md).
 bench: install
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir cython
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps torchreid==0.2.5 fastreid==1.4.0
