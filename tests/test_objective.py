@@ -20,7 +20,9 @@ def outputs_and_labels():
     torch.manual_seed(0)
     features = torch.randn(8, 6, requires_grad=True)
     outputs = {"features": features, "bn_features": features * 2, "logits": torch.randn(8, 4, requires_grad=True),
-               "attr_logits": {"gender": features[:, :2] * 3, "age": features[:, 2:6] * 3}}
+               "attr_logits": {"gender": features[:, :2] * 3, "age": features[:, 2:6] * 3},
+               "jigsaw": {"features": torch.stack([features, -features], dim=1),  # 2 local features
+                          "logits": torch.stack([features[:, :4], features[:, 2:]], dim=1)}}
     return outputs, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 
 
@@ -67,7 +69,8 @@ LOSS_TERMS = [f.name for f in dataclasses.fields(LossConfig)]
 def test_every_configured_term_builds_and_trains(name):
     """Each loss-config entry builds alone, gives a finite loss and a gradient to the features it reads."""
     outputs, labels = outputs_and_labels()
-    overrides = ["loss.id.weight=0", "loss.trihard.weight=0", f"loss.{name}.weight=1.0"]
+    overrides = ["loss.id.weight=0", "loss.trihard.weight=0", f"loss.{name}.weight=1.0",
+                 *(["model.jigsaw_groups=2"] if name == "jigsaw" else [])]
     objective = build_objective(load_config(None, overrides).loss, num_classes=4, embedding_dim=6,
                                 attribute_table=ATTRIBUTE_TABLE, pair_head=PairHead(6))
     total, terms = objective(outputs, labels)

@@ -66,7 +66,8 @@ def test_transreid_recipe_trains_on_the_synthetic_set_from_the_cli(tmp_path):
          "data.dataset=synthetic", f"data.root={tmp_path / 'data'}", "data.synthetic_identities=16",
          "data.synthetic_cameras=3", "data.height=64", "data.width=32", "data.p=4", "data.k=4", "data.workers=0",
          "model.weights=", f"model.backbone={VIT}", "train.epochs=1", "train.warmup_epochs=0",
-         "train.device=cpu", "train.eval_every=1"], capture_output=True, text=True, timeout=600)
+         "train.device=cpu", "train.eval_every=1", "train.log_every=1"], capture_output=True, text=True,
+        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] > 0
@@ -75,3 +76,16 @@ def test_transreid_recipe_trains_on_the_synthetic_set_from_the_cli(tmp_path):
     model = load_run_model(run, load_run_config(run))
     assert model.backbone.camera_embedding.shape == (3, 1, 192) and model.uses_camids
     assert tuple(model.backbone.model.patch_embed.grid_size) == (5, 2)  # (64−16)/12+1, (32−16)/12+1
+    assert model.jigsaw is not None and len(model.jigsaw_heads) == 4  # the recipe's jigsaw branch
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/jigsaw" in record for record in logged)
+    # retrieval on the global + 4 local features; the export carries the same feature (its parity check passes)
+    onnx = tmp_path / "model.onnx"
+    result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "export", "--run", str(run), "--out", str(onnx)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    (features,) = session.run(None, {session.get_inputs()[0].name: torch.randn(2, 3, 64, 32).numpy()})
+    assert features.shape == (2, 5 * 192)

@@ -26,6 +26,17 @@ class IdLossConfig:
 
 
 @dataclass
+class JigsawLossConfig:
+    """TransReID's jigsaw branch (model.jigsaw_groups): the mean over its k local features of label-smoothed
+    cross-entropy on each one's classifier plus TriHard on the feature before its BNNeck."""
+
+    weight: float = 0.0
+    label_smoothing: float = 0.1
+    margin: float | None = 0.3  # null = soft margin
+    metric: Metric = "euclidean"
+
+
+@dataclass
 class AttributeLossConfig:
     weight: float = 0.0  # mean cross-entropy of the attribute heads (needs data.attributes)
 
@@ -161,6 +172,7 @@ class LossConfig:
     circle: CircleClassLossConfig = field(default_factory=CircleClassLossConfig)
     center: EmbeddingTermConfig = field(default_factory=EmbeddingTermConfig)  # BoT: weight 0.001 here
     attribute: AttributeLossConfig = field(default_factory=AttributeLossConfig)
+    jigsaw: JigsawLossConfig = field(default_factory=JigsawLossConfig)  # TransReID's local features
     verification: PairwiseTermConfig = field(default_factory=PairwiseTermConfig)  # Siamese pair head
 
     def __post_init__(self) -> None:
@@ -193,6 +205,7 @@ _UNIT = (lambda v: 0 <= v < 1, "use a value in [0, 1)")
 _LOSS_RULES: dict[str, dict[str, tuple[typing.Callable[[Any], bool], str]]] = {
     "id": {"label_smoothing": _UNIT, "ahsm_momentum": _UNIT}, "curriculum_triplet": {"margin": _SOFT_OR_AT_LEAST_0},
     "trihard": {"margin": _SOFT_OR_AT_LEAST_0},
+    "jigsaw": {"label_smoothing": _UNIT, "margin": _SOFT_OR_AT_LEAST_0},
     "adaptive_triplet": {"margin": _SOFT_OR_AT_LEAST_0}, "triplet": {"margin": _SOFT_OR_AT_LEAST_0},
     "contrastive": {"margin": _AT_LEAST_0}, "improved_triplet": {"margin": _AT_LEAST_0},
     "quadruplet": {"alpha": _AT_LEAST_0, "beta": _AT_LEAST_0}, "lifted": {"margin": _AT_LEAST_0},

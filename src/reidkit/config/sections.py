@@ -166,6 +166,12 @@ class ModelConfig:
     patch_stride: int = 0
     camera_embedding: bool = False
     camera_scale: float = 3.0
+    # TransReID's jigsaw patch module: k local features from shifted, shuffled groups of patch tokens through a
+    # copy of the ViT's last layer (0: off; TransReID: 4 groups, shift 5, 2 shuffle groups); trained by
+    # loss.jigsaw, retrieved with eval.feature=jigsaw_features or jigsaw_bn_features
+    jigsaw_groups: int = 0
+    jigsaw_shift: int = 5
+    jigsaw_shuffle_groups: int = 2
 
     def __post_init__(self) -> None:
         from reidkit.models.backbones import BACKBONES  # the names live with their builders
@@ -179,7 +185,10 @@ class ModelConfig:
             ("last_stride", self.last_stride in (1, 2), "use 1 or 2"),
             ("embedding_dim", 0 <= self.embedding_dim <= 65536, "use 0 (none) or a size such as 512"),
             ("patch_stride", 0 <= self.patch_stride <= 64, "use 0 (the patch size) or a stride such as 12"),
-            ("camera_scale", 0 <= self.camera_scale < math.inf, "use a number >= 0 (TransReID: 3.0)")])
+            ("camera_scale", 0 <= self.camera_scale < math.inf, "use a number >= 0 (TransReID: 3.0)"),
+            ("jigsaw_groups", 0 <= self.jigsaw_groups <= 64, "use 0 (off) or a few groups such as 4"),
+            ("jigsaw_shift", 0 <= self.jigsaw_shift <= 4096, "use 0 or more patches (TransReID: 5)"),
+            ("jigsaw_shuffle_groups", 1 <= self.jigsaw_shuffle_groups <= 64, "use 1 (no shuffle) or more (TransReID: 2)")])
 
 
 @dataclass
@@ -239,8 +248,10 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    # BNNeck output, as in BoT; "att_features": Mancs's attention-aware branch (model.attention_branch)
-    feature: Literal["bn_features", "features", "att_features"] = "bn_features"
+    # BNNeck output, as in BoT; "att_features": Mancs's attention-aware branch (model.attention_branch);
+    # "jigsaw_features" / "jigsaw_bn_features": TransReID's global + local features (model.jigsaw_groups)
+    feature: Literal["bn_features", "features", "att_features", "jigsaw_features", "jigsaw_bn_features"] = \
+        "bn_features"
     metric: Metric = "cosine"
     flip: bool = False  # average the features of the image and its mirror
     batch_size: int = 256
@@ -317,6 +328,11 @@ class Config:
         if readers and not self.model.attention_branch:
             raise ConfigError(f"{readers[0]}=att_features reads Mancs's attention-aware branch, which this model "
                               "lacks; set model.attention_branch=true or read features/bn_features")
+        jigsaw_readers = ["loss.jigsaw"] if self.loss.jigsaw.weight > 0 else []
+        jigsaw_readers += ["eval.feature"] if self.eval.feature.startswith("jigsaw") else []
+        if jigsaw_readers and not self.model.jigsaw_groups:
+            raise ConfigError(f"{jigsaw_readers[0]} reads TransReID's jigsaw branch, which this model lacks; set "
+                              "model.jigsaw_groups (e.g. 4, with a timm/vit_... backbone) or turn it off")
         if self.eval.verify_topk > 0 and not self.loss.verification.weight > 0:
             raise ConfigError(f"eval.verify_topk={self.eval.verify_topk} needs a pair head, which only "
                               "loss.verification trains; set loss.verification.weight > 0 or eval.verify_topk=0")

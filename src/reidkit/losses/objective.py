@@ -21,6 +21,7 @@ from reidkit.losses.center import CenterLoss
 from reidkit.losses.cross_rank import CrossRankLoss
 from reidkit.losses.curriculum import CurriculumTripletLoss
 from reidkit.losses.hard_samples import HardSampleCrossEntropy
+from reidkit.losses.jigsaw import JigsawLoss
 from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
 from reidkit.losses.metric import AdaptiveWeightedTripletLoss, TriHardLoss
 from reidkit.losses.representation import CrossEntropyLabelSmooth
@@ -32,9 +33,9 @@ from reidkit.losses.verification import VerificationLoss
 
 # Terms that compare samples of the batch with each other: they need K ≥ 2 images per identity.
 METRIC_TERMS = ("trihard", "adaptive_triplet", "curriculum_triplet", "contrastive", "triplet", "improved_triplet",
-                "quadruplet", "lifted", "hap2s", "circle_pair", "verification")
+                "quadruplet", "lifted", "hap2s", "circle_pair", "verification", "jigsaw")
 # Output keys of the terms whose config has no `feature` field.
-FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits"}
+FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits", "jigsaw": "jigsaw"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
         "circle": lambda t: CircleClassLoss(c, d, t.scale, t.margin),
         "center": lambda t: CenterLoss(c, d),
         "attribute": attribute,
+        "jigsaw": lambda t: JigsawLoss(t.label_smoothing, t.margin, t.metric),
         "verification": verification,
     }
 

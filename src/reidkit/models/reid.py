@@ -15,6 +15,7 @@ from reidkit.errors import ConfigError
 from reidkit.models.attention import AttentionBranch
 from reidkit.models.backbones import build_backbone
 from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
+from reidkit.models.jigsaw import JigsawPatchModule
 from reidkit.models.peers import check_architecture, load_peer_state, peer_weights
 
 
@@ -31,11 +32,17 @@ class ReidModel(nn.Module):
 
     `embedding_dim` > 0 adds Torchreid's embedding layer (`embedding_layer`) after pooling: the head then
     works on its D = embedding_dim outputs.
+
+    `jigsaw_groups` = k > 0 (a vision transformer trunk) adds TransReID's jigsaw patch module
+    (`reidkit.models.jigsaw`) and one BNNeck head per local feature: outputs "jigsaw" {"features" [N,k,D],
+    "bn_features" [N,k,D], "logits" [N,k,C]}, and TransReID's retrieval features "jigsaw_features" and
+    "jigsaw_bn_features" [N,(1+k)D]: the global feature then the k local ones divided by k.
     """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
                  attributes: dict[str, int] | None = None, pair_head: bool = False,
-                 attention_branch: bool = False, embedding_dim: int = 0) -> None:
+                 attention_branch: bool = False, embedding_dim: int = 0, jigsaw_groups: int = 0,
+                 jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
@@ -55,6 +62,15 @@ class ReidModel(nn.Module):
         self.attention_branch = AttentionBranch(feat_dim, self.pool) if attention_branch else None
         self.feat_dim = feat_dim
         self.num_classes = num_classes
+        self.jigsaw, self.jigsaw_heads = None, None
+        if jigsaw_groups > 0:
+            if not hasattr(backbone, "forward_jigsaw") or not backbone.returns_tokens or embedding_dim > 0 \
+                    or attention_branch:
+                raise ConfigError("model.jigsaw_groups needs a vision transformer trunk (model.backbone=timm/vit_...) "
+                                  "without model.embedding_dim or model.attention_branch; set model.jigsaw_groups=0")
+            self.jigsaw = JigsawPatchModule(backbone.model.blocks[-1], backbone.model.norm, jigsaw_groups,
+                                            jigsaw_shift, jigsaw_shuffle_groups)
+            self.jigsaw_heads = nn.ModuleList(BNNeckHead(feat_dim, num_classes) for _ in range(jigsaw_groups))
         self.uses_camids = getattr(backbone, "camera_embedding", None) is not None
 
     def forward_features(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +87,8 @@ class ReidModel(nn.Module):
         return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": attr_logits}
 
     def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> dict[str, torch.Tensor | dict]:
+        if self.jigsaw is not None:
+            return self._forward_jigsaw(images, camids)
         if self.attention_branch is None:
             return self.forward_head(self.forward_features(images, camids))
         maps = self.backbone(images)
@@ -79,11 +97,25 @@ class ReidModel(nn.Module):
                               "set model.attention_branch=false or use a CNN backbone")
         return {**self.forward_head(self.pool(maps)), "att_features": self.attention_branch(maps)}
 
+    def _forward_jigsaw(self, images: torch.Tensor, camids: torch.Tensor | None) -> dict[str, torch.Tensor | dict]:
+        tokens, hidden = self.backbone.forward_jigsaw(images, camids if self.uses_camids else None)
+        outputs = self.forward_head(tokens[:, 0])
+        local = self.jigsaw(hidden)
+        heads = [head(local[:, i]) for i, head in enumerate(self.jigsaw_heads)]
+        bn_local = torch.stack([bn for bn, _ in heads], dim=1)
+        k = len(heads)
+        outputs["jigsaw"] = {"features": local, "bn_features": bn_local,
+                             "logits": torch.stack([logits for _, logits in heads], dim=1)}
+        outputs["jigsaw_features"] = torch.cat([outputs["features"], local.flatten(1) / k], dim=1)
+        outputs["jigsaw_bn_features"] = torch.cat([outputs["bn_features"], bn_local.flatten(1) / k], dim=1)
+        return outputs
+
     def freeze_unused(self, used_outputs: Iterable[str]) -> list[str]:
         """Stop training the head layers that none of `used_outputs` depends on; returns their names.
 
         "logits" needs the BNNeck and the classifier, "bn_features" the BNNeck, "attr_logits" the BNNeck and
-        the attribute heads, "att_features" the attention-aware branch; "features" and the pair head (trained
+        the attribute heads, "att_features" the attention-aware branch, "jigsaw" the jigsaw patch module and its
+        heads; "features" and the pair head (trained
         by its own loss) are never frozen. A frozen layer still runs (its BatchNorm statistics are updated); it
         only gets no gradient, so DistributedDataParallel does not wait for one.
         """
@@ -91,7 +123,9 @@ class ReidModel(nn.Module):
         needs = {"head.bn": (self.head.bn, {"bn_features", "logits", "attr_logits"}),
                  "head.classifier": (self.head.classifier, {"logits"}),
                  "attribute_heads": (self.attribute_heads, {"attr_logits"}),
-                 "attention_branch": (self.attention_branch, {"att_features"})}
+                 "attention_branch": (self.attention_branch, {"att_features"}),
+                 "jigsaw": (nn.ModuleList([self.jigsaw, self.jigsaw_heads]) if self.jigsaw is not None else None,
+                            {"jigsaw"})}
         frozen = []
         for name, (layer, outputs) in needs.items():
             trainable = [p for p in (layer.parameters() if layer is not None else []) if p.requires_grad]
@@ -113,7 +147,8 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                 pair_head: bool = False, non_local: bool = False,
                 input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
                 attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad",
-                patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0) -> ReidModel:
+                patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0, jigsaw_groups: int = 0,
+                jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2) -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping).
 
     `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
@@ -128,7 +163,9 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                            stem_pool=stem_pool, patch_stride=patch_stride, cameras=cameras,
                            camera_scale=camera_scale)
     model = ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
-                      pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim)
+                      pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim,
+                      jigsaw_groups=jigsaw_groups, jigsaw_shift=jigsaw_shift,
+                      jigsaw_shuffle_groups=jigsaw_shuffle_groups)
     if peer:
         load_peer_state(model, *peer, with_classifier=False)
     return model
@@ -144,4 +181,6 @@ def model_kwargs(model_config, data_config=None) -> dict:
             "non_local": model_config.non_local, "attention_blocks": model_config.attention_blocks,
             "attention_branch": model_config.attention_branch, "embedding_dim": model_config.embedding_dim,
             "stem_pool": model_config.stem_pool, "patch_stride": model_config.patch_stride,
-            "camera_scale": model_config.camera_scale, **size}
+            "camera_scale": model_config.camera_scale, "jigsaw_groups": model_config.jigsaw_groups,
+            "jigsaw_shift": model_config.jigsaw_shift, "jigsaw_shuffle_groups": model_config.jigsaw_shuffle_groups,
+            **size}

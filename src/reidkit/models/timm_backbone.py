@@ -15,7 +15,8 @@ TransReID (He et al., "TransReID: Transformer-based Object Re-Identification", I
 (SIE): a learnable vector per camera, times `camera_scale` (λ = 3 in the paper), added to every token
 after the position embedding. The camera ids come with the images (`forward(images, camids)`); images
 without one (None, or an id < 0: an uploaded or unlabelled image, the ONNX export) get no camera vector.
-The jigsaw patch module of TransReID is not implemented.
+TransReID's jigsaw patch module (`reidkit.models.jigsaw`) takes the tokens entering the last layer from
+`forward_jigsaw`.
 """
 
 from __future__ import annotations
@@ -60,19 +61,31 @@ class TimmTrunk(nn.Module):
             self.camera_embedding = nn.Parameter(torch.zeros(cameras, 1, model.num_features))
             nn.init.trunc_normal_(self.camera_embedding, std=0.02)
 
-    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.camera_embedding is None:
-            return self.model.forward_features(images)
+    def embed_tokens(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        """A ViT's tokens entering its first transformer layer, [N, 1 + T, C]: patches, position embeddings and,
+        with a camera embedding, the camera vectors of `camids`."""
         model = self.model
         tokens = model._pos_embed(model.patch_embed(images))
-        if camids is not None:
+        if self.camera_embedding is not None and camids is not None:
             cameras = self.camera_embedding.shape[0]
             if torch.is_tensor(camids) and not torch.compiler.is_compiling() and int(camids.max()) >= cameras:
                 raise ConfigError(f"camera id {int(camids.max())} has no camera embedding: the model was built for "
                                   f"{cameras} cameras (those of its training set)")
             known = (camids >= 0).to(tokens.dtype)[:, None, None]
             tokens = tokens + self.camera_scale * known * self.camera_embedding[camids.clamp(min=0)]
-        return model.norm(model.blocks(model.norm_pre(model.patch_drop(tokens))))
+        return model.norm_pre(model.patch_drop(tokens))
+
+    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.camera_embedding is None:
+            return self.model.forward_features(images)
+        return self.model.norm(self.model.blocks(self.embed_tokens(images, camids)))
+
+    def forward_jigsaw(self, images: torch.Tensor,
+                       camids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the ViT's output tokens, the tokens entering its last layer), both [N, 1 + T, C], for TransReID's jigsaw
+        patch module (`reidkit.models.jigsaw`)."""
+        hidden = self.model.blocks[:-1](self.embed_tokens(images, camids))
+        return self.model.norm(self.model.blocks[-1](hidden)), hidden
 
 
 def overlap_patches(model: nn.Module, stride: int, input_size: tuple[int, int]) -> None:
