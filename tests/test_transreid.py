@@ -52,8 +52,13 @@ def test_camera_embedding_is_added_per_camera_and_only_with_a_camera_id():
 
 
 def test_imagenet_weights_offline_is_one_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    # huggingface_hub reads its environment when imported: set its constants too, or it waits on the network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(ConfigError, match="timm could not load the pretrained weights of vit_tiny_patch16_224.*HF_HOME"):
         build_model(VIT, 5, weights="imagenet", patch_stride=12, cameras=3, input_size=(64, 32))
 
