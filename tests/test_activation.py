@@ -91,3 +91,23 @@ def test_ranked_lists_show_the_maps_in_a_second_row(tmp_path):
     assert (second_row[:, 90:130, 2] > second_row[:, 90:130, 0] + 30).all()  # right half cold (blue)
     first_row = pixels[20:250, 20:130]
     assert (first_row == 90).all()  # the plain image above
+
+
+class OneHotPatchTrunk(nn.Module):
+    """Tokens [N, 1 + 21·10, 4] of a 21 × 10 grid (TransReID's overlapping patches at 256×128, not 16 × 8): all 0
+    but the patch at (15, 7)."""
+
+    grid_size = (21, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = torch.zeros(len(images), 1 + 21 * 10, 4)
+        tokens[:, 1 + 15 * 10 + 7] = 1.0
+        return tokens
+
+
+def test_a_token_map_is_laid_on_the_trunks_own_grid():
+    model = ReidModel(OneHotPatchTrunk(), feat_dim=4, num_classes=3).eval()
+    maps = feature_map_norms(model, torch.randn(2, 3, 256, 128))
+    row, column = divmod(int(maps[0].argmax()), 128)
+    # patch (15, 7) of a 21 × 10 grid covers rows 15·256/21 … 16·256/21 and columns 7·12.8 … 8·12.8
+    assert 15 * 256 / 21 <= row <= 16 * 256 / 21 and 7 * 12.8 <= column <= 8 * 12.8

@@ -32,8 +32,11 @@ def feature_map_norms(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         maps = model.backbone(images)
     if maps.dim() == 3:  # tokens: class token first, then the patch grid in row-major order
         patches = maps[:, 1:]
-        rows = round(math.sqrt(patches.shape[1] * height / width))
-        maps = patches.transpose(1, 2).reshape(len(maps), -1, rows, patches.shape[1] // rows)
+        grid = getattr(model.backbone, "grid_size", None)  # overlapping patches: not H/16 × W/16
+        if grid is None:  # a trunk that does not say: a grid of the image's aspect
+            rows = round(math.sqrt(patches.shape[1] * height / width))
+            grid = (rows, patches.shape[1] // rows)
+        maps = patches.transpose(1, 2).reshape(len(maps), -1, *grid)
     norms = F.interpolate(maps.float().norm(dim=1, keepdim=True), size=(height, width), mode="bilinear",
                           align_corners=False)[:, 0]
     low = norms.amin(dim=(1, 2), keepdim=True)

@@ -61,6 +61,11 @@ class TimmTrunk(nn.Module):
             self.camera_embedding = nn.Parameter(torch.zeros(cameras, 1, model.num_features))
             nn.init.trunc_normal_(self.camera_embedding, std=0.02)
 
+    @property
+    def grid_size(self) -> tuple[int, int] | None:
+        """(rows, columns) of a ViT's patch grid (its patch tokens in row-major order); None for a CNN."""
+        return tuple(self.model.patch_embed.grid_size) if self.returns_tokens else None
+
     def embed_tokens(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """A ViT's tokens entering its first transformer layer, [N, 1 + T, C]: patches, position embeddings and,
         with a camera embedding, the camera vectors of `camids`."""
