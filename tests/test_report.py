@@ -209,3 +209,16 @@ def test_worst_queries_are_the_lowest_average_precisions_in_order(run, tmp_path)
     assert [index for index, _ in shown] == expected.tolist()
     assert [ap for _, ap in shown] == pytest.approx(precisions[expected], abs=5e-4)
     assert all(a <= b for (_, a), (_, b) in zip(shown, shown[1:]))
+
+
+def test_report_of_a_run_with_activation_maps_draws_them_from_the_reloaded_model(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["eval"]["activation_maps"] = True
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    legend = "where the feature comes from"
+    plain = report_run(run, out_path=tmp_path / "plain.html", num_ranked=2, num_worst=1)
+    assert legend not in plain.read_text(encoding="utf-8")  # the run without the option
+    page = report_run(copy, num_ranked=2, num_worst=1).read_text(encoding="utf-8")
+    assert page.count(legend) == 2  # the sample queries' and the worst queries' ranked lists

@@ -11,6 +11,7 @@ from reidkit.data.build import DatasetLoader, build_test_sets
 from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.devices import resolve_device, uses_amp
+from reidkit.engine.activation import activation_of_files
 from reidkit.engine.evaluation import rank_feature_sets
 from reidkit.engine.extraction import extract_features
 from reidkit.engine.saved_runs import (
@@ -51,8 +52,9 @@ def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=
 
     What is not given is recomputed: the test set from the run's config, and the gallery features and the
     ranked lists by reloading the model (``model.safetensors``) and extracting features as ``config.eval`` says
-    (ranked in blocks: never the query-gallery matrix). The trainer passes what it has. Sections needing an
-    unavailable data set or model are left out with a note saying why. `drawing`: `num_ranked`, `num_worst`,
+    (ranked in blocks: never the query-gallery matrix), and with ``eval.activation_maps`` the activation maps
+    of the reloaded model. The trainer passes what it has. Sections needing an unavailable data set or model
+    are left out with a note saying why. `drawing`: `num_ranked`, `num_worst`,
     `num_identities` of `reidkit.viz.report.write_report`.
 
     Raises:
@@ -64,12 +66,19 @@ def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=
     if dataset is None:
         dataset = _try(summary.notes, "data set",
                        lambda: build_test_sets(config, DatasetLoader(progress=False))[0])
-    if dataset is not None and (ranked is None or gallery_features is None):
-        recomputed = _try(summary.notes, "model features",
-                          lambda: _extract(run_dir, config, dataset, need_query=ranked is None))
-        if recomputed is not None:
-            ranked = recomputed[0] if ranked is None else ranked
-            gallery_features = recomputed[1]
+    need_features = dataset is not None and (ranked is None or gallery_features is None)
+    need_activation = dataset is not None and activation is None and config.eval.activation_maps
+    if need_features or need_activation:
+        device = resolve_device(config.train.device)
+        model = _try(summary.notes, "model", lambda: load_run_model(run_dir, config).to(device))
+        if model is not None and need_features:
+            recomputed = _try(summary.notes, "model features",
+                              lambda: _extract(model, device, config, dataset, need_query=ranked is None))
+            if recomputed is not None:
+                ranked = recomputed[0] if ranked is None else ranked
+                gallery_features = recomputed[1]
+        if model is not None and need_activation:
+            activation = activation_of_files(model, config.data.height, config.data.width, device)
     return write_report(summary, Path(out_path) if out_path else run_dir / "report.html", ranked=ranked,
                         dataset=dataset, gallery_features=gallery_features, activation=activation, **drawing)
 
@@ -114,10 +123,8 @@ def _try(notes: list[str], what: str, compute):
         return None
 
 
-def _extract(run_dir: Path, config, dataset, need_query: bool):
+def _extract(model, device, config, dataset, need_query: bool):
     """(ranked lists or None, gallery features [G, D]) from the run's reloaded model."""
-    device = resolve_device(config.train.device)
-    model = load_run_model(run_dir, config).to(device)
     transform = build_test_transform(config.data.height, config.data.width)
     loaders = [build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
                for samples in ((dataset.query, dataset.gallery) if need_query else (dataset.gallery,))]
