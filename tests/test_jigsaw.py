@@ -38,7 +38,7 @@ class Mixer(torch.nn.Module):
 def test_each_local_feature_is_its_group_with_the_class_token_through_the_copied_layer():
     torch.manual_seed(0)
     layer, norm = Mixer(6), torch.nn.LayerNorm(6)
-    module = JigsawPatchModule(layer, norm, groups=3, shift=2, shuffle_groups=2)
+    module = JigsawPatchModule(layer, norm, num_patches=10, groups=3, shift=2, shuffle_groups=2)
     assert module.layer is not layer and torch.equal(module.layer.linear.weight, layer.linear.weight)  # a copy
     tokens = torch.randn(2, 1 + 10, 6)  # 10 patches → groups of 3, one patch left out
     local = module(tokens)
@@ -76,6 +76,8 @@ def test_jigsaw_model_outputs_and_retrieval_features():
     assert model.freeze_unused(["logits", "features"]) == ["jigsaw"]  # no loss reads the branch: not trained
     with pytest.raises(ConfigError, match="jigsaw_groups needs a vision transformer"):
         build_model("resnet18", 5, jigsaw_groups=4)
+    with pytest.raises(ConfigError, match="2 patch tokens cannot be split into 4 jigsaw groups"):
+        build_model(VIT, 5, input_size=(32, 16), jigsaw_groups=4)  # a 2 × 1 grid
 
 
 def test_jigsaw_loss_is_the_mean_of_each_local_id_and_triplet_loss():

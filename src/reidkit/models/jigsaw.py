@@ -39,29 +39,33 @@ class JigsawPatchModule(nn.Module):
     Args:
         last_layer: the trunk's last transformer layer ([N, L, C] → [N, L, C]); copied, not shared.
         norm: the trunk's final norm; copied.
+        num_patches: T, the patch tokens of the trunk's grid.
         groups: local features k (TransReID: 4).
         shift: patch tokens moved from the front to the end (TransReID: 5).
         shuffle_groups: rows of the patch shuffle (TransReID: 2).
+
+    Raises:
+        ValueError: fewer patch tokens than groups.
     """
 
-    def __init__(self, last_layer: nn.Module, norm: nn.Module, groups: int = 4, shift: int = 5,
+    def __init__(self, last_layer: nn.Module, norm: nn.Module, num_patches: int, groups: int = 4, shift: int = 5,
                  shuffle_groups: int = 2) -> None:
         super().__init__()
+        if num_patches < groups:
+            raise ValueError(f"{num_patches} patch tokens cannot be split into {groups} jigsaw groups; "
+                             "lower model.jigsaw_groups or use a larger input")
         self.layer = copy.deepcopy(last_layer)
         self.norm = copy.deepcopy(norm)
-        self.groups, self.shift, self.shuffle_groups = groups, shift, shuffle_groups
+        self.groups = groups
+        size = num_patches // groups
+        # the patch tokens of each group, in group order (the remainder of the cut left out); moves with the module
+        self.register_buffer("order", jigsaw_order(num_patches, shift % num_patches, shuffle_groups)[:groups * size],
+                             persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        num_patches = tokens.shape[1] - 1
-        if num_patches < self.groups:
-            raise ValueError(f"{num_patches} patch tokens cannot be split into {self.groups} jigsaw groups; "
-                             "lower model.jigsaw_groups or use a larger input")
-        order = jigsaw_order(num_patches, self.shift % num_patches, self.shuffle_groups).to(tokens.device)
-        patches = tokens[:, 1:][:, order]
-        size = num_patches // self.groups
-        class_token = tokens[:, :1]
-        groups = torch.stack([patches[:, i * size:(i + 1) * size] for i in range(self.groups)], dim=1)
-        batch, _, _, channels = groups.shape
-        sequences = torch.cat([class_token[:, None].expand(batch, self.groups, 1, channels), groups], dim=2)
-        outputs = self.norm(self.layer(sequences.reshape(batch * self.groups, size + 1, channels)))
+        batch, _, channels = tokens.shape
+        groups = tokens[:, 1:][:, self.order].reshape(batch, self.groups, -1, channels)
+        class_token = tokens[:, None, :1].expand(batch, self.groups, 1, channels)
+        sequences = torch.cat([class_token, groups], dim=2).flatten(0, 1)  # [N·k, 1 + T/k, C]
+        outputs = self.norm(self.layer(sequences))
         return outputs[:, 0].reshape(batch, self.groups, channels)

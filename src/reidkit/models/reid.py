@@ -68,8 +68,12 @@ class ReidModel(nn.Module):
                     or attention_branch:
                 raise ConfigError("model.jigsaw_groups needs a vision transformer trunk (model.backbone=timm/vit_...) "
                                   "without model.embedding_dim or model.attention_branch; set model.jigsaw_groups=0")
-            self.jigsaw = JigsawPatchModule(backbone.model.blocks[-1], backbone.model.norm, jigsaw_groups,
-                                            jigsaw_shift, jigsaw_shuffle_groups)
+            rows, columns = backbone.grid_size
+            try:
+                self.jigsaw = JigsawPatchModule(backbone.model.blocks[-1], backbone.model.norm, rows * columns,
+                                                jigsaw_groups, jigsaw_shift, jigsaw_shuffle_groups)
+            except ValueError as error:
+                raise ConfigError(str(error)) from error
             self.jigsaw_heads = nn.ModuleList(BNNeckHead(feat_dim, num_classes) for _ in range(jigsaw_groups))
         self.uses_camids = getattr(backbone, "camera_embedding", None) is not None
 
