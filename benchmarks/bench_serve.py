@@ -27,31 +27,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _live_server import peak_rss_bytes, rss_bytes, serve_in_process  # noqa: E402
+from _untrained_run import write_untrained_run  # noqa: E402
 
 
 def build_run(root: Path) -> tuple[Path, Path, Path]:
     """(run, index, query features) of an untrained demo-sized model on the tiny synthetic set."""
     import torch
 
-    from reidkit.config import load_config, save_config
-    from reidkit.data.build import build_dataset
-    from reidkit.engine.checkpoint import save_weights
     from reidkit.engine.extraction import extract_split
-    from reidkit.engine.indexing import build_gallery_index
-    from reidkit.engine.saved_runs import model_metadata
-    from reidkit.models.reid import build_model, model_kwargs
+    from reidkit.engine.indexing import build_gallery_index, model_digest
 
-    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-    config = load_config(tiny, [f"data.root={root / 'data'}", "data.height=128", "data.width=64"])
-    dataset = build_dataset(config.data, progress=False)
-    torch.manual_seed(0)
-    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
-    run = root / "run"
-    run.mkdir()
-    save_config(config, run / "config.yaml")
-    save_weights(model, run / "model.safetensors", model_metadata(model, config))
-    from reidkit.engine.indexing import model_digest
-
+    run, config, dataset, model = write_untrained_run(root, height=128, width=64)
     extract_split(model, dataset.query, config, torch.device("cpu"), root / "query.safetensors", progress=False,
                   model_digest=model_digest(run))
     build_gallery_index(run, root / "data" / "bounding_box_test", progress=False).save(root / "index.safetensors")

@@ -14,7 +14,6 @@ from reidkit.engine.reporting import compare_run_folders, report_run
 from reidkit.metrics.ranked_lists import rank_distances
 from reidkit.viz.embedding_plot import pca_2d, top_identities
 
-TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 RUN_SECTIONS = {"config", "dataset", "metrics", "cmc", "training", "open-set", "camera-pairs", "ranked", "worst",
                 "embedding"}
 
@@ -52,25 +51,12 @@ def parse(path: Path) -> ReportParser:
 def run(tmp_path_factory):
     """A finished run folder in the trainer's format, without the cost of training: an untrained model
     evaluated by the real evaluator, train records as `Trainer` logs them, and a baselines.json."""
-    import torch
+    from _untrained_run import write_untrained_run
 
-    from reidkit.config import load_config, save_config
-    from reidkit.data.build import build_dataset
-    from reidkit.engine.checkpoint import save_weights
     from reidkit.engine.evaluation import eval_record, evaluate_distances, evaluate_model
     from reidkit.engine.run_writer import MetricsLog
-    from reidkit.engine.saved_runs import model_metadata
-    from reidkit.models.reid import build_model, model_kwargs
 
-    root = tmp_path_factory.mktemp("report")
-    run = root / "run"
-    config = load_config(TINY, [f"data.root={root / 'data'}", "data.height=32", "data.width=16"])
-    dataset = build_dataset(config.data, progress=False)
-    torch.manual_seed(0)
-    model = build_model(num_classes=dataset.num_train_pids, **model_kwargs(config.model)).eval()
-    run.mkdir()
-    save_config(config, run / "config.yaml")
-    save_weights(model, run / "model.safetensors", model_metadata(model, config))
+    run, config, dataset, model = write_untrained_run(tmp_path_factory.mktemp("report"))
     metrics = evaluate_model(model, dataset, config.eval, 32, 16, progress=False, protocol="all_gallery").metrics
     log = MetricsLog(run / "metrics.jsonl")
     for step in range(1, 7):

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from reidkit.config import Config, load_config, save_config
-from reidkit.engine.checkpoint import save_weights
-from reidkit.engine.saved_runs import model_metadata
+from reidkit.config import Config, load_config
+from reidkit.engine.run_writer import write_model_run
 from reidkit.errors import ReidkitError
 from reidkit.models.peers import check_architecture, load_peer_state, peer_architecture, peer_num_classes, peer_weights
 from reidkit.models.reid import ReidModel, build_model, model_kwargs
@@ -45,7 +44,5 @@ def import_peer_run(weights: str, run_dir: str | Path, config_path: str | Path |
     model = build_model(num_classes=peer_num_classes(name, state),
                         **model_kwargs(config.model, config.data) | {"weights": None})
     load_peer_state(model, name, state, source, with_classifier=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    save_weights(model, run_dir / "model.safetensors", model_metadata(model, config))
+    write_model_run(run_dir, config, model)
     return config, model.eval()

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reidkit.config import Config, resolve_protocol
+from reidkit.config import Config, resolve_protocol, save_config
 from reidkit.data.build import test_sources
 from reidkit.data.datasets import ReidDataset
 from reidkit.engine.baselines import colour_histogram_features
+from reidkit.engine.checkpoint import save_weights
 from reidkit.engine.evaluation import RANKED_TOP_K, Evaluation, combine_test_sets, evaluate_feature_sets
 from reidkit.engine.reporting import report_run
-from reidkit.engine.saved_runs import read_metrics_records
+from reidkit.engine.saved_runs import model_metadata, read_metrics_records
 from reidkit.errors import ReidkitError
 from reidkit.metrics.ranked_lists import RankedLists
 from reidkit.outputs import append_line, write_json, write_text
@@ -36,6 +37,14 @@ def check_writable(run_dir: Path) -> None:
         raise ReidkitError(f"cannot write to the run folder {run_dir} ({error}); "
                            "choose a writable --out with free space") from error
 
+
+
+def write_model_run(run_dir: Path, config: Config, model: torch.nn.Module) -> None:
+    """A run folder of a model that was not trained here: `config.yaml` and `model.safetensors` with the header
+    `load_run_model` reads (what `reidkit import` writes; an untrained run for tests and benchmarks)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    save_weights(model, run_dir / "model.safetensors", model_metadata(model, config))
 
 class MetricsLog:
     """Append-only JSON lines file (`metrics.jsonl`): one record per logged step or evaluation, each appended
