@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _recipe_run import train_recipe
 
 from reidkit.errors import ConfigError
 from reidkit.models.reid import build_model
@@ -65,15 +66,7 @@ def test_imagenet_weights_offline_is_one_clear_error(monkeypatch, tmp_path):
 
 @pytest.mark.slow  # one short CLI run
 def test_transreid_recipe_trains_on_the_synthetic_set_from_the_cli(tmp_path):
-    run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "reidkit", "--quiet", "train", "--config", str(RECIPE), "--out", str(run),
-         "data.dataset=synthetic", f"data.root={tmp_path / 'data'}", "data.synthetic_identities=16",
-         "data.synthetic_cameras=3", "data.height=64", "data.width=32", "data.p=4", "data.k=4", "data.workers=0",
-         "model.weights=", f"model.backbone={VIT}", "train.epochs=1", "train.warmup_epochs=0",
-         "train.device=cpu", "train.eval_every=1", "train.log_every=1"], capture_output=True, text=True,
-        timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = train_recipe(RECIPE, tmp_path, f"model.backbone={VIT}", "train.log_every=1")
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] > 0
     from reidkit.engine.saved_runs import load_run_config, load_run_model
