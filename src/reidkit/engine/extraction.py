@@ -84,8 +84,8 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                                batch_size=config.eval.batch_size, workers=config.data.workers)
     features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
                                 device=device, amp=uses_amp(config.train, device), progress=progress)
-    save_feature_file(out, features, samples, feature=config.eval.feature, flip=config.eval.flip,
-                      metric=config.eval.metric, model_digest=model_digest)
+    save_feature_file(out, features, samples, {"feature": config.eval.feature, "flip": str(config.eval.flip),
+                                               "metric": config.eval.metric, "model_digest": model_digest})
     return features
 
 

@@ -4,7 +4,6 @@ inference never import torch)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -86,18 +85,15 @@ def extract_with_model(model: str | Path | ExportedModel, image_paths: Sequence[
 def extract_split_model(model: str | Path, samples: Sequence[tuple[str, int, int]], out: str | Path,
                         batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Like `reidkit.engine.extraction.extract_split`, with an exported model: writes the same feature file
-    (`features`, `pids`, `camids`, metadata `paths`, `feature`, `flip`, `model`), readable by
+    (`features`, `pids`, `camids`, metadata `paths`, `feature`, `flip`, `model`, `format`), atomically, readable by
     `load_feature_file`; returns [N, D]."""
-    from safetensors.numpy import save_file
+    import torch  # only here: inference itself runs without torch
+
+    from reidkit.retrieval.feature_files import save_feature_file
 
     loaded = load_model(model)
     features = extract_with_model(loaded, [s[0] for s in samples], batch_size=batch_size, progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"features": np.ascontiguousarray(features),
-               "pids": np.array([s[1] for s in samples], np.int64),
-               "camids": np.array([s[2] for s in samples], np.int64)},
-              str(out), metadata={"paths": json.dumps([str(s[0]) for s in samples]), "model": str(model),
-                                  "format": loaded.info.format, "feature": str(loaded.info.feature),
-                                  "flip": str(loaded.info.flip)})
+    save_feature_file(out, torch.from_numpy(features), samples,
+                      {"model": str(model), "format": loaded.info.format, "feature": str(loaded.info.feature),
+                       "flip": str(loaded.info.flip)})
     return features

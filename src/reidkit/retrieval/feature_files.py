@@ -11,20 +11,19 @@ from reidkit.errors import ReidkitError
 from reidkit.outputs import write_file
 
 
-def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tuple[str, int, int]], *,
-                      feature: str, flip: bool, metric: str, model_digest: str = "") -> Path:
-    """Write a feature file: tensors `features` [N, D] float32, `pids` [N] and `camids` [N] int64 of the
-    `(path, pid, camid)` samples; metadata: the image `paths` as JSON, the `feature`, `flip`, the `metric` the run
-    evaluates with and the `model_digest` (SHA-256 of the weights file, so a search can refuse features of another
-    model). Written atomically (`reidkit.outputs.write_file`)."""
+def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tuple[str, int, int]],
+                      metadata: dict[str, str]) -> Path:
+    """Write a feature file atomically (`reidkit.outputs.write_file`): tensors `features` [N, D], `pids` [N] and
+    `camids` [N] int64 of the `(path, pid, camid)` samples; metadata: the image `paths` as JSON, then `metadata`
+    (what made the features: `feature`, `flip`, and `metric` / `model_digest` of a run, or `model` / `format` of
+    an exported file)."""
     from safetensors.torch import save_file
 
-    tensors = {"features": features.float().contiguous(),
+    tensors = {"features": features.contiguous(),
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
                "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)}
-    metadata = {"paths": json.dumps([s[0] for s in samples]), "feature": feature, "flip": str(flip),
-                "metric": metric, "model_digest": model_digest}
-    return write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+    header = {"paths": json.dumps([str(s[0]) for s in samples]), **metadata}
+    return write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=header))
 
 
 def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
