@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision pinned to the builds these machines resolve from local disk (CUDA build, runs on CPU too).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench ablation clean
+.PHONY: install demo test test-other-kernels bench ablation clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The tests marked `numerics` once more on other CPU kernels than this machine picks by itself: on an AVX-512
+# or AMX CPU, AVX2's; on an AVX2-only CPU, the generic ones (SSE4.2, faiss without SIMD). torch reads
+# ATEN_CPU_CAPABILITY, its oneDNN ONEDNN_MAX_CPU_ISA, MKL MKL_ENABLE_INSTRUCTIONS, faiss-cpu >= 1.12 (one
+# library, dispatched at run time) FAISS_SIMD_LEVEL and older faiss-cpu wheels FAISS_OPT_LEVEL.
+# `.ci/run` runs it after `make test`.
+test-other-kernels: install
+	if grep -qE 'avx512f|amx_tile' /proc/cpuinfo; then \
+	  kernels="ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 FAISS_SIMD_LEVEL=AVX2 FAISS_OPT_LEVEL=avx2"; \
+	else \
+	  kernels="ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 FAISS_SIMD_LEVEL=NONE FAISS_OPT_LEVEL=generic"; \
+	fi; \
+	echo "numerics tests on other kernels: $$kernels"; \
+	env $$kernels $(PY) -m pytest -m numerics
 
 # Speed and memory tables, each against a reference measured in the same run (see docs/benchmarks.md).
 bench: install

@@ -21,6 +21,8 @@ from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.transforms import _resize, build_train_transform
 from reidkit.errors import DatasetError
 
+pytestmark = pytest.mark.numerics  # batched augmentation bitwise equal to the PIL path
+
 ROOT = Path(__file__).resolve().parent.parent
 H, W = 64, 32
 

@@ -5,6 +5,8 @@ import torch
 
 from reidkit.losses import pairwise_distance
 
+pytestmark = pytest.mark.numerics  # distance formulas vs float64 references
+
 # Tolerances per dtype: the Euclidean expansion loses a few ulps of ‖x‖² to cancellation.
 TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 1e-10, "atol": 1e-10}}
 

@@ -247,14 +247,21 @@ def test_a_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.numerics  # the first steps after the resume against the uninterrupted run
 @pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)])
 def test_a_sharded_run_resumes_into_another_number_of_processes(tmp_path, data_root, uninterrupted,
                                                                  first: int, then: int) -> None:
     """One epoch on `first` processes, the second on `then`, against 2 epochs on `first` processes.
 
     The checkpoint holds the full classifier and its full momentum; the steps after the resume start from
-    the same weights and momenta, so their losses equal the uninterrupted run's to float32 rounding (sums
-    over ranks are added in another order, and such differences grow with every step).
+    the same weights and momenta. Step 6, the first after the resume, is one forward pass from identical
+    weights whose sums over ranks are added in another order: equal to float32 rounding (rel 1e-6, ~16 ulps;
+    measured 1.2e-7). Step 7 adds one update whose gradients were summed in another order, and in this tiny
+    model at lr 0.01 such differences grow by up to ×100 a step (max-pool and ReLU switch on near-ties of
+    the flat synthetic images: the uninterrupted 1- and 2-process runs, the same computation, part by 1e-6
+    at step 4 and 1e-2 at step 7). Measured on an AVX2 AMD EPYC, step 7: 1.1e-7 ([2-1]) and 1.3e-4 ([1-2])
+    when resumed right, 3.3e-3 with the momentum zeroed in the checkpoint; hence rel 5e-4 there, and no
+    comparison further on, where rounding alone reaches percents.
     """
     run = tmp_path / "run"
     _run(_train_command(run, first, data_root, *EQUIVALENT, "train.epochs=1"))
@@ -267,5 +274,6 @@ def test_a_sharded_run_resumes_into_another_number_of_processes(tmp_path, data_r
     _run(_train_command(run, then, "train.epochs=2", "--force", resume=True))
     resumed, expected = _step_records(run), _step_records(uninterrupted(first))
     assert sorted(resumed) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
-    for step in range(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH + 4):
-        assert resumed[step]["loss/id"] == pytest.approx(expected[step]["loss/id"], rel=2e-6, abs=0), step
+    first_step = STEPS_PER_EPOCH + 1
+    assert resumed[first_step]["loss/id"] == pytest.approx(expected[first_step]["loss/id"], rel=1e-6, abs=0)
+    assert resumed[first_step + 1]["loss/id"] == pytest.approx(expected[first_step + 1]["loss/id"], rel=5e-4, abs=0)

@@ -12,6 +12,8 @@ from reidkit.engine.evaluation import attribute_accuracy, describe_metrics, eval
 from reidkit.metrics.rank import evaluate_rank
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
+pytestmark = pytest.mark.numerics  # evaluation of features vs matrices
+
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 
 

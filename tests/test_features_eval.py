@@ -9,6 +9,8 @@ from reidkit.metrics import features_eval
 from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.rank import evaluate_rank
 
+pytestmark = pytest.mark.numerics  # distance blocks vs the full matrix
+
 
 def exact_problem(seed, num_query=37, num_gallery=53, dim=16):
     """Features whose distances are exact in float32 whatever the block shape (so results must be

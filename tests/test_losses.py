@@ -25,6 +25,8 @@ from reidkit.losses import (
     triplet_loss,
 )
 
+pytestmark = pytest.mark.numerics  # losses and gradients vs hand-worked and float64 references
+
 TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 1e-10, "atol": 1e-10}}
 BATCH_LOSSES = [trihard_loss, adaptive_weighted_triplet_loss]
 LABELS = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])  # identity 3 is a singleton: its anchor is left out

@@ -9,6 +9,8 @@ from reidkit.metrics import evaluate_rank
 from reidkit.metrics import rank as rank_module
 from reidkit.metrics.single_shot import evaluate_single_gallery_shot
 
+pytestmark = pytest.mark.numerics  # CMC/mAP vs brute force
+
 
 def brute_force_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, junk="market"):
     """One query at a time, by the definitions; returns None when no query is valid."""

@@ -11,6 +11,8 @@ from reidkit.metrics import evaluate_features
 from reidkit.metrics.rank import query_scores
 from reidkit.metrics.rank_torch import torch_query_scores
 
+pytestmark = pytest.mark.numerics  # the torch ranking core vs the numpy one
+
 
 def _problem(seed: int, num_q: int = 60, num_g: int = 400, levels: int | None = 12):
     rng = np.random.default_rng(seed)

@@ -8,6 +8,8 @@ from reidkit.distances import pairwise_distance
 from reidkit.metrics import evaluate_rank
 from reidkit.metrics.ranked_lists import nearest, rank_distances, rank_features, valid_queries
 
+pytestmark = pytest.mark.numerics  # ranking in blocks vs brute force, thread counts
+
 
 def brute_force(distmat, q_pids, g_pids, q_camids, g_camids, junk, k):
     """Per query by plain loops: AP (NaN when no true match), the k nearest kept items and their distances."""

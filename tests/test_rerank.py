@@ -12,6 +12,8 @@ from reidkit.metrics import rerank as rerank_module
 from reidkit.metrics.query_expansion import alpha_query_expansion, average_query_expansion
 from reidkit.metrics.rerank import re_ranking, re_ranking_features
 
+pytestmark = pytest.mark.numerics  # sparse re-ranking vs the dense reference
+
 
 def dense_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """Zhong et al.'s re-ranking as the reference implementations define it, with stable sorts.

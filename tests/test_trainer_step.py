@@ -14,6 +14,8 @@ from reidkit.engine.trainer import Trainer
 from reidkit.losses.objective import LossTerm, Objective
 from reidkit.losses.representation import CrossEntropyLabelSmooth
 
+pytestmark = pytest.mark.numerics  # the trainer's step vs a bare step
+
 
 class Scaled(nn.Module):
     """Cross-entropy times a factor the test sets (NaN makes a diverging step)."""
