@@ -319,7 +319,7 @@ def test_search_with_an_index_of_another_dimension_is_one_line(trained, tmp_path
     index = tmp_path / "index.safetensors"  # an index that names the run but predates digests, of 8-d features
     GalleryIndex(torch.ones(3, 8), [1, 2, 3], [0, 0, 1], ["a.jpg", "b.jpg", "c.jpg"], run_dir=str(trained)).save(index)
     query = next((trained.parent / "data" / "query").glob("*.jpg"))
-    assert main(["--quiet", "search", "--index", str(index), str(query)]) == 2
+    assert main(["--quiet", "search", "--index", str(index), str(query), "--trust-features"]) == 2
     assert capsys.readouterr().err == (f"reidkit: error: the model of {trained} gives 512-d features but this index "
                                        f"holds 8-d ones, so another model built it; rebuild it with `reidkit index "
                                        f"--run {trained} --gallery DIR`\n")

@@ -384,3 +384,59 @@ def test_extended_index_equals_one_built_on_all_items(tmp_path):
     extended.save(tmp_path / "x.safetensors")
     loaded = GalleryIndex.load(tmp_path / "x.safetensors")
     assert (loaded.image_roots, loaded.model_digest, loaded.run_dir) == (["/data/g", "/data/a"], "d" * 64, "run")
+
+
+# --- issue 23: what the index records of its images and of the model (items 3, 6, 7) ----------------------------
+
+def test_file_identities_tell_the_indexed_file_from_a_swapped_one(tmp_path):
+    import os
+
+    from reidkit.retrieval.file_identity import UNKNOWN, file_identities, is_recorded_file
+
+    image, other = tmp_path / "a.jpg", tmp_path / "secret"
+    image.write_bytes(b"jpeg")
+    other.write_bytes(b"root")
+    recorded = file_identities([str(image), str(tmp_path / "missing.jpg"), "a\0.jpg"])
+    info = os.stat(image)
+    assert recorded[0].tolist() == [info.st_ino, 4, info.st_mtime_ns, 1]
+    assert recorded[1:].eq(UNKNOWN).all()
+    assert is_recorded_file(recorded[0].tolist(), os.stat(image))
+    os.link(image, tmp_path / "b.jpg")  # the indexed file gains a second name: not what was indexed
+    assert not is_recorded_file(recorded[0].tolist(), os.stat(image))
+    assert is_recorded_file(file_identities([str(image)])[0].tolist(), os.stat(image))  # indexed with 2 links
+    assert not is_recorded_file(recorded[0].tolist(), os.stat(other))  # another inode
+    assert is_recorded_file([UNKNOWN] * 4, os.stat(other)) and not is_recorded_file([UNKNOWN] * 4, os.stat(image))
+
+
+def test_file_identities_and_the_model_digest_are_saved_and_carried(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from reidkit.retrieval.feature_files import save_feature_file
+
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(name.encode())
+    samples = [(str(tmp_path / "a.jpg"), 1, 0), (str(tmp_path / "b.jpg"), 2, 1)]
+    save_feature_file(tmp_path / "f.safetensors", torch.eye(2), samples, {"model_digest": "d" * 64})
+    index = GalleryIndex.from_feature_file(tmp_path / "f.safetensors", image_roots=[str(tmp_path)])
+    assert index.model_digest == "d" * 64 and index.file_ids[:, 1].tolist() == [5, 5]
+    extended = index.extended(torch.ones(1, 2), [3], [0], ["c.jpg"], str(tmp_path))
+    assert extended.file_ids[:2].equal(index.file_ids) and extended.file_ids[2].eq(-1).all()
+    extended.save(tmp_path / "index.safetensors")
+    assert GalleryIndex.load(tmp_path / "index.safetensors").file_ids.equal(extended.file_ids)
+    with safe_open(str(tmp_path / "index.safetensors"), "pt") as handle:  # an index from before file identities
+        tensors = {key: handle.get_tensor(key) for key in handle.keys() if key != "file_ids"}
+        metadata = handle.metadata()
+    save_file(tensors, str(tmp_path / "older.safetensors"), metadata=metadata)
+    assert GalleryIndex.load(tmp_path / "older.safetensors").file_ids.eq(-1).all()
+    with pytest.raises(ValueError, match=r"file_ids must have shape \(2, 4\)"):
+        GalleryIndex(torch.eye(2), [1, 2], [0, 0], ["a", "b"], file_ids=torch.zeros(3, 4))
+
+
+def test_feature_files_store_absolute_paths(tmp_path, monkeypatch):
+    from reidkit.retrieval.feature_files import load_feature_file, save_feature_file
+
+    monkeypatch.chdir(tmp_path)
+    save_feature_file("f.safetensors", torch.eye(2), [("query/a.jpg", 1, 0), ("../b.jpg", 2, 1)], {})
+    assert load_feature_file(tmp_path / "f.safetensors")[3] == [str(tmp_path / "query" / "a.jpg"),
+                                                                 str(tmp_path.parent / "b.jpg")]

@@ -189,8 +189,8 @@ def test_without_a_run_uploads_are_disabled(service):
 def test_the_run_named_by_the_index_enables_uploads(service, tmp_path):
     run, index_path, _, query = service
     index = GalleryIndex.load(index_path)
-    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric,
-                 run_dir=str(run)).save(tmp_path / "named.safetensors")
+    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric, run_dir=str(run),
+                 model_digest=index.model_digest).save(tmp_path / "named.safetensors")
     client = TestClient(create_app(tmp_path / "named.safetensors", topk=TOPK))  # query set: the run's split
     assert client.get("/info").json()["uploads"] is True
     check_results(upload(client, Path(query[3][0]).read_bytes()).json()["results"])
@@ -206,7 +206,8 @@ def test_decode_upload_and_dimension_check(service, tmp_path):
     Image.new("RGB", (4, 6)).save(buffer, format="JPEG", exif=exif)
     assert decode_upload(buffer.getvalue(), "image/jpeg", 10_000, 100).size == (6, 4)
     run, _, queries, _ = service
-    GalleryIndex(torch.zeros(2, 7), [1, 2], [0, 1], ["a.jpg", "b.jpg"]).save(tmp_path / "other.safetensors")
+    GalleryIndex(torch.zeros(2, 7), [1, 2], [0, 1], ["a.jpg", "b.jpg"],
+                 model_digest=GalleryIndex.load(service[1]).model_digest).save(tmp_path / "other.safetensors")
     with pytest.raises(ReidkitError, match="dimension"):
         create_app(tmp_path / "other.safetensors", query_features=queries)
 
@@ -225,23 +226,22 @@ def test_decisions_follow_the_runs_threshold_or_the_query_parameter(client):
     assert decision["threshold"] == THRESHOLD and "FPR ≤ 0.001 on test pairs" in decision["source"]
     assert [r["same_person"] for r in results] == [r["distance"] < THRESHOLD for r in results]
     assert decision["same_person"] == (results[0]["distance"] < THRESHOLD)
-    everyone = client.post("/search?threshold=10", json={"query_index": 3}).json()
-    assert everyone["decision"] == {"same_person": True, "threshold": 10.0, "source": "given threshold",
+    everyone = client.post("/search?threshold=2", json={"query_index": 3}).json()
+    assert everyone["decision"] == {"same_person": True, "threshold": 2.0, "source": "given threshold",
                                     "nearest_distance": results[0]["distance"]}
     assert all(r["same_person"] for r in everyone["results"])
-    nobody = client.post("/search?threshold=-1", json={"query_index": 3}).json()
+    nobody = client.post("/search?threshold=0", json={"query_index": 3}).json()
     assert nobody["decision"]["same_person"] is False and not any(r["same_person"] for r in nobody["results"])
-    for bad in ("abc", "nan", "inf"):
-        refused = client.post(f"/search?threshold={bad}", json={"query_index": 3})
-        assert refused.status_code == 400 and "finite number" in refused.json()["detail"]
     info = client.get("/info").json()
     assert info["threshold"] == THRESHOLD and info["max_batch"] == 8 and info["can_add"] is False
 
 
 def test_health(service, client):
+    from reidkit.engine.indexing import model_digest
+
     health = client.get("/health").json()
     assert health == {"status": "ok", "gallery_size": len(GalleryIndex.load(service[1])), "uploads_in_progress": 0,
-                      "uploads_waiting": 0, "model_digest": ""}
+                      "uploads_waiting": 0, "model_digest": model_digest(service[0])}
 
 
 def test_batch_search_answers_each_file_as_a_single_search(service, client):
@@ -330,7 +330,7 @@ def test_query_features_of_another_model_are_refused(service, tmp_path):
     GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric,
                  model_digest="a" * 64).save(tmp_path / "index.safetensors")
     other = with_model_digest(queries, tmp_path / "other.safetensors", "b" * 64)
-    with pytest.raises(ReidkitError, match=r"extracted with another model \(weights SHA-256 bbbbbbbbbbbb…\)"):
+    with pytest.raises(ReidkitError, match=r"different models \(weights SHA-256 bbbbbbbbbbbb… and aaaaaaaaaaaa…\)"):
         create_app(tmp_path / "index.safetensors", query_features=other)
     same = with_model_digest(queries, tmp_path / "same.safetensors", "a" * 64)
     assert TestClient(create_app(tmp_path / "index.safetensors", query_features=same)).get(
@@ -368,13 +368,10 @@ def test_images_are_confined_to_the_folders_recorded_at_index_time(tmp_path):
     second.unlink()
     second.symlink_to(paths[0])  # a link staying inside the folder is served
     assert client.get("/image/gallery/1").content == Path(paths[0]).read_bytes()
-    # an index without recorded folders: the folder holding all its images (gallery/), links resolved
+    # an index without recorded folders serves none (issue 23, item 8: it took their common parent, maybe `/`)
     GalleryIndex(torch.randn(2, 3), [1, 1], [0, 1], paths[:2]).save(tmp_path / "old.safetensors")
     old = TestClient(create_app(tmp_path / "old.safetensors"))
-    assert old.get("/image/gallery/1").content == Path(paths[0]).read_bytes()
-    second.unlink()
-    second.symlink_to(outside / "secret.jpg")
-    assert old.get("/image/gallery/1").status_code == 404
+    assert [old.get(f"/image/gallery/{i}").status_code for i in (0, 1)] == [404, 404]
 
 
 # --- issue 15: bounded uploads with real concurrent requests (1), body timeout and disconnects (9) -------------
@@ -530,3 +527,153 @@ def test_serve_options_are_checked_in_one_line(service, capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--index", str(index), "--body-timeout", "0"])
     assert "is not a number of seconds > 0" in capsys.readouterr().err
+
+
+# --- issue 23: features without a digest (3), relative galleries (6), hard links (7), NUL / older indexes (8),
+# numbers in query parameters (10) ---------------------------------------------------------------------------
+
+def with_metadata(source: Path, out: Path, **changes: str | None) -> Path:
+    """A copy of a safetensors file (feature file or index) with metadata keys changed (None: deleted)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        metadata = handle.metadata()
+    metadata.update(changes)
+    save_file(tensors, str(out), metadata={key: value for key, value in metadata.items() if value is not None})
+    return out
+
+
+@pytest.mark.parametrize("digest", [None, ""], ids=["deleted", "empty"])
+def test_features_without_the_model_digest_are_refused_unless_trusted(service, tmp_path, capsys, digest):
+    from reidkit.cli import main
+
+    run, index, queries, query = service
+    unmarked = with_metadata(queries, tmp_path / "queries.safetensors", model_digest=digest)
+    with pytest.raises(ReidkitError, match=r"no model digest is recorded for the query features .*--trust-features"):
+        create_app(index, run, query_features=unmarked)
+    assert main(["serve", "--index", str(index), "--run", str(run), "--queries", str(unmarked)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("reidkit: error: ") and error.count("\n") == 1 and "--trust-features" in error
+    trusted = TestClient(create_app(index, run, query_features=unmarked, trust_features=True))
+    assert trusted.get("/info").json()["num_queries"] == len(query)
+    # the same mechanism guards an index without the digest, in the service and in `reidkit search`
+    named = with_metadata(index, tmp_path / "index.safetensors", model_digest=digest, run_dir=str(run))
+    with pytest.raises(ReidkitError, match=r"no model digest is recorded for the gallery index .*--trust-features"):
+        create_app(named, run, query_features=queries)
+    assert main(["--quiet", "search", "--index", str(named), query[0][0]]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("reidkit: error: ") and error.count("\n") == 1 and "--trust-features" in error
+    assert main(["--quiet", "search", "--index", str(named), query[0][0], "--trust-features"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--trust-features" in help_text and "skips the check" in help_text
+
+
+def test_an_index_of_a_relative_gallery_serves_its_images_from_another_folder(service, tmp_path, monkeypatch):
+    from reidkit.cli import main
+
+    run, _, queries, _ = service
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    (site / "gallery").mkdir(parents=True)
+    elsewhere.mkdir()
+    originals = sorted((run.parent / "data" / "bounding_box_test").glob("*.jpg"))[:3]
+    for original in originals:
+        shutil.copy(original, site / "gallery" / original.name)
+    monkeypatch.chdir(site)
+    assert main(["--quiet", "index", "--run", str(run), "--gallery", "gallery", "--out", "index.safetensors"]) == 0
+    monkeypatch.chdir(elsewhere)
+    client = TestClient(create_app(site / "index.safetensors", run, query_features=queries))
+    for number, original in enumerate(originals):
+        assert client.get(f"/image/gallery/{number}").content == original.read_bytes()
+
+
+@pytest.fixture
+def linked_gallery(service, tmp_path):
+    """(index file made by `build_gallery_index` over 3 gallery images, gallery folder, an outside file)."""
+    from reidkit.engine.indexing import build_gallery_index
+
+    run = service[0]
+    gallery, outside = tmp_path / "gallery", tmp_path / "outside"
+    gallery.mkdir()
+    outside.mkdir()
+    for original in sorted((run.parent / "data" / "bounding_box_test").glob("*.jpg"))[:3]:
+        shutil.copy(original, gallery / original.name)
+    secret = outside / "passwd"  # stands in for /etc/passwd
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    os.link(gallery / sorted(os.listdir(gallery))[2], outside / "second_name.jpg")  # 2 links when indexed
+    build_gallery_index(run, gallery, progress=False).save(tmp_path / "index.safetensors")
+    return tmp_path / "index.safetensors", gallery, secret
+
+
+def test_a_file_swapped_in_after_indexing_is_not_served(service, linked_gallery):
+    run, _, queries, _ = service
+    index_path, gallery, secret = linked_gallery
+    client = TestClient(create_app(index_path, run, query_features=queries))
+    paths = GalleryIndex.load(index_path).paths
+    assert [client.get(f"/image/gallery/{i}").status_code for i in range(3)] == [200, 200, 200]  # 3rd: 2 links
+    Path(paths[0]).unlink()
+    os.link(secret, paths[0])  # a hard link to a file outside the gallery, under an indexed name
+    with open(paths[1], "ab") as handle:  # an indexed file edited in place
+        handle.write(b"\0")
+    for number in (0, 1):
+        refused = client.get(f"/image/gallery/{number}")
+        assert refused.status_code == 404 and refused.json() == {"detail": f"no image gallery/{number}"}
+
+
+def test_without_recorded_identities_a_file_of_several_links_is_not_served(service, linked_gallery, tmp_path):
+    run, _, queries, _ = service
+    index_path, _, secret = linked_gallery
+    index = GalleryIndex.load(index_path)
+    older = tmp_path / "older.safetensors"  # image folders recorded, file identities not (issue 15's format)
+    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric, model_digest=index.model_digest,
+                 image_roots=index.image_roots).save(older)
+    client = TestClient(create_app(older, run, query_features=queries))
+    assert client.get("/image/gallery/0").status_code == 200
+    Path(index.paths[0]).unlink()
+    os.link(secret, index.paths[0])
+    assert [client.get(f"/image/gallery/{i}").status_code for i in (0, 2)] == [404, 404]  # 2 links each
+
+
+def test_a_nul_byte_in_an_indexed_path_is_a_404(tmp_path):
+    GalleryIndex(torch.randn(2, 3), [1, 2], [0, 0], [str(tmp_path / "a\0.jpg"), "\0"],
+                 image_roots=[str(tmp_path)]).save(tmp_path / "index.safetensors")
+    client = TestClient(create_app(tmp_path / "index.safetensors"))
+    assert [client.get(f"/image/gallery/{i}").status_code for i in (0, 1)] == [404, 404]
+
+
+def test_an_index_without_image_folders_serves_no_image_but_searches(service, tmp_path):
+    run, index_path, queries, _ = service
+    index = GalleryIndex.load(index_path)
+    older = tmp_path / "older.safetensors"
+    GalleryIndex(index.features, index.pids, index.camids, index.paths, index.metric,
+                 model_digest=index.model_digest).save(older)
+    with_metadata(older, older, image_roots=None)  # written before image folders were recorded
+    client = TestClient(create_app(older, run, query_features=queries, topk=TOPK))
+    refused = client.get("/image/gallery/0")
+    assert refused.status_code == 404 and "reidkit index --run RUN --gallery DIR" in refused.json()["detail"]
+    assert str(tmp_path) not in refused.json()["detail"]
+    check_results(client.post("/search", json={"query_index": 3}).json()["results"])
+    assert client.get("/image/query/3").status_code == 200
+
+
+@pytest.mark.parametrize("text", ["-1", "1e308", "1e-3", "1_0", "१", "١", "+1", " 1", "1 ", "0x1", "inf", "nan",
+                                  "", ".", "1.", "2.5", "1" * 40, "0.5\n", "½"])
+def test_a_threshold_must_be_a_plain_decimal_in_range(client, text):
+    from urllib.parse import quote
+
+    refused = client.post(f"/search?threshold={quote(text)}", json={"query_index": 3})
+    assert refused.status_code == 400 and "plain decimal number from 0 to 2" in refused.json()["detail"]
+
+
+def test_a_threshold_in_range_decides_and_is_given_once(client):
+    answers = {text: client.post(f"/search?threshold={text}", json={"query_index": 3}).json()
+               for text in ("0", "0.5", ".5", "2", "2.000", "0.0000001")}
+    assert [answer["decision"]["threshold"] for answer in answers.values()] == [0, 0.5, 0.5, 2, 2, 1e-7]
+    assert not any(r["same_person"] for r in answers["0"]["results"])
+    assert all(r["same_person"] for r in answers["2"]["results"])  # cosine distances of this model are < 2
+    twice = client.post("/search?threshold=0.5&threshold=0.6", json={"query_index": 3})
+    assert twice.status_code == 400 and "once" in twice.json()["detail"]

@@ -22,6 +22,9 @@ from reidkit.export.formats import FORMATS
 from reidkit.outputs import output_file, output_folder, write_file, write_json
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
+TRUST_FEATURES_HELP = ("accept an index or query feature file that records no model digest (written by an older "
+                       "reidkit, from an exported model, or edited): skips the check that its features come from "
+                       "the run's model; one recording another model is refused all the same")
 RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. eval.flip=true "
                       "eval.metric=euclidean (the model keys must stay those the run was trained with)")
 
@@ -213,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_upload_bytes=args.max_upload_bytes, max_uploads=args.max_uploads,
           max_waiting=args.max_waiting, max_decodes=args.max_decodes,
           max_batch=args.max_batch, body_timeout=args.body_timeout, allow_add=args.allow_add,
-          added_images=args.added_images)
+          added_images=args.added_images, trust_features=args.trust_features)
     return 0
 
 
@@ -267,7 +270,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.retrieval import GalleryIndex
 
     index = GalleryIndex.load(args.index)
-    result = search_images(index, args.images, topk=args.topk)
+    result = search_images(index, args.images, topk=args.topk, trust_features=args.trust_features)
     try:
         threshold, source = run_threshold(index.run_dir, index.metric, args.threshold)
     except ReidkitError as error:  # results without a decision
@@ -408,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--topk", type=int_in(1), default=10, help="results per query (default 10)")
     search.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the "
                         "threshold of the index's run for eval.open_set_fpr, in metrics.json)")
+    search.add_argument("--trust-features", action="store_true", help=TRUST_FEATURES_HELP)
     search.set_defaults(func=cmd_search)
 
     report = commands.add_parser("report", parents=[quiet], help="write a self-contained HTML report of a run, or compare runs")
@@ -479,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "at run time (the index file is rewritten atomically)")
     serve.add_argument("--added-images", help="folder for images added at run time (default: INDEX_images beside "
                                               "the index file)")
+    serve.add_argument("--trust-features", action="store_true", help=TRUST_FEATURES_HELP)
     serve.set_defaults(func=cmd_serve)
     return parser
 

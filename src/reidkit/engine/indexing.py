@@ -15,6 +15,9 @@ from reidkit.engine.extraction import image_outputs
 from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.errors import DatasetError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
+from reidkit.retrieval.file_identity import file_identities
+
+TRUST_FEATURES = "--trust-features"  # the option that accepts features recording no model digest
 
 
 def labels_of(path: Path) -> tuple[int, int]:
@@ -39,7 +42,9 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     """Embed every image under `gallery_dir` (sorted) with the run's model into a GalleryIndex.
 
     pid and camera come from Market/Duke-style file names, else −1. The metric defaults to the run's
-    `eval.metric`.
+    `eval.metric`. Paths are stored absolute (under the resolved folder), with each file's identity
+    (`reidkit.retrieval.file_identity`), so the index serves its images from any working folder and only
+    while they are the files indexed.
 
     Raises:
         DatasetError: the folder is missing or holds no image.
@@ -49,16 +54,18 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
         problem = "is a file; give the folder that holds the gallery images" if gallery_dir.exists() \
             else "does not exist"
         raise DatasetError(f"gallery folder {gallery_dir} {problem}")
-    paths = sorted(p for p in gallery_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    root = gallery_dir.resolve()
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise DatasetError(f"no {', '.join(IMAGE_EXTENSIONS)} images under {gallery_dir}")
+    identities = file_identities(paths)  # before reading them: a file changed meanwhile is not served
     config = load_run_config(run_dir)
-    features = embed_images(run_dir, [str(p) for p in paths], progress, config)
-    labels = [labels_of(p) for p in paths]
-    return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], [str(p) for p in paths],
+    features = embed_images(run_dir, paths, progress, config)
+    labels = [labels_of(Path(p)) for p in paths]
+    return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], paths,
                         metric=metric or config.eval.metric, backend=backend,
                         run_dir=str(Path(run_dir).resolve()),  # searchable from any working folder
-                        model_digest=model_digest(run_dir), image_roots=[str(gallery_dir.resolve())])
+                        model_digest=model_digest(run_dir), image_roots=[str(root)], file_ids=identities)
 
 
 def model_digest(run_dir: str | Path) -> str:
@@ -74,17 +81,39 @@ def weights_digest(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def check_same_model(index: GalleryIndex, run_dir: str | Path) -> None:
+def check_recorded_digest(features: str, recorded: str, reference: str, expected: str, fix: str,
+                          trust: bool = False) -> None:
+    """Refuse to compare `features` with `reference` (features or a model) unless both record the SHA-256 of the
+    weights that made them and the two are equal. A missing digest (an older or edited file, features of an
+    exported model) is refused like another one unless `trust`; a different digest always is.
+
+    Raises:
+        DatasetError: naming the side without a digest, or the two digests, and `fix`.
+    """
+    if not (recorded and expected):
+        if trust:
+            return
+        raise DatasetError(f"no model digest is recorded for {features if not recorded else reference} (written "
+                           f"before digests were recorded, by an exported model, or edited), so nothing shows that "
+                           f"{features} and {reference} come from one model; {fix}, or pass {TRUST_FEATURES} to "
+                           f"skip this check")
+    if recorded != expected:
+        raise DatasetError(f"{features} and {reference} come from different models (weights SHA-256 "
+                           f"{recorded[:12]}… and {expected[:12]}…), so their distances mean nothing; {fix}")
+
+
+def check_same_model(index: GalleryIndex, run_dir: str | Path, trust: bool = False) -> None:
     """Refuse to embed queries for `index` with the model of `run_dir` unless it is the model that embedded
-    the gallery (same weights file digest; indexes written before digests were stored are not checked)."""
-    if index.model_digest and model_digest(run_dir) != index.model_digest:
-        raise DatasetError(f"the model of {run_dir} changed after this index was built (or is another model), so "
-                           f"queries would be embedded differently from its gallery; rebuild it with "
-                           f"`reidkit index --run {run_dir} --gallery DIR`")
+    the gallery: same weights file digest (`check_recorded_digest`; `trust` accepts an index without one)."""
+    check_recorded_digest("the gallery index", index.model_digest, f"the model of {run_dir}", model_digest(run_dir),
+                          f"the run's model changed after this index was built, or is another: rebuild the index "
+                          f"with `reidkit index --run {run_dir} --gallery DIR`", trust)
 
 
-def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -> SearchResult:
-    """Embed `image_paths` with the model of the run that built `index` and search it.
+def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10,
+                  trust_features: bool = False) -> SearchResult:
+    """Embed `image_paths` with the model of the run that built `index` and search it (`trust_features`:
+    accept an index recording no model digest).
 
     Raises:
         DatasetError: the index names no run, the run's model is not the one that built the index (another
@@ -92,7 +121,7 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10) -
     """
     if not index.run_dir:
         raise DatasetError("this index does not name the run that built it; rebuild it with `reidkit index`")
-    check_same_model(index, index.run_dir)
+    check_same_model(index, index.run_dir, trust_features)
     for path in image_paths:
         if not Path(path).is_file():
             problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"

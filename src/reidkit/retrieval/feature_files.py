@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -14,7 +15,8 @@ from reidkit.outputs import write_file
 def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tuple[str, int, int]],
                       metadata: dict[str, str]) -> Path:
     """Write a feature file atomically (`reidkit.outputs.write_file`): tensors `features` [N, D], `pids` [N] and
-    `camids` [N] int64 of the `(path, pid, camid)` samples; metadata: the image `paths` as JSON, then `metadata`
+    `camids` [N] int64 of the `(path, pid, camid)` samples; metadata: the image `paths` as JSON (made absolute, so
+    the file names its images from any working folder), then `metadata`
     (what made the features: `feature`, `flip`, and `metric` / `model_digest` of a run, or `model` / `format` of
     an exported file)."""
     from safetensors.torch import save_file
@@ -22,7 +24,7 @@ def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tu
     tensors = {"features": features.contiguous(),
                "pids": torch.tensor([s[1] for s in samples], dtype=torch.int64),
                "camids": torch.tensor([s[2] for s in samples], dtype=torch.int64)}
-    header = {"paths": json.dumps([str(s[0]) for s in samples]), **metadata}
+    header = {"paths": json.dumps([os.path.abspath(s[0]) for s in samples]), **metadata}
     return write_file(path, lambda temporary: save_file(tensors, str(temporary), metadata=header))
 
 

@@ -7,11 +7,13 @@ an approximate search against the exact one, as in the ANN benchmarks of Aumüll
 "ANN-Benchmarks" (Information Systems, 2020).
 
 On-disk format (one `.safetensors` file): tensors `features` [N, D] float32, `pids` [N] and `camids` [N]
-int64, and for faiss-ivf / faiss-hnsw `faiss_index` [B] uint8 (`faiss.serialize_index`), so a loaded
-approximate index is the very index that was saved (HNSW construction is multi-threaded and not
+int64, `file_ids` [N, 4] int64 (each image's inode, size, mtime in ns and link count when indexed, -1 when
+not recorded; absent in older files), and for faiss-ivf / faiss-hnsw `faiss_index` [B] uint8
+(`faiss.serialize_index`), so a loaded approximate index is the very index that was saved (HNSW construction is multi-threaded and not
 reproducible); the exact and faiss-flat backends are rebuilt from `features`, which is deterministic.
 Metadata: `format` = "reidkit.gallery_index", `format_version`, `paths` (JSON), `metric`, `backend`,
-`params` (JSON), `run_dir`, `model_digest`, `image_roots` (JSON; absent in older files). The approximate backends store the gallery twice (features and faiss index).
+`params` (JSON), `run_dir`, `model_digest`, `image_roots` (JSON; absent in older files). The approximate
+backends store the gallery twice (features and faiss index).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from reidkit.distances import METRICS, pairwise_distance
 from reidkit.errors import ReidkitError
 from reidkit.outputs import write_file
 from reidkit.retrieval import faiss_backend
-from reidkit.retrieval.feature_files import load_feature_file
+from reidkit.retrieval.feature_files import feature_file_metadata, load_feature_file
+from reidkit.retrieval.file_identity import FIELDS, file_identities, unknown_identities
 
 BACKENDS = ("exact",) + faiss_backend.FAISS_BACKENDS
 FILE_FORMAT = "reidkit.gallery_index"
@@ -72,6 +75,8 @@ class GalleryIndex:
         model_digest: SHA-256 of that model's weights file, so a search can tell when it changed.
         image_roots: the folders (resolved) that hold the gallery images, recorded at index time: the search
             service serves images from these folders only.
+        file_ids: `[N, 4]` int64 identities of the image files when indexed
+            (`reidkit.retrieval.file_identity.file_identities`); default: not recorded (rows of -1).
 
     Raises:
         ValueError: Unknown metric or backend (the message lists the allowed values), mismatched lengths,
@@ -82,8 +87,8 @@ class GalleryIndex:
     def __init__(self, features, pids, camids, paths: list[str], metric: str = "cosine", backend: str = "exact",
                  *, nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
                  ef_search: int | None = None, run_dir: str = "", model_digest: str = "",
-                 image_roots: list[str] | None = None) -> None:
-        self._set_gallery(features, pids, camids, paths, metric, backend)
+                 image_roots: list[str] | None = None, file_ids=None) -> None:
+        self._set_gallery(features, pids, camids, paths, metric, backend, file_ids)
         self.run_dir, self.model_digest, self.image_roots = str(run_dir), model_digest, list(image_roots or [])
         self.params = faiss_backend.resolve_params(backend, len(self), nlist, nprobe, hnsw_m, ef_search)
         self._faiss_index = None
@@ -91,7 +96,7 @@ class GalleryIndex:
             self._faiss_index = faiss_backend.build_index(self._faiss_input(self.features), metric, backend,
                                                           self.params)
 
-    def _set_gallery(self, features, pids, camids, paths: list[str], metric: str, backend: str) -> None:
+    def _set_gallery(self, features, pids, camids, paths: list[str], metric: str, backend: str, file_ids) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if backend not in BACKENDS:
@@ -105,6 +110,10 @@ class GalleryIndex:
         self.paths = [str(path) for path in paths]
         if len(self.paths) != num_items:
             raise ValueError(f"expected {num_items} paths, got {len(self.paths)}")
+        self.file_ids = unknown_identities(num_items) if file_ids is None else \
+            torch.as_tensor(file_ids).detach().to("cpu", torch.int64, copy=True)
+        if self.file_ids.shape != (num_items, len(FIELDS)):
+            raise ValueError(f"file_ids must have shape ({num_items}, {len(FIELDS)}), got {tuple(self.file_ids.shape)}")
         self.metric, self.backend = metric, backend
 
     def __len__(self) -> int:
@@ -173,7 +182,7 @@ class GalleryIndex:
         `reidkit.outputs.write_file` (atomic; a ReidkitError naming the file and the fix on failure)."""
         from safetensors.torch import save_file
 
-        tensors = {"features": self.features, "pids": self.pids, "camids": self.camids}
+        tensors = {"features": self.features, "pids": self.pids, "camids": self.camids, "file_ids": self.file_ids}
         if self.backend in faiss_backend.APPROXIMATE_BACKENDS:
             tensors["faiss_index"] = torch.from_numpy(faiss_backend.serialize(self._faiss_index))
         metadata = {"format": FILE_FORMAT, "format_version": FILE_FORMAT_VERSION, "paths": json.dumps(self.paths),
@@ -197,7 +206,8 @@ class GalleryIndex:
         try:
             index = cls.__new__(cls)
             index._set_gallery(tensors["features"], tensors["pids"], tensors["camids"],
-                               json.loads(metadata["paths"]), metadata["metric"], metadata["backend"])
+                               json.loads(metadata["paths"]), metadata["metric"], metadata["backend"],
+                               tensors.get("file_ids"))
             params = json.loads(metadata["params"])
             index.run_dir, index.model_digest = metadata.get("run_dir", ""), metadata.get("model_digest", "")
             index.image_roots = [str(root) for root in json.loads(metadata.get("image_roots", "[]"))]
@@ -217,25 +227,29 @@ class GalleryIndex:
             faiss_backend.configure(index._faiss_index, index.backend, index.params)
         return index
 
-    def extended(self, features, pids, camids, paths: list[str], image_root: str | None = None) -> GalleryIndex:
-        """A new index: this gallery followed by the given items (`[M, D]` features, M pids, camids, paths),
-        with the same metric, backend parameters, run, model digest and image roots (plus `image_root`).
+    def extended(self, features, pids, camids, paths: list[str], image_root: str | None = None,
+                 file_ids=None) -> GalleryIndex:
+        """A new index: this gallery followed by the given items (`[M, D]` features, M pids, camids, paths,
+        `[M, 4]` file identities or None), with the same metric, backend parameters, run, model digest and image
+        roots (plus `image_root`).
         The exact and faiss-flat backends are rebuilt from the features; faiss-ivf and faiss-hnsw are built
         anew over all items (k-means / graph construction: slow for large galleries)."""
         added = _as_float_matrix(features, "features", copy=False)
         roots = self.image_roots + ([image_root] if image_root and image_root not in self.image_roots else [])
         pids, camids = _as_labels(pids, "pids", len(added)), _as_labels(camids, "camids", len(added))
+        added_ids = unknown_identities(len(added)) if file_ids is None else torch.as_tensor(file_ids)
         return GalleryIndex(torch.cat([self.features, added]), torch.cat([self.pids, pids]),
                             torch.cat([self.camids, camids]), self.paths + list(paths),
                             self.metric, self.backend, **self.params, run_dir=self.run_dir,
-                            model_digest=self.model_digest,
-                            image_roots=roots)
+                            model_digest=self.model_digest, image_roots=roots,
+                            file_ids=torch.cat([self.file_ids, added_ids.to(torch.int64)]))
 
     @classmethod
     def from_feature_file(cls, path: str | Path, metric: str = "cosine", backend: str = "exact", *,
                           nlist: int | None = None, nprobe: int | None = None, hnsw_m: int | None = None,
-                          ef_search: int | None = None) -> GalleryIndex:
-        """An index over a feature file written by `reidkit.engine.extraction.extract_split`.
+                          ef_search: int | None = None, image_roots: list[str] | None = None) -> GalleryIndex:
+        """An index over a feature file written by `reidkit.engine.extraction.extract_split`, recording the
+        file's model digest, and with `image_roots` the identities of its image files now.
 
         Args: as `GalleryIndex`, with `path` the feature file.
 
@@ -244,7 +258,8 @@ class GalleryIndex:
         """
         features, pids, camids, paths = load_feature_file(path)
         return cls(features, pids, camids, paths, metric, backend, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                   ef_search=ef_search)
+                   ef_search=ef_search, model_digest=feature_file_metadata(path).get("model_digest", ""),
+                   image_roots=image_roots, file_ids=file_identities(paths) if image_roots else None)
 
 
 def recall_at_k(approximate: SearchResult, exact: SearchResult, k: int) -> float:

@@ -18,11 +18,15 @@ Endpoints of `create_app`:
                                 gallery: stored under `added_images`, embedded, appended to the index, and the
                                 index file replaced atomically; answers {"added": [...], "gallery_size"}.
     GET  /image/{split}/{i}     image i of the gallery or query set, read only from inside the folders recorded
-                                with the index / query set; nothing else on disk is reachable.
+                                with the index (the query files' own folders) and only while it is the file
+                                recorded at indexing (at start-up for the query set): same inode, size and
+                                mtime; nothing else on disk is reachable. An index that records no folders (an
+                                older one) serves no image: 404 saying how to re-index.
 
 Searches take `?threshold=T` to override the decision threshold: "same person" when a gallery item's distance
-is below it. The default is the run's open-set threshold (metrics.json, `eval.open_set_fpr`) for the index's
-metric; with none, decisions are null.
+is below it; T is a plain decimal number (ASCII digits, an optional fraction) from 0 to 2 for cosine distance,
+to 10⁶ for Euclidean, else 400. The default is the run's open-set threshold (metrics.json, `eval.open_set_fpr`)
+for the index's metric; with none, decisions are null.
 
 An uploaded image is embedded with the run's model as `reidkit extract` embeds images (the test transform,
 `eval.feature`, `eval.flip`), after being decoded at no less than twice the model's input size
@@ -50,7 +54,7 @@ from importlib import resources
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
-from reidkit.serve.images import ConfinedFolders, image_roots_of, store_image
+from reidkit.serve.images import ImageFiles, folders_of, store_image
 from reidkit.serve.model import Embedder, load_query_set
 from reidkit.serve.uploads import (
     MULTIPART_OVERHEAD,
@@ -65,6 +69,10 @@ from reidkit.serve.uploads import (
 JSON_BODY_LIMIT = 4096  # bytes of a JSON search request
 SPLITS = ("gallery", "query")
 SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png"}  # of images added to the gallery
+PLAIN_DECIMAL = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,10})?|\.[0-9]{1,10}")  # ASCII digits only
+THRESHOLD_CEILINGS = {"cosine": 2.0, "euclidean": 1e6}  # largest ?threshold= per metric (1 − cos ≤ 2)
+NO_IMAGE_FOLDERS = ("this gallery index records no image folders (made by an older reidkit), so its images are not "
+                    "served; searching works. Re-index to serve them: `reidkit index --run RUN --gallery DIR`")
 
 
 def _require(module: str):
@@ -101,8 +109,8 @@ def _answer(query: dict, index, indices, distances, threshold: float | None, sou
 def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_upload_bytes: int = 5_000_000,
                max_pixels: int = 4096 * 4096, topk: int = 10, query_features: str | Path | None = None,
                max_uploads: int = 16, max_waiting: int = 256, max_decodes: int = 2, max_batch: int = 8,
-               body_timeout: float = 30.0,
-               allow_add: bool = False, added_images: str | Path | None = None):
+               body_timeout: float = 30.0, allow_add: bool = False, added_images: str | Path | None = None,
+               trust_features: bool = False):
     """The FastAPI app of the search service (endpoints in the module docstring).
 
     Args:
@@ -123,11 +131,14 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         body_timeout: seconds a request body may take to arrive (408 after).
         allow_add: enable POST /gallery.
         added_images: folder for added images; default `<index file name>_images` beside the index.
+        trust_features: accept an index or query feature file that records no model digest (older files, features
+            of an exported model) instead of refusing it; one recording another model is refused all the same.
 
     Raises:
         ValueError: a count below 1 or a body timeout that is not a positive number.
-        ReidkitError: fastapi missing, an unreadable index, run or feature file, query features of another
-            model, features whose dimension differs from the index's, or max_batch over max_uploads.
+        ReidkitError: fastapi missing, an unreadable index, run or feature file, an index or query features not
+            shown to come from the same model (`check_recorded_digest`), features whose dimension differs from
+            the index's, or max_batch over max_uploads.
     """
     fastapi = _require("fastapi")
     _require("python_multipart")
@@ -137,6 +148,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     from reidkit.engine.indexing import check_same_model, labels_of
     from reidkit.engine.saved_runs import run_threshold
     from reidkit.retrieval import GalleryIndex
+    from reidkit.retrieval.file_identity import file_identities
 
     for name, value in (("topk", topk), ("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),
                         ("max_uploads", max_uploads), ("max_decodes", max_decodes), ("max_batch", max_batch),
@@ -152,10 +164,10 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     index = GalleryIndex.load(index_path)
     run_dir = run_dir if run_dir is not None else (index.run_dir or None)
     if run_dir is not None:
-        check_same_model(index, run_dir)
+        check_same_model(index, run_dir, trust_features)
     embedder = Embedder(run_dir) if run_dir is not None else None
-    queries = load_query_set(query_features, index.model_digest) if query_features is not None else \
-        embedder.query_set() if embedder is not None else None
+    queries = load_query_set(query_features, index.model_digest, trust_features) if query_features is not None \
+        else embedder.query_set() if embedder is not None else None
     if embedder is not None:
         from PIL import Image
 
@@ -172,11 +184,15 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     if allow_add and embedder is None:
         raise ReidkitError("adding images to the gallery needs the run's model; start the service with the run folder")
     added_folder = Path(added_images) if added_images else index_path.with_name(index_path.stem + "_images")
+    added_folder = added_folder.resolve()  # paths stored in the index are absolute, valid from any folder
     page = resources.files("reidkit.serve").joinpath("page.html").read_text(encoding="utf-8")
     gate, adding = UploadGate(max_uploads, max_waiting, max_decodes, body_timeout), asyncio.Lock()
+    if not index.image_roots:
+        log.warning("%s: %s", index_path, NO_IMAGE_FOLDERS)
     live = {"index": index,  # replaced by a new index when images are added: a search keeps the one it took
-            "gallery": ConfinedFolders(index.image_roots or image_roots_of(index.paths)),
-            "query": ConfinedFolders(image_roots_of(queries.paths) if queries is not None else [])}
+            "gallery": ImageFiles(index.paths, index.image_roots, index.file_ids),
+            "query": ImageFiles(queries.paths, folders_of(queries.paths), file_identities(queries.paths))
+            if queries is not None else None}  # the query files as they are at start-up
 
     app = fastapi.FastAPI(title="reidkit search", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -209,16 +225,8 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                             for i, (pid, camid) in enumerate(zip(queries.pids, queries.camids))]}
 
     def decision_threshold(request) -> tuple[float | None, str]:
-        text = request.query_params.get("threshold")
-        if text is None:
-            return threshold, source
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise UploadError(400, f"threshold={text[:40]!r} is not a finite number")
-        return value, "given threshold"
+        value = _number_parameter(request, "threshold", THRESHOLD_CEILINGS[live["index"].metric])
+        return (threshold, source) if value is None else (value, "given threshold")
 
     async def read_files(request, max_files: int) -> list[tuple[str, bytes, str | None]]:
         """(name, bytes, content type) of the files of a multipart request; the caller holds the slots."""
@@ -285,7 +293,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
             _, features = await embed_files(files)
         async with adding:  # one addition at a time; searches go on with the index they took
             try:
-                await run_in_threadpool(check_same_model, live["index"], run_dir)
+                await run_in_threadpool(check_same_model, live["index"], run_dir, trust_features)
             except ReidkitError as error:
                 raise UploadError(409, "the run's model changed since this index was built; rebuild the index "
                                        "with `reidkit index` and restart the service") from error
@@ -294,14 +302,14 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                 paths = [str(await run_in_threadpool(store_image, added_folder, data, SUFFIXES[_media(content_type)]))
                          for _, data, content_type in files]
                 extended = live["index"].extended(features, [pid for pid, _ in labels], [cam for _, cam in labels],
-                                                  paths, str(added_folder.resolve()))
+                                                  paths, str(added_folder), file_identities(paths))
                 await run_in_threadpool(extended.save, index_path)
             except ReidkitError as error:  # write_file's: a full disk, a read-only folder
                 log.error("could not save the index %s with the added images: %s", index_path, error)
                 raise UploadError(507, "the index could not be saved with the added images (see the server "
                                        "log); the gallery is unchanged") from error
             live["index"] = extended
-            live["gallery"] = ConfinedFolders(extended.image_roots or image_roots_of(extended.paths))
+            live["gallery"] = ImageFiles(extended.paths, extended.image_roots, extended.file_ids)
         first = len(extended) - len(paths)
         return {"added": [{"index": first + i, "image_url": f"/image/gallery/{first + i}", "pid": pid,
                            "camid": camid} for i, (pid, camid) in enumerate(labels)],
@@ -309,16 +317,36 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
 
     @app.get("/image/{split}/{number}")
     def image(split: str, number: str) -> Response:
-        paths = live["index"].paths if split == "gallery" else queries.paths if split == "query" and queries \
-            else None
+        files = live[split] if split in SPLITS else None
         found = None
-        if paths is not None and re.fullmatch(r"[0-9]{1,9}", number) and int(number) < len(paths):
-            found = live[split].read(paths[int(number)])
+        if files is not None and re.fullmatch(r"[0-9]{1,9}", number) and int(number) < len(files.paths):
+            if not files.roots:
+                raise fastapi.HTTPException(404, NO_IMAGE_FOLDERS)
+            found = files.read(int(number))
         if found is None:
             raise fastapi.HTTPException(404, f"no image {split[:20]}/{number[:20]}")
         return Response(found[0], media_type=found[1])
 
     return app
+
+
+def _number_parameter(request, name: str, ceiling: float) -> float | None:
+    """The query parameter `name` (None when absent) read as a plain ASCII decimal number from 0 to `ceiling`:
+    digits with an optional fraction, at most 10 of each; no sign, exponent, `_`, space or non-ASCII digit.
+
+    Raises:
+        UploadError: 400 for any other text, a value above `ceiling`, or the parameter given twice.
+    """
+    values = request.query_params.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise UploadError(400, f"give {name} once, got {len(values)} values")
+    text = values[0]
+    if not PLAIN_DECIMAL.fullmatch(text) or float(text) > ceiling:
+        raise UploadError(400, f"{name}={text[:40]!r} is not a plain decimal number from 0 to {ceiling:.0f} "
+                               f"(digits and an optional fraction, e.g. 0.35)")
+    return float(text)
 
 
 def _media(content_type: str | None) -> str:

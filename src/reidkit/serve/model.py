@@ -62,25 +62,23 @@ class Embedder:
         return QuerySet(features, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
 
 
-def load_query_set(path: str | Path, model_digest: str = "") -> QuerySet:
+def load_query_set(path: str | Path, model_digest: str, trust: bool = False) -> QuerySet:
     """A QuerySet from a feature file written by `extract_split` (`reidkit extract --split query`).
 
     Args:
         path: the feature file.
-        model_digest: SHA-256 of the weights that embedded the gallery (the index's); a file recording another
-            model's digest is refused. Files without a digest (written before digests were recorded) and
-            indexes without one are not checked.
+        model_digest: SHA-256 of the weights that embedded the gallery (the index's).
+        trust: accept a file (or an index) recording no digest (`check_recorded_digest`); a file recording
+            another model's digest is refused all the same.
 
     Raises:
-        ReidkitError: an unreadable file, or query features of another model than the gallery's.
+        ReidkitError: an unreadable file, or query features not shown to come from the gallery's model.
     """
+    from reidkit.engine.indexing import check_recorded_digest
     from reidkit.retrieval.feature_files import feature_file_metadata, load_feature_file
 
     features, pids, camids, paths = load_feature_file(path)
-    recorded = feature_file_metadata(path).get("model_digest", "")
-    if model_digest and recorded and recorded != model_digest:
-        raise ReidkitError(f"the query features {path} were extracted with another model (weights SHA-256 "
-                           f"{recorded[:12]}…) than the gallery index ({model_digest[:12]}…), so their distances "
-                           "mean nothing; extract them with the index's run: `reidkit extract --run RUN --split "
-                           "query --out FILE`")
+    check_recorded_digest(f"the query features {path}", feature_file_metadata(path).get("model_digest", ""),
+                          "the gallery index", model_digest, "extract them with the index's run: `reidkit extract "
+                          "--run RUN --split query --out FILE`", trust)
     return QuerySet(features.float(), paths, pids.tolist(), camids.tolist())
