@@ -167,7 +167,15 @@ def test_bad_output_paths_are_refused_before_the_work(tiny_run, tmp_path):
     (["export", "--run", "r", "--out", "m.onnx", "--height", "0"], "argument --height: 0 is not in 16.."),
     (["serve", "--index", "i", "--port", "70000"], "argument --port: 70000 is not in 1..65535"),
     (["synth", "--out", "x", "--cameras", "10"], "argument --cameras: 10 is not in 2..9"),
-    (["search", "--index", "i", "q.jpg", "--topk", "x"], "argument --topk: invalid integer value: 'x'"),
+    (["search", "--index", "i", "q.jpg", "--topk", "x"], "argument --topk: x is not a whole number in ASCII"),
+    # Python's int() and float() read these; a command line takes plain ASCII decimals only (issue #23, item 10)
+    (["search", "--index", "i", "q.jpg", "--topk", "1_0"], "argument --topk: 1_0 is not a whole number in ASCII"),
+    (["search", "--index", "i", "q.jpg", "--topk", "\u0967"], "is not a whole number in ASCII digits"),
+    (["search", "--index", "i", "q.jpg", "--topk", " 7"], "is not a whole number in ASCII digits"),
+    (["search", "--index", "i", "q.jpg", "--threshold", "1_0"], "argument --threshold: 1_0 is not a finite decimal"),
+    (["search", "--index", "i", "q.jpg", "--threshold", "\u0967"], "is not a finite decimal number"),
+    (["search", "--index", "i", "q.jpg", "--threshold", "inf"], "argument --threshold: inf is not a finite decimal"),
+    (["search", "--index", "i", "q.jpg", "--threshold", "0x1p-3"], "is not a finite decimal number"),
 ])
 def test_out_of_range_options_are_refused_by_the_parser(args, message):
     result = reidkit(*args)

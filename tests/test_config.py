@@ -54,6 +54,32 @@ def test_bad_overrides_are_refused(override, message):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("raw", ["1_0", "0x10", "0o7", "0b11", "1:30", "\u0967\u0966", "1" * 19])
+def test_numbers_are_plain_ascii_decimals_in_overrides_and_files(raw, tmp_path):
+    """YAML 1.1 and Python literals read 1_0 as 10, 0x10 as 16, 0o7 as 7, 0b11 as 3, 1:30 as 90; other scripts'
+    digits pass str.isdigit; 19 digits are past any count (a float): each is refused by the key's type, in an override and in a file."""
+    with pytest.raises(ConfigError, match="train.epochs: expected int, got (str|float)"):
+        load_config(None, [f"train.epochs={raw}"])
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train: {{epochs: {raw}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="train.epochs: expected int, got (str|float)"):
+        load_config(path)
+
+
+def test_plain_numbers_read_alike_in_overrides_and_files(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 010, lr: 1e-4, weight_decay: +5.0E-4}\neval: {flip: True}\n")
+    overrides = ["train.epochs=010", "train.lr=1e-4", "train.weight_decay=+5.0E-4", "eval.flip=True"]
+    for config in (load_config(path), load_config(None, overrides)):
+        assert (config.train.epochs, config.train.lr, config.train.weight_decay, config.eval.flip) == \
+            (10, 1e-4, 5e-4, True)
+    for word in ("yes", "on", "off"):  # YAML 1.1 booleans: strings here, refused by a bool key
+        with pytest.raises(ConfigError, match="eval.flip: expected bool, got str"):
+            load_config(None, [f"eval.flip={word}"])
+    with pytest.raises(ConfigError, match="train.lr: .*finite"):
+        load_config(None, ["train.lr=.inf"])
+
+
 def test_bad_yaml_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  backbone: resnet18\n  lastt_stride: 1\n")

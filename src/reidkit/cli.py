@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -290,11 +291,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+PLAIN_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
+PLAIN_INT = re.compile(r"[-+]?[0-9]{1,18}")
+
+
 def finite_float(text: str) -> float:
-    """argparse type: a finite float."""
-    value = float(text)
+    """argparse type: a finite number in ASCII decimal notation, with an optional exponent (`0.3`, `1e-3`); not
+    `1_0`, `inf`, `0x1p-3` or other scripts' digits, which Python's float() accepts."""
+    value = float(text) if PLAIN_FLOAT.fullmatch(text) else math.nan
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        raise argparse.ArgumentTypeError(f"{text} is not a finite decimal number such as 0.3 or 1e-3")
     return value
 
 
@@ -315,6 +321,8 @@ positive_seconds.__name__ = "number"
 def int_in(low: int, high: int | None = None):
     """argparse type: an int in [low, high] (no upper bound when high is None)."""
     def parse(text: str) -> int:
+        if not PLAIN_INT.fullmatch(text):  # int() also takes `1_0`, ` 7 ` and other scripts' digits
+            raise argparse.ArgumentTypeError(f"{text} is not a whole number in ASCII digits")
         value = int(text)
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high if high is not None else ''}")

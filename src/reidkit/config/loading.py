@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import math
@@ -20,10 +19,36 @@ from reidkit.config.sections import Config
 
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few KB; a larger file is not one
 MAX_DEPTH = 16  # mapping/list levels (a config has three: section, term, key; plus lists)
-# A float in exponent notation without a dot ("1e-4", "3E5"): YAML 1.1 (PyYAML) reads it as a string.
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+MAX_INT_DIGITS = 18  # every count of a config fits; a longer digit string is a string (refused by its type)
 from reidkit.errors import ConfigError
 from reidkit.outputs import write_text
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML with plain scalars only: ints are ASCII decimal digits (`010` is ten, no `0x`, `0o`, `1_000` or
+    `1:30`, which YAML 1.1 reads as 16, 8, 1000 and 90), floats are decimal with an optional exponent (`1e-4`
+    too, which YAML 1.1 reads as a string; `.inf`/`.nan` are read, then refused as not finite), booleans are
+    true/false (not yes/no/on/off). Anything else is a string, which the key's type then refuses."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rule) for tag, rule in resolvers if tag not in (
+        "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(rf"^[-+]?[0-9]{{1,{MAX_INT_DIGITS}}}$"),
+                                   list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(loader.construct_scalar(node)))
+
+
+def parse_yaml(text: str) -> Any:
+    """`text` read as YAML with `ConfigLoader`'s plain scalars (raises yaml.YAMLError)."""
+    return yaml.load(text, ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -56,8 +81,6 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item_type,) = typing.get_args(tp)
         return [_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-        value = float(value)
     if _is_dataclass_type(tp):  # a list item such as one of data.train_sets
         try:
             return _from_dict(tp, value, f"{key}.")
@@ -106,19 +129,20 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like section.key=value, e.g. train.epochs=10")
     key, raw = text.split("=", 1)
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # bare words such as resnet18 or cosine are strings
-        if raw.lstrip().startswith(("[", "{")):  # YAML flow style: [{dataset: synthetic, root: data/b}]
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError as error:
-                raise ConfigError(f"override '{text}': the value is not a list or mapping ({error})") from None
-    if raw in ("null", "None"):
+    if raw.lstrip().startswith(("[", "{")):  # YAML flow style: [40, 70], [{dataset: synthetic, root: data/b}]
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override '{text}': the value is not a list or mapping ({error})") from None
+    elif raw in ("null", "None"):
         value = None
-    if raw in ("true", "false"):
-        value = raw == "true"
+    else:  # a number, true/false or a quoted string as in a config file; bare words such as resnet18 are strings
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError:
+            value = raw
+        if not isinstance(value, (int, float, bool, str)):
+            value = raw
     return key.strip().split("."), value
 
 
@@ -195,7 +219,7 @@ def read_yaml(path: Path, fix: str) -> Any:
     except OSError as error:
         raise ConfigError(f"cannot read config file {path} ({error.strerror or error}); {fix}") from error
     try:
-        values = yaml.safe_load(text)
+        values = parse_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
