@@ -56,15 +56,16 @@ def choose_cache(mode: str, num_images: int, height: int, width: int, device: to
 
 
 def decode_images(samples: Sequence[Sample], height: int, width: int, workers: int = 0,
-                  skip_bad_images: bool = False, progress: bool = True) -> tuple[Tensor, Tensor]:
+                  skip_bad_images: bool = False, progress: bool = True,
+                  interpolation: str = "bilinear") -> tuple[Tensor, Tensor]:
     """(images uint8 `[N, 3, height, width]`, readable bool `[N]`) of `samples`, resized as the training
-    transform resizes (PIL, bilinear with antialiasing); unreadable images are zeros, marked unreadable
+    transform resizes (PIL, `interpolation` with antialiasing); unreadable images are zeros, marked unreadable
     when `skip_bad_images`, an error naming the file otherwise.
 
     Raises:
         DatasetError: an unreadable image without `skip_bad_images`.
     """
-    transform = v2.Compose([_resize(height, width), v2.PILToTensor()])
+    transform = v2.Compose([_resize(height, width, interpolation), v2.PILToTensor()])
     dataset = ImageDataset(samples, transform, skip_bad_images, training=True)
     loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=list,
                         generator=torch.Generator().manual_seed(0))  # the global RNG stays untouched
@@ -133,13 +134,14 @@ class CachedTestImages:
 
     @classmethod
     def decode(cls, samples: Sequence[Sample], height: int, width: int, device: torch.device, workers: int = 0,
-               progress: bool = True) -> CachedTestImages:
-        """The images of `samples`, on `device` (host memory for "cpu").
+               progress: bool = True, interpolation: str = "bilinear") -> CachedTestImages:
+        """The images of `samples`, on `device` (host memory for "cpu"), resized with `interpolation`.
 
         Raises:
             DatasetError: an unreadable image (the test sets are never skipped from).
         """
-        images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress)
+        images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress,
+                                  interpolation=interpolation)
         return cls(images.to(device), torch.tensor([sample[2] for sample in samples], dtype=torch.int64))
 
     def __len__(self) -> int:
