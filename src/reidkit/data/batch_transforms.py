@@ -4,7 +4,7 @@ their device (`data.cache`), and random patch, which needs the batch on either p
 Each image's randomness is drawn on the host, from its own seed, by the very calls the PIL path makes
 under `torch.manual_seed(seed)` (torchvision's own `make_params`, in the same order: flip, crop, erasing),
 so an image gets the same flip, crop offsets and erased rectangle on either path. The pixels are then
-produced for the whole batch at once: flip, zero pad + crop, float in [0, 1], normalisation, erasing with
+produced for the whole batch at once: flip, zero pad + crop, float 0–255, normalisation, erasing with
 the fill value — the same operations in the same order, so the result equals the PIL path's. The PIL-only
 augmentations (AutoAugment, AugMix, colour jitter, translation) have no batched form: the config refuses
 them with a cache (`DataConfig.pil_only_augmentations`).
@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_augmentation, check_probabilities, erasing_value
+from reidkit.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, check_augmentation, check_probabilities,
+                                     erasing_value, pixel_scale)
 
 PATCH_STREAM = 1  # random patch draws from SeedSequence([seed, PATCH_STREAM]), apart from the PIL path's draws
 
@@ -50,11 +51,12 @@ class Draws:
 
 
 def normalize_uint8(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Float32 `(images / 255 − mean) / std` per channel of uint8 `[B, 3, H, W]`, on the images' device: the
-    operations of `v2.ToDtype(torch.float32, scale=True)` then `v2.Normalize(mean, std)`, with their result."""
+    """Float32 `(images − mean) / std` per channel of uint8 `[B, 3, H, W]` with 0–255 scale statistics
+    (`pixel_scale`), on the images' device: the operations of `v2.ToDtype(torch.float32)` then
+    `v2.Normalize(mean, std)`, with their result."""
     mean = mean.to(images.device, non_blocking=True)[None, :, None, None]
     std = std.to(images.device, non_blocking=True)[None, :, None, None]
-    return images.float().mul(1.0 / 255).sub(mean).div(std)
+    return images.float().sub(mean).div(std)
 
 
 class BatchAugmentation:
@@ -77,7 +79,7 @@ class BatchAugmentation:
         check_augmentation(flip_prob, pad, erasing_prob)
         self.height, self.width = height, width
         self.flip_prob, self.pad, self.erasing_prob = flip_prob, pad, erasing_prob
-        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+        self.mean, self.std = torch.tensor(pixel_scale(mean)), torch.tensor(pixel_scale(std))
         self.fill = torch.tensor(erasing_value(erasing_fill, mean))  # float32, as RandomErasing's value
         self.random_patch = RandomPatch(random_patch_prob) if random_patch_prob > 0 else None
         self._crop = v2.RandomCrop((height, width))

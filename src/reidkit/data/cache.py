@@ -21,7 +21,7 @@ from tqdm import tqdm
 from reidkit.data.batch_transforms import BatchAugmentation, normalize_uint8
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import ImageDataset
-from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _resize
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _resize, pixel_scale
 
 CACHE_MODES = ("auto", "none", "memory", "device")
 AUTO_SHARE = 0.25  # "auto" caches when the images take at most this share of the free memory
@@ -130,7 +130,7 @@ class CachedTestImages:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
         self.images, self.camids = images, camids  # camids [N]: for a model with a camera embedding
-        self.mean, self.std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.mean, self.std = torch.tensor(pixel_scale(IMAGENET_MEAN)), torch.tensor(pixel_scale(IMAGENET_STD))
 
     @classmethod
     def decode(cls, samples: Sequence[Sample], height: int, width: int, device: torch.device, workers: int = 0,

@@ -40,8 +40,15 @@ def _resize(height: int, width: int, interpolation: str = "bilinear") -> v2.Resi
     return v2.Resize((height, width), interpolation=INTERPOLATIONS[interpolation], antialias=True)
 
 
+def pixel_scale(values: Sequence[float]) -> list[float]:
+    """Statistics on the [0, 1] scale (mean, std) on the 0–255 pixel scale, as fast-reid's PIXEL_MEAN/STD."""
+    return [255 * value for value in values]
+
+
 def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    """0–255 float pixels → (pixels − 255·mean) / (255·std): fast-reid's normalisation to the bit, and
+    (pixels / 255 − mean) / std up to float rounding (Torchreid's)."""
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=False), v2.Normalize(pixel_scale(mean), pixel_scale(std))]
 
 
 def erasing_value(fill: str, mean: Sequence[float]) -> list[float]:
@@ -120,7 +127,7 @@ def build_train_transform(
 
     Steps: RandomApply(AutoAugment, ImageNet policy) → Resize → RandomHorizontalFlip(flip_prob) → Pad(pad,
     zeros) + RandomCrop → RandomTranslation(translate_prob) → RandomApply(ColorJitter) → RandomApply(AugMix) →
-    float in [0, 1] → Normalize(mean, std) → RandomErasing(erasing_prob). AutoAugment comes before the resize
+    float 0–255 → Normalize(255·mean, 255·std) → RandomErasing(erasing_prob). AutoAugment comes before the resize
     and colour jitter and AugMix after the geometry, as in fast-reid. A probability or pad of 0 leaves its
     step out, drawing nothing.
 
@@ -174,7 +181,7 @@ def build_test_transform(
     std: Sequence[float] = IMAGENET_STD,
     interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Build the test transform: Resize → float in [0, 1] → Normalize; output `[3, height, width]`.
+    """Build the test transform: Resize → float 0–255 → Normalize(255·mean, 255·std); `[3, height, width]`.
 
     Args:
         height: output height in pixels.

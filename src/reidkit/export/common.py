@@ -66,19 +66,20 @@ def require(module: str, purpose: str):
 def preprocess_images(image_paths: Sequence[str | Path], height: int, width: int) -> np.ndarray:
     """Images as a normalised float32 batch [N, 3, height, width], without torch.
 
-    Same steps as `build_test_transform`: RGB, bilinear resize (PIL, antialiased), [0, 1], ImageNet
-    mean/std.
+    Same steps as `build_test_transform`: RGB, bilinear resize (PIL, antialiased), float32 0–255 pixels,
+    (pixels − 255·mean) / (255·std) with the ImageNet mean/std.
 
     Raises:
         ReidkitError: an image that cannot be read.
     """
-    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    mean = np.array([255 * value for value in IMAGENET_MEAN], np.float32)
+    std = np.array([255 * value for value in IMAGENET_STD], np.float32)
     batch = np.empty((len(image_paths), 3, height, width), np.float32)
     for index, path in enumerate(image_paths):
         try:
             resized = read_rgb(path).resize((width, height), Image.Resampling.BILINEAR)
         except (OSError, ValueError) as error:
             raise ReidkitError(f"cannot read image {path} ({error})") from error
-        pixels = np.asarray(resized, dtype=np.float32) / 255.0
+        pixels = np.asarray(resized, dtype=np.float32)
         batch[index] = ((pixels - mean) / std).transpose(2, 0, 1)
     return batch
