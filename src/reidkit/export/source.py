@@ -82,5 +82,5 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
     batch = torch.stack(images)
     with torch.no_grad():
         expected = module(batch).numpy()
-    info = ModelInfo(format, config.eval.feature, config.eval.flip, height, width)
+    info = ModelInfo(format, config.eval.feature, config.eval.flip, height, width, config.data.interpolation)
     return Source(module, info, batch, expected, dataset)
