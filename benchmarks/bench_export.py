@@ -104,7 +104,7 @@ def main() -> None:
           f"flip {config.eval.flip}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
     reference = pytorch(images[:BATCH])
     torch_metrics = evaluate_model(model, dataset, config.eval, config.data.height, config.data.width, "cpu",
-                                   progress=False, protocol=protocol).metrics
+                                   progress=False, protocol=protocol, interpolation=config.data.interpolation).metrics
     rows = [{"format": "pytorch fp32", "size": (args.run / "model.safetensors").stat().st_size,
              "batch1": best_images_per_second(pytorch, images[:args.single], 1, args.repeats),
              "batch64": best_images_per_second(pytorch, images[:args.batches * BATCH], BATCH, args.repeats),

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from reidkit.data.batch_transforms import BatchAugmentation
+from reidkit.data.batch_transforms import BatchAugmentation, PatchDraws, RandomPatch
 from reidkit.data.cache import CachedTrainLoader, cache_bytes, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.transforms import _resize, build_train_transform
@@ -44,13 +44,15 @@ def _pil_path(images, seeds, **settings) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("settings", [{}, {"flip_prob": 1.0, "pad": 3, "erasing_prob": 1.0},
-                                      {"flip_prob": 0.0, "pad": 0, "erasing_prob": 0.0}, {"pad": 0}])
-def test_a_batch_gets_the_pixels_of_the_pil_path_for_the_same_seeds(settings) -> None:
+                                      {"flip_prob": 0.0, "pad": 0, "erasing_prob": 0.0}, {"pad": 0},
+                                      {"erasing_prob": 1.0, "erasing_fill": "normalised_mean"}])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_batch_gets_the_pixels_of_the_pil_path_for_the_same_seeds(settings, interpolation) -> None:
     images, seeds = _pil_images(48), list(range(7000, 7048))
-    decoded = torch.stack([v2.Compose([_resize(H, W), v2.PILToTensor()])(image) for image in images])
+    decoded = torch.stack([v2.Compose([_resize(H, W, interpolation), v2.PILToTensor()])(image) for image in images])
     batch = BatchAugmentation(H, W, **settings)(decoded, seeds)
     assert batch.dtype == torch.float32 and batch.shape == (48, 3, H, W)
-    assert torch.equal(batch, _pil_path(images, seeds, **settings))
+    assert torch.equal(batch, _pil_path(images, seeds, interpolation=interpolation, **settings))
 
 
 def test_each_draw_is_the_one_torchvision_makes_from_the_seed() -> None:
@@ -117,16 +119,19 @@ def tiny_dataset(tmp_path_factory):
     return build_dataset(config.data, progress=False)
 
 
-def test_cached_batches_equal_the_pil_loader_for_any_number_of_workers(tiny_dataset) -> None:
+@pytest.mark.parametrize("patch", [0.0, 0.5])
+def test_cached_batches_equal_the_pil_loader_for_any_number_of_workers(tiny_dataset, patch) -> None:
+    """Also with random patch, which both paths run on the whole batch: the same batches for 0 and 2 workers."""
     samples = tiny_dataset.train
     pids = [pid for _, pid, _ in samples]
     images, readable = decode_images(samples, H, W, workers=0, progress=False)
     images_2, readable_2 = decode_images(samples, H, W, workers=2, progress=False)
     assert torch.equal(images, images_2) and torch.equal(readable, readable_2) and readable.all()
-    cached = CachedTrainLoader(images, readable, pids, seeded_pk_batches(samples, 4, 4, 3), BatchAugmentation(H, W),
-                               torch.device("cpu"))
+    cached = CachedTrainLoader(images, readable, pids, seeded_pk_batches(samples, 4, 4, 3),
+                               BatchAugmentation(H, W, random_patch_prob=patch), torch.device("cpu"))
     for workers in (0, 2):
-        pil = build_train_loader(samples, build_train_transform(H, W), 4, 4, seed=3, workers=workers)
+        pil = build_train_loader(samples, build_train_transform(H, W), 4, 4, seed=3, workers=workers,
+                                 batch_transform=RandomPatch(patch) if patch else None)
         for epoch in (1, 2):
             pil.batch_sampler.set_epoch(epoch)
             cached.batch_sampler.set_epoch(epoch)
@@ -193,3 +198,64 @@ def test_training_from_the_cache_is_the_training_from_pil_workers(tmp_path) -> N
         logs[mode] = (run / "metrics.jsonl").read_text()
     assert logs["none"] == logs["memory"] and logs["none"].count('"kind": "train"') >= 5
     assert math.isfinite(float(logs["none"].split('"loss": ')[1].split(",")[0]))
+
+
+def test_random_patch_pastes_the_drawn_rectangle_of_the_source_image() -> None:
+    """By hand: image b filled with the value 10·b + pixel index; image 0 gets rows 1–3, columns 4–5 of image 2,
+    mirrored, at (5, 0); image 1 nothing; image 2 rows 0–1, columns 0–2 of image 0 at (6, 1)."""
+    images = torch.stack([10.0 * b + torch.arange(3 * 8 * 6, dtype=torch.float32).reshape(3, 8, 6) for b in range(3)])
+    draws = PatchDraws(paste=torch.tensor([True, False, True]), source=torch.tensor([2, 1, 0]),
+                       height=torch.tensor([3, 0, 2]), width=torch.tensor([2, 0, 3]),
+                       source_top=torch.tensor([1, 0, 0]), source_left=torch.tensor([4, 0, 0]),
+                       top=torch.tensor([5, 0, 6]), left=torch.tensor([0, 0, 1]),
+                       flip=torch.tensor([True, False, False]))
+    expected = images.clone()
+    expected[0, :, 5:8, 0:2] = images[2, :, 1:4, 4:6].flip(-1)
+    expected[2, :, 6:8, 1:4] = images[0, :, 0:2, 0:3]
+    assert torch.equal(RandomPatch(1.0).apply(images, draws), expected)
+
+
+def test_random_patch_draws_follow_fastreids_sizes_and_take_patches_from_other_images() -> None:
+    """p = 0.5 of the images patched, each from another slot of the batch, area 1–50 % of the image (up to
+    rounding), aspect ratio in [0.1, 10], inside both images; the same seeds give the same draws."""
+    patch = RandomPatch(0.5)
+    seeds = list(range(3000))
+    draws = patch.draw(seeds, H, W)
+    assert 0.45 < draws.paste.float().mean() < 0.55
+    assert (draws.source[draws.paste] != torch.arange(3000)[draws.paste]).all()
+    assert len(set(draws.source[draws.paste].tolist())) > 1000
+    height, width = draws.height[draws.paste].float(), draws.width[draws.paste].float()
+    area = height * width / (H * W)
+    assert area.min() >= 0.005 and area.max() <= 0.55
+    assert (height / width).min() >= 0.1 * 0.5 and (height / width).max() <= 10 * 2
+    for top, left in ((draws.top, draws.left), (draws.source_top, draws.source_left)):
+        assert (top[draws.paste] + height.long() <= H).all() and (left[draws.paste] + width.long() <= W).all()
+    assert 0.4 < draws.flip[draws.paste].float().mean() < 0.6
+    again = patch.draw(seeds, H, W)
+    assert all(torch.equal(a, b) for a, b in zip(vars(draws).values(), vars(again).values()))
+    assert not patch.draw([5], H, W).paste.any()  # a batch of one image has no other image to cut from
+    unchanged = torch.rand(4, 3, H, W)
+    assert torch.equal(RandomPatch(0.0)(unchanged, [1, 2, 3, 4]), unchanged)
+
+
+@pytest.mark.slow  # a short training run
+def test_training_with_every_peer_augmentation_on(tmp_path) -> None:
+    """The CLI trains with the peers' augmentations on: the PIL-only ones make data.cache=auto load the training
+    images with PIL workers (said in the log), and the run's config.yaml records every setting."""
+    options = ["data.interpolation=bicubic", "data.erasing_fill=normalised_mean", "data.autoaugment_prob=0.5",
+               "data.augmix_prob=0.5", "data.colour_jitter_prob=0.5", "data.translate_prob=0.5",
+               "data.random_patch_prob=0.5"]
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "reidkit", "train", "--config", str(ROOT / "configs" / "tiny.yaml"),
+                             "--out", str(run), f"data.root={tmp_path / 'data'}", "train.epochs=1", *options],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training images: not cached: data.autoaugment_prob augments PIL images one at a time" in \
+        result.stdout + result.stderr
+    config = (run / "config.yaml").read_text()
+    for option in options:
+        key, value = option.removeprefix("data.").split("=")
+        assert f"  {key}: {value}\n" in config
+    losses = [float(line.split('"loss": ')[1].split(",")[0]) for line in (run / "metrics.jsonl").read_text()
+              .splitlines() if '"kind": "train"' in line]
+    assert len(losses) >= 3 and all(math.isfinite(loss) for loss in losses)

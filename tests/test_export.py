@@ -71,7 +71,9 @@ def test_dynamic_batch_matches_pytorch_on_real_images(tiny_run, exported, batch)
     np.testing.assert_allclose(features, expected, atol=1e-4, rtol=0)
 
 
-def test_numpy_preprocessing_equals_the_test_transform(tiny_run):
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_numpy_preprocessing_equals_the_test_transform(tiny_run, interpolation):
+    """To the bit: the same PIL resize, then the same float32 operations (pixels − 255·mean) / (255·std)."""
     from PIL import Image
 
     from reidkit import export
@@ -83,8 +85,19 @@ def test_numpy_preprocessing_equals_the_test_transform(tiny_run):
     config = load_run_config(tiny_run)
     path = build_dataset(config.data, progress=False).gallery[0][0]
     with Image.open(path) as image:
-        expected = build_test_transform(32, 16)(image.convert("RGB")).numpy()
-    np.testing.assert_allclose(preprocess_images([path], 32, 16)[0], expected, atol=1e-5)
+        expected = build_test_transform(32, 16, interpolation=interpolation)(image.convert("RGB")).numpy()
+    np.testing.assert_array_equal(preprocess_images([path], 32, 16, interpolation)[0], expected)
+
+
+def test_an_exported_file_carries_its_runs_interpolation():
+    from reidkit.errors import ReidkitError
+    from reidkit.export import ModelInfo
+
+    info = ModelInfo("onnx", "bn_features", False, 64, 32, "bicubic")
+    assert ModelInfo.from_strings(info.as_strings(), "onnx", 0, 0) == info
+    assert ModelInfo.from_strings({"feature": "features"}, "onnx", 64, 32).interpolation == "bilinear"  # older files
+    with pytest.raises(ReidkitError, match="resized with 'nearest'; reidkit resizes with bilinear or bicubic"):
+        ModelInfo.from_strings({"interpolation": "nearest"}, "onnx", 64, 32)
 
 
 def test_feature_file_from_onnx_reads_like_extract_split(tiny_run, exported, tmp_path):

@@ -10,6 +10,7 @@ library (cv2, ...), so its model files are loaded directly: they need only torch
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 from PIL import Image
 
 from reidkit.cli import main
+from reidkit.config import load_config
+from reidkit.data.build import build_dataset
 from reidkit.data.transforms import build_test_transform
 from reidkit.errors import ConfigError
 from reidkit.models.peers import peer_architecture
@@ -43,7 +46,8 @@ def torchreid_model(name: str, num_classes: int = 7, calibrate: bool = True) -> 
     return calibrated(model, lambda m: m(torchreid_inputs(pixels(8, seed=1)))) if calibrate else model.eval()
 
 
-def fastreid_model(with_ibn: bool, num_classes: int = 7) -> torch.nn.Module:
+def fastreid_model(with_ibn: bool, num_classes: int = 7, calibration: torch.Tensor | None = None) -> torch.nn.Module:
+    """fast-reid's BoT model, BatchNorm statistics of `calibration` (0–255 images; default random pixels)."""
     pytest.importorskip("fastreid", reason="pip install --no-deps fastreid==1.4.0 (and yacs, termcolor)")
     from fastreid.config import get_cfg
     from fastreid.modeling.meta_arch import build_model as build_fastreid
@@ -59,8 +63,26 @@ def fastreid_model(with_ibn: bool, num_classes: int = 7) -> torch.nn.Module:
     cfg.MODEL.HEADS.CLS_LAYER = "Linear"
     cfg.MODEL.HEADS.NUM_CLASSES = num_classes
     torch.manual_seed(0)
+    calibration = pixels(8, seed=1) if calibration is None else calibration
     return calibrated(build_fastreid(cfg), lambda m: m.heads.bottleneck(m.heads.pool_layer(
-        m.backbone(m.preprocess_image(pixels(8, seed=1))))))
+        m.backbone(m.preprocess_image(calibration.clone())))))
+
+
+def fastreid_preprocessing():
+    """(fast-reid's test transform builder, its image reader), from its files: `fastreid.data`'s package
+    __init__ imports its whole data pipeline (torch._six, tabulate, ...), which its transforms do not need."""
+    spec = importlib.util.find_spec("fastreid")
+    root = Path(spec.submodule_search_locations[0]) / "data"
+    transforms_spec = importlib.util.spec_from_file_location(
+        "fastreid_transforms", root / "transforms" / "__init__.py",
+        submodule_search_locations=[str(root / "transforms")])
+    transforms = importlib.util.module_from_spec(transforms_spec)
+    sys.modules["fastreid_transforms"] = transforms  # its relative imports resolve through sys.modules
+    transforms_spec.loader.exec_module(transforms)
+    utils_spec = importlib.util.spec_from_file_location("fastreid_data_utils", root / "data_utils.py")
+    utils = importlib.util.module_from_spec(utils_spec)
+    utils_spec.loader.exec_module(utils)
+    return transforms.build_transforms, utils.read_image
 
 
 def calibrated(model: torch.nn.Module, forward) -> torch.nn.Module:
@@ -193,3 +215,42 @@ def test_import_then_eval_extract_export_from_the_cli(tmp_path, capsys):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     assert main(["--quiet", "import", "--weights", str(tmp_path / "other.pth"), "--out", str(tmp_path / "r2")]) == 2
     assert "is not a Torchreid or fast-reid checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_ibn", [False, True], ids=["bot_r50", "bot_r50_ibn"])
+def test_fastreid_import_then_extract_gives_fastreids_end_to_end_features(tmp_path, with_ibn):
+    """`reidkit import` of a fast-reid checkpoint records fast-reid's bicubic resize in the run's config, so
+    `reidkit extract` on image files gives the features of fast-reid's own pipeline: its image reader, its test
+    transform (PIL bicubic resize, 0–255 tensor) and its model, which normalises as reidkit does, (x − 255m) /
+    (255s): the inputs are equal to the bit, and the 1e-4 bound leaves room only for a different order of float32
+    sums in the network (its own float32 error against float64 is ~7e-4 on these O(1) features, so an input
+    rounded differently would not pass). The synthetic images are larger than 64×32, so each is resized; with
+    bilinear resizing (reidkit's default, before the import set bicubic) the features differ by far more."""
+    build_transforms, read_image = fastreid_preprocessing()
+    from fastreid.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.INPUT.SIZE_TEST = [HEIGHT, WIDTH]
+    transform = build_transforms(cfg, is_train=False)
+    run, data = tmp_path / "run", f"data.root={tmp_path / 'data'}"
+    paths = [path for path, _, _ in build_dataset(load_config(TINY, [data]).data, progress=False).query]
+    images = torch.stack([transform(read_image(path)) for path in paths])
+    assert Image.open(paths[0]).size != (WIDTH, HEIGHT) and images.max() > 1  # resized, 0–255 pixels
+    theirs = fastreid_model(with_ibn, calibration=images)  # BatchNorm statistics of these images: O(1) features
+    torch.save({"model": theirs.state_dict(), "iteration": 10}, tmp_path / "model_final.pth")
+    assert main(["--quiet", "import", "--weights", f"fastreid:{tmp_path / 'model_final.pth'}", "--out", str(run),
+                 "--config", TINY, data]) == 0
+    assert "interpolation: bicubic" in (run / "config.yaml").read_text()
+    features = {}
+    for interpolation in ("bicubic", "bilinear"):
+        out = tmp_path / f"{interpolation}.safetensors"
+        assert main(["--quiet", "extract", "--run", str(run), "--split", "query", "--out", str(out),
+                     f"data.interpolation={interpolation}"]) == 0
+        features[interpolation], _, _, extracted = load_feature_file(out)
+        assert list(extracted) == paths
+    with torch.no_grad():
+        expected = theirs(images.clone())  # fast-reid normalises its input in place
+    assert expected.std() > 0.1
+    assert (torch.as_tensor(features["bicubic"]) - expected).abs().max() <= 1e-4
+    assert (torch.as_tensor(features["bilinear"]) - expected).abs().max() > 1e-2

@@ -114,13 +114,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device, workers=data.workers,
                                   amp=uses_amp(config.train, device), progress=not args.quiet,
                                   pair_feature=config.loss.verification.feature,
-                                  protocol=resolve_protocol(config, source),
+                                  protocol=resolve_protocol(config, source), interpolation=data.interpolation,
                                   attributes=load_attributes(source.dataset, source.root, source.attributes)
                                   if model.attribute_heads else None)
                    for test_set, source in zip(test_sets, test_sources(config)[0])]
     metrics = combine_test_sets([test_set.name for test_set in test_sets], evaluations).metrics
     write_json(out / "metrics.json", metrics)
-    activation = activation_of_files(model, data.height, data.width, device) if config.eval.activation_maps else None
+    activation = activation_of_files(model, data.height, data.width, device, data.interpolation) \
+        if config.eval.activation_maps else None
     write_test_set_pictures(out, evaluations, test_sets, config, activation)
     valid = ", ".join(str(evaluation.metrics["num_valid_queries"]) for evaluation in evaluations)
     print(f"{out}: {describe_test_sets(metrics)}  ({valid} valid queries)")

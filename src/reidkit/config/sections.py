@@ -17,6 +17,8 @@ from reidkit.errors import ConfigError
 CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
 MIN_HEIGHT, MIN_WIDTH = 16, 8  # smallest input size accepted (the tests train at 32x16)
 MAX_SIDE = 1024  # largest input side accepted (ReID trains at 256×128 to 384×192; vehicles at 320×320)
+# Training augmentations that exist for PIL images only (no batched form for data.cache)
+PIL_ONLY_AUGMENTATIONS = ("autoaugment_prob", "augmix_prob", "colour_jitter_prob", "translate_prob")
 MAX_WORKERS = 128  # loader processes accepted (a fixed bound: a run's config must load on any machine)
 MAX_LR = 10.0  # largest learning rate accepted (large-batch SGD uses up to a few; 1e300 is a typo)
 
@@ -79,6 +81,32 @@ class DataConfig(DataSource):
     flip_prob: float = 0.5  # random horizontal flip; 0 disables
     pad: int = 10  # zero padding before the random crop; 0 disables
     erasing_prob: float = 0.5  # random erasing (Zhong et al. 2020); 0 disables
+    # The erased rectangle's value: "pixel_mean" paints the mean colour, 0 after normalisation (fast-reid's
+    # INPUT.REA.VALUE = PIXEL_MEAN); "normalised_mean" writes the mean's numbers (0.485, 0.456, 0.406) into the
+    # normalised image (Torchreid's RandomErasing(mean=norm_mean)).
+    erasing_fill: Literal["pixel_mean", "normalised_mean"] = "pixel_mean"
+    # Resize interpolation of training and test images (PIL's, antialiased): Torchreid resizes bilinearly,
+    # fast-reid bicubically (`T.Resize(size, interpolation=3)`); `reidkit import` sets the checkpoint's.
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    # Further training augmentations, each off at 0 (the probability an image gets it). Per image on PIL images
+    # only, so they need data.cache none or auto (auto then loads the training images with PIL workers):
+    # torchvision's AutoAugment, ImageNet policy, before the resize (fast-reid's INPUT.AUTOAUG);
+    autoaugment_prob: float = 0.0
+    # torchvision's AugMix with fast-reid's settings: severity 1, 3 chains of depth 1, alpha 0.1, no colour
+    # operations (fast-reid's INPUT.AUGMIX);
+    augmix_prob: float = 0.0
+    # torchvision's ColorJitter with these ranges (fast-reid's INPUT.CJ: prob 0.5 and these defaults;
+    # Torchreid's "color_jitter": prob 1, brightness 0.2, contrast 0.15, saturation 0, hue 0);
+    colour_jitter_prob: float = 0.0
+    colour_jitter_brightness: float = 0.15
+    colour_jitter_contrast: float = 0.15
+    colour_jitter_saturation: float = 0.1
+    colour_jitter_hue: float = 0.1
+    # Torchreid's random 2-D translation ("random_crop"): enlarge by 1.125, crop back at a random offset.
+    translate_prob: float = 0.0
+    # Random patch (fast-reid's INPUT.RPT, Torchreid's "random_patch"): paste a rectangle cut from another image
+    # of the batch; on either path, after random erasing.
+    random_patch_prob: float = 0.0
     skip_bad_images: bool = False  # drop unreadable training images (counted, reported) instead of stopping
     # Training identities held out of training (those with the highest pids) as a validation split; its
     # pairs calibrate the open-set threshold when eval.open_set_pairs=holdout. 0: none.
@@ -109,9 +137,25 @@ class DataConfig(DataSource):
             ("flip_prob", 0.0 <= self.flip_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
             ("pad", self.pad >= 0, "use 0 or more pixels (0 disables it)"),
             ("erasing_prob", 0.0 <= self.erasing_prob <= 1.0, "use a probability in [0, 1] (0 disables it)"),
+            *[(name, 0.0 <= getattr(self, name) <= 1.0, "use a probability in [0, 1] (0 disables it)")
+              for name in (*PIL_ONLY_AUGMENTATIONS, "random_patch_prob")],
+            *[(f"colour_jitter_{name}", 0.0 <= getattr(self, f"colour_jitter_{name}") < math.inf,
+               "use a number >= 0 (0: no change; fast-reid: 0.15, 0.15, 0.1 for brightness, contrast, saturation)")
+              for name in ("brightness", "contrast", "saturation")],
+            ("colour_jitter_hue", 0.0 <= self.colour_jitter_hue <= 0.5, "use a hue shift in [0, 0.5] (fast-reid: 0.1)"),
             ("holdout_identities", self.holdout_identities >= 0, "use 0 (none) or more identities"),
         ])
         set_names(self.train_sets, "data.train_sets")
+        per_image = self.pil_only_augmentations()
+        if per_image and self.cache in ("memory", "device"):
+            raise ConfigError(f"data.{per_image[0]}={getattr(self, per_image[0])} augments PIL images one at a time, "
+                              f"which data.cache={self.cache} (whole batches of decoded images) cannot do; set "
+                              "data.cache=none or auto (auto caches the test images and loads the training images "
+                              f"with PIL workers), or data.{per_image[0]}=0")
+
+    def pil_only_augmentations(self) -> list[str]:
+        """The switched-on augmentations that only the PIL path has (`PIL_ONLY_AUGMENTATIONS`)."""
+        return [name for name in PIL_ONLY_AUGMENTATIONS if getattr(self, name) > 0]
 
 
 def set_names(sources: list[DataSource], key: str) -> list[str]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from reidkit.data.batch_transforms import BatchAugmentation, normalize_uint8
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import ImageDataset
-from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _resize
+from reidkit.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _resize, pixel_scale
 
 CACHE_MODES = ("auto", "none", "memory", "device")
 AUTO_SHARE = 0.25  # "auto" caches when the images take at most this share of the free memory
@@ -56,15 +56,16 @@ def choose_cache(mode: str, num_images: int, height: int, width: int, device: to
 
 
 def decode_images(samples: Sequence[Sample], height: int, width: int, workers: int = 0,
-                  skip_bad_images: bool = False, progress: bool = True) -> tuple[Tensor, Tensor]:
+                  skip_bad_images: bool = False, progress: bool = True,
+                  interpolation: str = "bilinear") -> tuple[Tensor, Tensor]:
     """(images uint8 `[N, 3, height, width]`, readable bool `[N]`) of `samples`, resized as the training
-    transform resizes (PIL, bilinear with antialiasing); unreadable images are zeros, marked unreadable
+    transform resizes (PIL, `interpolation` with antialiasing); unreadable images are zeros, marked unreadable
     when `skip_bad_images`, an error naming the file otherwise.
 
     Raises:
         DatasetError: an unreadable image without `skip_bad_images`.
     """
-    transform = v2.Compose([_resize(height, width), v2.PILToTensor()])
+    transform = v2.Compose([_resize(height, width, interpolation), v2.PILToTensor()])
     dataset = ImageDataset(samples, transform, skip_bad_images, training=True)
     loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=list,
                         generator=torch.Generator().manual_seed(0))  # the global RNG stays untouched
@@ -129,17 +130,18 @@ class CachedTestImages:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected uint8 images [N, 3, H, W], got {images.dtype} {tuple(images.shape)}")
         self.images, self.camids = images, camids  # camids [N]: for a model with a camera embedding
-        self.mean, self.std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.mean, self.std = torch.tensor(pixel_scale(IMAGENET_MEAN)), torch.tensor(pixel_scale(IMAGENET_STD))
 
     @classmethod
     def decode(cls, samples: Sequence[Sample], height: int, width: int, device: torch.device, workers: int = 0,
-               progress: bool = True) -> CachedTestImages:
-        """The images of `samples`, on `device` (host memory for "cpu").
+               progress: bool = True, interpolation: str = "bilinear") -> CachedTestImages:
+        """The images of `samples`, on `device` (host memory for "cpu"), resized with `interpolation`.
 
         Raises:
             DatasetError: an unreadable image (the test sets are never skipped from).
         """
-        images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress)
+        images, _ = decode_images(samples, height, width, workers, skip_bad_images=False, progress=progress,
+                                  interpolation=interpolation)
         return cls(images.to(device), torch.tensor([sample[2] for sample in samples], dtype=torch.int64))
 
     def __len__(self) -> int:

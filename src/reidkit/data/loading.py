@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from reidkit.data.datasets import Sample
 from reidkit.data.images import read_rgb
 from reidkit.data.samplers import PKSampler, SeededBatchSampler
 from reidkit.errors import DatasetError
+
+BatchTransform = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]  # (images [B, 3, H, W], seeds) → images
 
 
 class ImageDataset(Dataset):
@@ -45,7 +48,8 @@ class ImageDataset(Dataset):
         """Return `{"images": [3, H, W], "pids": int, "camids": int, "indices": int}`.
 
         `item` is an index, or `(index, seed)`: the transform then draws its randomness from a torch
-        generator state seeded with `seed` (the global state is restored afterwards).
+        generator state seeded with `seed` (the global state is restored afterwards), and the item also holds
+        `"seeds": seed` for a batch transform (`collate_skipping_bad`).
 
         Raises:
             DatasetError: the file is missing, unreadable or not a valid image (unless skipped).
@@ -60,20 +64,25 @@ class ImageDataset(Dataset):
             skip = ", or set data.skip_bad_images=true to skip unreadable training images" if self.training else ""
             raise DatasetError(f"cannot read image {path} ({error}); delete or replace the file{skip}") from error
         if seed is None:
+            return {"images": self.transform(rgb), "pids": pid, "camids": camid, "indices": index}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
             images = self.transform(rgb)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                images = self.transform(rgb)
-        return {"images": images, "pids": pid, "camids": camid, "indices": index}
+        return {"images": images, "pids": pid, "camids": camid, "indices": index, "seeds": seed}
 
 
-def collate_skipping_bad(batch: list[dict | None]) -> dict:
-    """Default collation of the readable items, plus `"skipped"`: how many were unreadable (None)."""
+def collate_skipping_bad(batch: list[dict | None], batch_transform: BatchTransform | None = None) -> dict:
+    """Default collation of the readable items, plus `"skipped"`: how many were unreadable (None). Items with
+    `"seeds"` have their images passed through `batch_transform(images [B, 3, H, W], seeds)` (random patch),
+    and the seeds left out of the batch."""
     readable = [item for item in batch if item is not None]
     if not readable:
         return {"skipped": len(batch)}
-    return default_collate(readable) | {"skipped": len(batch) - len(readable)}
+    collated = default_collate(readable)
+    seeds = collated.pop("seeds", None)
+    if batch_transform is not None and seeds is not None:
+        collated["images"] = batch_transform(collated["images"], seeds.tolist())
+    return collated | {"skipped": len(batch) - len(readable)}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -92,6 +101,7 @@ def build_train_loader(
     workers: int,
     skip_bad_images: bool = False,
     batch_sampler: Sampler | None = None,
+    batch_transform: BatchTransform | None = None,
 ) -> DataLoader:
     """Build the training DataLoader with P×K batches (batch size P·K).
 
@@ -108,6 +118,7 @@ def build_train_loader(
         workers: number of worker processes (0 loads in the main process).
         skip_bad_images: drop unreadable images from their batch (counted in `batch["skipped"]`).
         batch_sampler: a P×K batch sampler to use instead of `PKSampler` (e.g. the distributed one).
+        batch_transform: applied to each collated batch with its images' seeds (random patch), in the workers.
 
     Raises:
         ValueError: invalid p or k, or fewer than p identities (see `PKSampler`).
@@ -117,7 +128,7 @@ def build_train_loader(
         batch_sampler=seeded_pk_batches(samples, p, k, seed, batch_sampler),
         num_workers=workers,
         worker_init_fn=seed_worker,
-        collate_fn=collate_skipping_bad,
+        collate_fn=partial(collate_skipping_bad, batch_transform=batch_transform),
         generator=torch.Generator().manual_seed(seed),  # worker seeds; the global RNG stays untouched
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),

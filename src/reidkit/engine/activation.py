@@ -44,11 +44,11 @@ def feature_map_norms(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (norms - low) / span.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
 
 
-def activation_of_files(model: nn.Module, height: int, width: int,
-                        device: torch.device | str = "cpu") -> Callable[[str], np.ndarray]:
+def activation_of_files(model: nn.Module, height: int, width: int, device: torch.device | str = "cpu",
+                        interpolation: str = "bilinear") -> Callable[[str], np.ndarray]:
     """A function from an image file to its activation map `[height, width]` (float32 in [0, 1]; cached), read
     and resized as the evaluation reads it; what the ranked-list pictures and the report draw."""
-    transform = build_test_transform(height, width)
+    transform = build_test_transform(height, width, interpolation=interpolation)
 
     @lru_cache(maxsize=4096)
     def activation(path: str) -> np.ndarray:

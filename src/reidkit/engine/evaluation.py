@@ -225,7 +225,8 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                    device: torch.device | str = "cpu", workers: int = 0, amp: bool = False,
                    progress: bool = True, pair_feature: str = "features",
                    attributes: dict[int, dict[str, int]] | None = None, *,
-                   protocol: str, cached: tuple[CachedTestImages, CachedTestImages] | None = None) -> Evaluation:
+                   protocol: str, cached: tuple[CachedTestImages, CachedTestImages] | None = None,
+                   interpolation: str = "bilinear") -> Evaluation:
     """Extract query and gallery features and evaluate them: metrics, ranked lists and features (`Evaluation`).
 
     `cached`: the query and gallery images decoded once (`CachedTestImages`, `data.cache`), read instead of
@@ -256,7 +257,7 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                            "without loss.verification; set eval.verify_topk=0")
     check_protocol(protocol)
     device = torch.device(device)
-    transform = build_test_transform(height, width)
+    transform = build_test_transform(height, width, interpolation=interpolation)
     rescore = eval_config.verify_topk > 0
     keys = tuple(dict.fromkeys((eval_config.feature, pair_feature) if rescore else (eval_config.feature,)))
     outputs = []

@@ -80,8 +80,8 @@ def extract_split(model: nn.Module, samples: list[Sample], config, device: torch
                   progress: bool = True, model_digest: str = "") -> torch.Tensor:
     """Extract features of `samples` as `config.eval` says and write them to the feature file `out`
     (`reidkit.retrieval.feature_files`) with the run's `metric` and `model_digest`; returns [N, D]."""
-    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
-                               batch_size=config.eval.batch_size, workers=config.data.workers)
+    transform = build_test_transform(config.data.height, config.data.width, interpolation=config.data.interpolation)
+    loader = build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
     features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
                                 device=device, amp=uses_amp(config.train, device), progress=progress)
     save_feature_file(out, features, samples, {"feature": config.eval.feature, "flip": str(config.eval.flip),
@@ -93,7 +93,7 @@ def image_outputs(model: nn.Module, paths: list[str], config, device: torch.devi
                   progress: bool = False) -> dict[str, torch.Tensor]:
     """Outputs `keys` [len(paths), D] of the model for image files, preprocessed as for evaluation."""
     samples = [(str(path), -1, -1) for path in paths]
-    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
-                               batch_size=config.eval.batch_size, workers=0)
+    transform = build_test_transform(config.data.height, config.data.width, interpolation=config.data.interpolation)
+    loader = build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=0)
     return extract_outputs(model, loader, keys, flip=config.eval.flip, device=device,
                            amp=uses_amp(config.train, device), progress=progress)

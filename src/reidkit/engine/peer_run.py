@@ -1,8 +1,8 @@
 """A run folder from a Torchreid or fast-reid checkpoint (`reidkit import`): the commands that open a run
 (eval, extract, index, serve, export, verify) then work on the peer's network unchanged.
 
-The folder holds `config.yaml` (the given config with the model and `eval.feature` values the checkpoint
-needs, `reidkit.models.peers.peer_architecture`, then the user's overrides) and `model.safetensors` (the
+The folder holds `config.yaml` (the given config with the model, `eval.feature` and `data.interpolation` values
+the checkpoint needs, `reidkit.models.peers.peer_architecture`, then the user's overrides) and `model.safetensors` (the
 checkpoint mapped to reidkit's keys, with the header `reidkit train` writes). No training happens.
 """
 

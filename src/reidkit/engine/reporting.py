@@ -78,7 +78,8 @@ def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=
                 ranked = recomputed[0] if ranked is None else ranked
                 gallery_features = recomputed[1]
         if model is not None and need_activation:
-            activation = activation_of_files(model, config.data.height, config.data.width, device)
+            activation = activation_of_files(model, config.data.height, config.data.width, device,
+                                             config.data.interpolation)
     return write_report(summary, Path(out_path) if out_path else run_dir / "report.html", ranked=ranked,
                         dataset=dataset, gallery_features=gallery_features, activation=activation, **drawing)
 
@@ -125,7 +126,7 @@ def _try(notes: list[str], what: str, compute):
 
 def _extract(model, device, config, dataset, need_query: bool):
     """(ranked lists or None, gallery features [G, D]) from the run's reloaded model."""
-    transform = build_test_transform(config.data.height, config.data.width)
+    transform = build_test_transform(config.data.height, config.data.width, interpolation=config.data.interpolation)
     loaders = [build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
                for samples in ((dataset.query, dataset.gallery) if need_query else (dataset.gallery,))]
     features = [extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip, device=device,

@@ -329,7 +329,8 @@ class TrainingRun:
         evaluations = [evaluate_model(self.model, test_set, config.eval, config.data.height, config.data.width,
                                       self.device, workers=config.data.workers, amp=self.amp, progress=self.progress,
                                       pair_feature=config.loss.verification.feature, attributes=attributes,
-                                      protocol=resolve_protocol(config, source), cached=images)
+                                      protocol=resolve_protocol(config, source), cached=images,
+                                      interpolation=config.data.interpolation)
                        for test_set, attributes, source, images in zip(self.test_sets, self.test_attributes,
                                                                        test_sources(config)[0], self.test_images)]
         if not self.main_process:
@@ -428,6 +429,7 @@ class TrainingRun:
             self.events.close()
         save_weights(self.model, self.run_dir / "model.safetensors", self.metadata)
         self.final[0].metrics.update(skipped_images=position.skipped_images, skipped_batches=position.skipped_batches)
-        activation = activation_of_files(self.model, config.data.height, config.data.width, self.device) \
+        activation = activation_of_files(self.model, config.data.height, config.data.width, self.device,
+                                         config.data.interpolation) \
             if config.eval.activation_maps else None
         return finish_run(self.run_dir, self.final, self.test_sets, config, activation)

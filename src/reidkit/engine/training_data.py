@@ -11,12 +11,12 @@ import torch
 
 from reidkit import distributed
 from reidkit.config import Config
-from reidkit.data.batch_transforms import BatchAugmentation
+from reidkit.data.batch_transforms import BatchAugmentation, RandomPatch
 from reidkit.data.build import DatasetLoader, build_test_sets, build_training_set
 from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
-from reidkit.data.transforms import build_train_transform
+from reidkit.data.transforms import build_train_transform, train_transform_kwargs
 from reidkit.errors import ConfigError
 from reidkit.losses.objective import METRIC_TERMS
 
@@ -58,16 +58,21 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
     data, seed = config.data, config.train.seed
     pids = [pid for _, pid, _ in dataset.train]
     pk_sampler = DistributedPKSampler(pids, data.p, data.k, seed) if distributed.is_distributed() else None
-    cache, why = choose_cache(data.cache, len(dataset.train), data.height, data.width, device)
+    per_image = data.pil_only_augmentations()
+    if per_image:  # the config refuses them with cache memory/device
+        cache, why = "none", f"not cached: data.{per_image[0]} augments PIL images one at a time; PIL workers"
+    else:
+        cache, why = choose_cache(data.cache, len(dataset.train), data.height, data.width, device)
     log(f"training images: {why}")
     if cache == "none":
-        transform = build_train_transform(data.height, data.width, flip_prob=data.flip_prob, pad=data.pad,
-                                          erasing_prob=data.erasing_prob)
-        return build_train_loader(dataset.train, transform, p=data.p, k=data.k, seed=seed, workers=data.workers,
-                                  skip_bad_images=data.skip_bad_images, batch_sampler=pk_sampler)
+        patch = RandomPatch(data.random_patch_prob) if data.random_patch_prob > 0 else None
+        return build_train_loader(dataset.train, build_train_transform(**train_transform_kwargs(data)), p=data.p,
+                                  k=data.k, seed=seed, workers=data.workers, skip_bad_images=data.skip_bad_images,
+                                  batch_sampler=pk_sampler, batch_transform=patch)
     images, readable = decode_images(dataset.train, data.height, data.width, data.workers, data.skip_bad_images,
-                                     progress)
-    augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob)
+                                     progress, data.interpolation)
+    augmentation = BatchAugmentation(data.height, data.width, data.flip_prob, data.pad, data.erasing_prob,
+                                     erasing_fill=data.erasing_fill, random_patch_prob=data.random_patch_prob)
     return CachedTrainLoader(images.to(device) if cache == "device" else images, readable, pids,
                              seeded_pk_batches(dataset.train, data.p, data.k, seed, pk_sampler), augmentation, device,
                              camids=[camid for _, _, camid in dataset.train])
@@ -84,8 +89,8 @@ def cached_test_images(config: Config, dataset, device: torch.device, progress: 
     if cache == "none":
         return None
     where = device if cache == "device" else torch.device("cpu")
-    return tuple(CachedTestImages.decode(samples, data.height, data.width, where, data.workers, progress)
-                 for samples in (dataset.query, dataset.gallery))
+    return tuple(CachedTestImages.decode(samples, data.height, data.width, where, data.workers, progress,
+                                         data.interpolation) for samples in (dataset.query, dataset.gallery))
 
 
 def load_training_data(config: Config, progress: bool, log):

@@ -44,7 +44,7 @@ def write(source: Source, out: Path, opset: int = 17, calibration_images: int = 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     paths = calibration_paths(sorted(source.dataset.train), calibration_images)
-    images = preprocess_images(paths, source.info.height, source.info.width)
+    images = preprocess_images(paths, source.info.height, source.info.width, source.info.interpolation)
 
     class Calibration(quantization.CalibrationDataReader):
         def __init__(self) -> None:

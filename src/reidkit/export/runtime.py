@@ -69,7 +69,7 @@ def extract_with_model(model: str | Path | ExportedModel, image_paths: Sequence[
     height, width = height or model.info.height, width or model.info.width
     if not (height and width):
         raise ReidkitError("the model has no fixed input size; pass height and width")
-    chunks = [model(preprocess_images(image_paths[i:i + batch_size], height, width))
+    chunks = [model(preprocess_images(image_paths[i:i + batch_size], height, width, model.info.interpolation))
               for i in tqdm(range(0, len(image_paths), batch_size), desc="extract", unit="batch", leave=False,
                             disable=None if progress else True)]
     if not chunks:

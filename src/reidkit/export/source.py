@@ -71,7 +71,7 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
                            f"{MIN_HEIGHT}×{MIN_WIDTH} pixels")
     module = feature_module(load_run_model(run_dir, config, weights).cpu(), config.eval.feature, config.eval.flip)
     dataset = build_dataset(config.data, progress=False)
-    transform = build_test_transform(height, width)
+    transform = build_test_transform(height, width, interpolation=config.data.interpolation)
     images = []
     for path, _, _ in dataset.query[:parity_images]:
         try:
@@ -82,5 +82,5 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
     batch = torch.stack(images)
     with torch.no_grad():
         expected = module(batch).numpy()
-    info = ModelInfo(format, config.eval.feature, config.eval.flip, height, width)
+    info = ModelInfo(format, config.eval.feature, config.eval.flip, height, width, config.data.interpolation)
     return Source(module, info, batch, expected, dataset)

@@ -10,13 +10,13 @@ Each toolkit's module names are mapped to reidkit's by an explicit table of modu
 key that no entry covers is one error listing it. What each toolkit uses as the test-time feature, and what
 reidkit must be to compute the same number (`peer_architecture`):
 
-- Torchreid: ImageNet mean/std normalisation, the torchvision stem (max pool padded by 1); its feature is
-  the pooled map, after the "fc" embedding (Linear → BatchNorm1d → ReLU, 512-d for OSNet and
+- Torchreid: bilinear resizing, ImageNet mean/std normalisation, the torchvision stem (max pool padded by 1);
+  its feature is the pooled map, after the "fc" embedding (Linear → BatchNorm1d → ReLU, 512-d for OSNet and
   resnet50_fc512) when the model has one: reidkit's `features` with `model.embedding_dim`. Its ID classifier
   (a Linear with bias, on that feature, no BNNeck) has no counterpart: it is dropped, reidkit's BNNeck and
   classifier keep their initialisation (not used by `eval.feature=features`).
-- fast-reid: the same normalisation (PIXEL_MEAN/STD = ImageNet's × 255 on 0–255 pixels), a stem max pool
-  with no padding and ceil mode (`model.stem_pool: ceil`); its feature is the BNNeck output
+- fast-reid: bicubic resizing (`data.interpolation`), the same normalisation (PIXEL_MEAN/STD = ImageNet's
+  × 255 on 0–255 pixels), a stem max pool with no padding and ceil mode (`model.stem_pool: ceil`); its feature is the BNNeck output
   ("heads.bottleneck.0", a BatchNorm with frozen zero bias): reidkit's `bn_features` (with
   MODEL.HEADS.WITH_BNNECK off, the pooled map: `features`); its classifier ("heads.weight", bias-free) is
   reidkit's.
@@ -34,6 +34,9 @@ from reidkit.models.weights import read_state_dict, state_mismatch
 
 PEERS = ("torchreid", "fastreid")
 OSNET_STEM_WIDTHS = {64: "osnet_x1_0", 48: "osnet_x0_75", 32: "osnet_x0_5", 16: "osnet_x0_25"}
+# The resize of each toolkit's test transform: Torchreid's Resize((h, w)) is bilinear, fast-reid's
+# T.Resize(size, interpolation=3) bicubic; both on PIL images.
+PEER_INTERPOLATION = {"torchreid": "bilinear", "fastreid": "bicubic"}
 IMAGENET_MEAN_255 = torch.tensor([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD_255 = torch.tensor([0.229, 0.224, 0.225]) * 255
 
@@ -142,7 +145,8 @@ def _resnet_name(state: dict[str, torch.Tensor], prefix: str, source: str) -> st
 
 def peer_architecture(peer: str, state: dict[str, torch.Tensor], source: str) -> dict[str, object]:
     """The reidkit config values ("section.key": value) that compute the checkpoint's feature: backbone,
-    embedding_dim, stem_pool, last_stride and eval.feature (see the module docstring)."""
+    embedding_dim, stem_pool, last_stride, eval.feature and the resize interpolation of the peer's test
+    transform (see the module docstring)."""
     if peer == "torchreid" and _kind(state) == "osnet":
         stem = state["conv1.conv.weight"].shape[0]
         if stem not in OSNET_STEM_WIDTHS:
@@ -157,7 +161,8 @@ def peer_architecture(peer: str, state: dict[str, torch.Tensor], source: str) ->
     return {"model.backbone": backbone, "model.embedding_dim": int(embedding),
             "model.stem_pool": "ceil" if peer == "fastreid" else "pad", "model.last_stride": last_stride,
             "model.pooling": "avg", "model.non_local": False,
-            "eval.feature": "bn_features" if "heads.bottleneck.0.weight" in state else "features"}
+            "eval.feature": "bn_features" if "heads.bottleneck.0.weight" in state else "features",
+            "data.interpolation": PEER_INTERPOLATION[peer]}
 
 
 def peer_num_classes(peer: str, state: dict[str, torch.Tensor]) -> int:

@@ -33,7 +33,8 @@ class Embedder:
         self.config = load_run_config(run_dir)
         self.device = resolve_device(self.config.train.device)
         self.model = load_run_model(run_dir, self.config).to(self.device)
-        self.transform = build_test_transform(self.config.data.height, self.config.data.width)
+        self.transform = build_test_transform(self.config.data.height, self.config.data.width,
+                                              interpolation=self.config.data.interpolation)
 
     @property
     def input_size(self) -> tuple[int, int]:
