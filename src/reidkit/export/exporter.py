@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
-from reidkit.outputs import write_error
+from reidkit.outputs import move_into_place, write_error
 from reidkit.export.common import ModelInfo
 from reidkit.export.formats import FORMATS, SUFFIXES
 from reidkit.export.parity import Parity, check_parity
@@ -90,7 +90,7 @@ def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17
         writers[format](staged[0])
         parity = check_parity(format, load_model(staged[0])(source.images.numpy()), source.expected)
         for path, final in reversed(list(zip(staged, files))):
-            os.replace(path, final)
+            move_into_place(path, final)
     except OSError as error:  # a full disk, a size limit, a read-only folder (a converter's own errors pass)
         raise write_error(out, error) from error
     finally:
