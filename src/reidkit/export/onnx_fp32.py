@@ -81,7 +81,7 @@ class OnnxModel:
         onnxruntime = require("onnxruntime", "ONNX inference")
         problem = input_problem(path)
         if problem:
-            raise ReidkitError(f"ONNX file {path} {problem}; give a file written by `reidkit export`")
+            raise ReidkitError(f"ONNX file {path} {problem}; write it with `reidkit export`")
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types

@@ -47,7 +47,7 @@ def load_model(path: str | Path) -> ExportedModel:
                            f"or .pt (TorchScript) file written by `reidkit export`")
     problem = input_problem(path)
     if problem:
-        raise ReidkitError(f"model file {path} {problem}; give a file written by `reidkit export`")
+        raise ReidkitError(f"model file {path} {problem}; write it with `reidkit export`")
     return loader(path)
 
 
