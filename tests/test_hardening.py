@@ -203,6 +203,9 @@ def test_the_cli_survives_the_file_size_signal(tmp_path):
     (OSError(errno.ENOSPC, "No space left on device"), "no space left on device writing {}: free space or choose "
                                                        "another --out"),
     (OSError(errno.EROFS, "Read-only file system"), "read-only file system writing {}: choose another --out"),
+    # issue 23, item 9: an OS error with another cause names it, not "the disk may be full" (/proc gives ENOENT)
+    (OSError(errno.ENOENT, "No such file or directory"), "could not write {} (no such file or directory): choose "
+                                                         "another --out"),
     (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left "
                   "on device\" })"), "no space left on device writing {}: free space or choose another --out"),
     (RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\nmore"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reidkit.config.sections import MIN_HEIGHT, MIN_WIDTH
 from reidkit.errors import ReidkitError
-from reidkit.export.formats import FORMATS
+from reidkit.export.formats import CALIBRATION_METHODS, FORMATS
 from reidkit.outputs import output_file, output_folder, write_file, write_json
 
 OVERRIDES_HELP = "config overrides as section.key=value, e.g. train.epochs=10 model.backbone=resnet18"
@@ -198,16 +198,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from reidkit.export import TOLERANCES, export
+    from reidkit.export import export
 
     result = export(args.run, args.format, output_file(args.out), opset=args.opset, height=args.height,
                     width=args.width, weights=args.weights, parity_images=args.parity_images,
-                    calibration_images=args.calibration_images, overrides=args.overrides)
+                    calibration_images=args.calibration_images, calibration_method=args.calibration_method,
+                    per_channel=args.per_channel, min_cosine=args.min_cosine, overrides=args.overrides)
     info, parity = result.info, result.parity
     print(f"wrote {result.path} ({info.format}): images [batch, 3, {info.height}, {info.width}] → {info.feature} "
           f"[batch, {result.feat_dim}]{', flip-averaged' if info.flip else ''}\nparity on {parity.images} query "
           f"images: max |Δ feature| = {parity.max_abs_diff:.2e}, min cosine = {parity.min_cosine:.6f} "
-          f"(tolerance {TOLERANCES[info.format].describe()})")
+          f"(tolerance {result.tolerance.describe()})")
     return 0
 
 
@@ -317,6 +318,17 @@ def positive_seconds(text: str) -> float:
 
 
 positive_seconds.__name__ = "number"
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in 0..1")
+    return value
+
+
+fraction.__name__ = "number"
 
 
 def int_in(low: int, high: int | None = None):
@@ -461,6 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration-images", type=int_in(1), default=128,
                         help="training images that calibrate onnx-int8, evenly spaced over the training set "
                              "(default 128)")
+    export.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+                        help="how onnx-int8 sets activation ranges: minmax (observed range, default), percentile "
+                             "(clips at the 99.999th percentile of |x|), entropy (onnxruntime's KL-divergence "
+                             "search; on its 128-bin histogram it keeps the whole range, like minmax)")
+    export.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                        help="onnx-int8 weights with one scale per output channel (default), or with "
+                             "--no-per-channel one per tensor")
+    export.add_argument("--min-cosine", type=fraction, metavar="X",
+                        help="accept the file when its min cosine to PyTorch is at least X, 0 to 1, instead of the "
+                             "format's bound (e.g. 0.98 for onnx-int8), after measuring its accuracy with "
+                             "`reidkit eval --model`; max |Δ| bounds still apply")
     export.add_argument("--height", type=int_in(MIN_HEIGHT), help="input height (default: the run's data.height)")
     export.add_argument("--width", type=int_in(MIN_WIDTH), help="input width (default: the run's data.width)")
     export.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")

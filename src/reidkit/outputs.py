@@ -1,6 +1,7 @@
-"""Where reidkit writes: output paths checked before the work that fills them (so a bad `--out` never costs a
-finished computation), and the one atomic writer every file goes through (so a full disk or a kill never
-leaves a truncated file under a final name)."""
+"""Where reidkit reads and writes: output paths checked before the work that fills them (so a bad `--out` never
+costs a finished computation), the one atomic writer every file goes through (so a full disk or a kill never
+leaves a truncated file under a final name), and the one check of an input path, so that every message gives
+the real reason (a folder, a missing file, a device, no permission) in the same words."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import errno
 import io
 import json
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,9 +48,37 @@ def _writable_folder(folder: Path, what: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ReidkitError(f"{what}: cannot create the folder {folder} ({error.strerror})") from error
-    if not os.access(folder, os.W_OK):
-        raise ReidkitError(f"{what}: the folder {folder} is not writable; choose another path")
+        raise ReidkitError(f"{what}: cannot create the folder {folder} ({os_reason(error)})") from error
+    try:  # a real (nameless) file, not os.access: root passes access() for /proc, /sys and any mode bits
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise ReidkitError(f"{what}: cannot create files in the folder {folder} ({os_reason(error)}); choose "
+                           f"another path") from error
+
+
+def os_reason(error: OSError) -> str:
+    """The cause of `error` in lower-case words from its errno ("read-only file system", "permission denied")."""
+    return os.strerror(error.errno).lower() if error.errno else str(error)
+
+
+def input_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file, in words that follow its name ("does not exist", "is a folder",
+    "is not a regular file (a device, pipe or socket)", "cannot be read (permission denied)"), or None when it
+    is a readable regular file."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return f"is a link to {os.readlink(path)}, which does not exist" if path.is_symlink() else "does not exist"
+        return f"cannot be read ({os_reason(error)})"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
 
 
 # --- writing files --------------------------------------------------------------------------------------------
@@ -92,12 +123,7 @@ def write_file(path: str | Path, write: Callable[[Path], object], durable: bool 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
-        if durable:
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        if durable:
-            _fsync_folder(path.parent)
+        move_into_place(temporary, path, durable)
     except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
@@ -105,6 +131,21 @@ def write_file(path: str | Path, write: Callable[[Path], object], durable: bool 
             raise write_error(path, error) from error
         raise
     return path
+
+
+def move_into_place(temporary: Path, path: Path, durable: bool = True) -> None:
+    """Rename the complete file `temporary` onto `path` (same folder), fsyncing the file first and the folder
+    after when `durable`.
+
+    Raises:
+        OSError: the fsync or the rename failed; `path` is unchanged.
+    """
+    if durable:
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    if durable:
+        _fsync_folder(path.parent)
 
 
 def flush_to_disk() -> None:
@@ -168,13 +209,17 @@ def write_error(path: str | Path, error: BaseException) -> ReidkitError:
     if code in _REASONS:
         reason, fix = _REASONS[code]
         problem = f"{reason} writing {path}"
+    elif isinstance(error, OSError) and error.errno:  # the OS said why: say it, and not that the disk may be full
+        fix = "choose another --out"
+        problem = f"could not write {path} ({os_reason(error)})"
     else:  # torch's writer reports "file write failed" without the cause
         fix = "free space (the disk may be full) or choose another --out"
-        problem = f"could not write {path} ({type(error).__name__}: {_first_line(error)})"
+        problem = f"could not write {path} ({type(error).__name__}: {first_line(error)})"
     return ReidkitError(f"{problem}: {fix}")
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (libraries append C++ stack traces)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else "no message"
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from reidkit.errors import ReidkitError
 from reidkit.models.weights import state_mismatch
-from reidkit.outputs import write_file, write_text
+from reidkit.outputs import input_problem, write_file, write_text
 
 CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
 
@@ -41,8 +41,10 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise ReidkitError(f"weights file {path} does not exist; train first or give the right run folder")
+    problem = input_problem(path)
+    if problem:
+        raise ReidkitError(f"weights file {path} {problem}; give a .safetensors file written by reidkit (train "
+                           "first or give the right run folder)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})

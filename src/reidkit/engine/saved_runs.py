@@ -28,7 +28,8 @@ def read_run_config(run_dir: str | Path) -> dict:
     """The plain values of the `config.yaml` of `run_dir`, checked to be a non-empty YAML mapping."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ReidkitError(f"{run_dir} is not a run folder (no config.yaml); pass the --out of `reidkit train`")
+        problem = "is a file, not a run folder" if Path(run_dir).is_file() else "is not a run folder (no config.yaml)"
+        raise ReidkitError(f"{run_dir} {problem}; pass the --out of `reidkit train`")
     restore = "restore it from a copy, or write there the config file (and overrides) the run was trained with"
     values = read_yaml(path, restore)
     if values is None:

@@ -8,21 +8,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
-from reidkit.outputs import write_error
+from reidkit.outputs import move_into_place, write_error
 from reidkit.export.common import ModelInfo
-from reidkit.export.formats import FORMATS, SUFFIXES
-from reidkit.export.parity import Parity, check_parity
+from reidkit.export.formats import CALIBRATION_METHODS, FORMATS, SUFFIXES
+from reidkit.export.parity import Parity, Tolerance, check_parity, tolerance_for
 
 
 @dataclass(frozen=True)
 class Exported(os.PathLike):
     """An exported model: `path` (and, being path-like, usable wherever a path is), every file written
-    (`files`: OpenVINO's .bin, TensorRT's .json), its `info`, its `parity` figures and its `feat_dim`."""
+    (`files`: OpenVINO's .bin, TensorRT's .json), its `info`, its `parity` figures, the `tolerance` they met
+    and its `feat_dim`."""
 
     path: Path
     info: ModelInfo
     parity: Parity
     feat_dim: int
+    tolerance: Tolerance  # the bound the parity check held it to
     files: list[Path] = field(default_factory=list)
 
     def __fspath__(self) -> str:
@@ -31,7 +33,8 @@ class Exported(os.PathLike):
 
 def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17, height: int | None = None,
            width: int | None = None, weights: str | Path | None = None, parity_images: int = 16,
-           calibration_images: int = 128, overrides: list[str] | None = None) -> Exported:
+           calibration_images: int = 128, calibration_method: str = "minmax", per_channel: bool = True,
+           min_cosine: float | None = None, overrides: list[str] | None = None) -> Exported:
     """Export a run's retrieval feature in `format` and check it against PyTorch on real query images.
 
     The parity check (`reidkit.export.parity`) runs the first `parity_images` query images of the run's data
@@ -47,6 +50,10 @@ def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17
         weights: a checkpoint to export instead of `run_dir/model.safetensors`.
         parity_images: query images of the parity check (at least 1).
         calibration_images: training images that calibrate onnx-int8 (at least 1).
+        calibration_method: how onnx-int8 sets activation ranges (`CALIBRATION_METHODS`: minmax, entropy,
+            percentile).
+        per_channel: onnx-int8 weights with one scale per output channel (else one per tensor).
+        min_cosine: the parity check's min-cosine bound in [0, 1] instead of the format's (`TOLERANCES`).
         overrides: `key=value` config overrides (e.g. `eval.flip=true`).
 
     Raises:
@@ -67,10 +74,15 @@ def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17
         tensorrt_engine.require_tensorrt()  # before the model is built
     if calibration_images < 1:
         raise ValueError(f"calibration_images must be >= 1, got {calibration_images}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, got "
+                         f"{calibration_method!r}")
+    tolerance = tolerance_for(format, min_cosine)
     source = prepare_source(run_dir, format, height, width, weights, parity_images, overrides)
     writers = {"onnx": lambda path: onnx_fp32.write(source, path, opset),
                "onnx-fp16": lambda path: onnx_fp16.write(source, path, opset),
-               "onnx-int8": lambda path: onnx_int8.write(source, path, opset, calibration_images),
+               "onnx-int8": lambda path: onnx_int8.write(source, path, opset, calibration_images, calibration_method,
+                                                         per_channel),
                "openvino": lambda path: openvino_ir.write(source, path, opset),
                "tensorrt": lambda path: tensorrt_engine.write(source, path, opset),
                "torchscript": lambda path: torchscript.write(source, path)}
@@ -88,14 +100,14 @@ def export(run_dir: str | Path, format: str, out: str | Path, *, opset: int = 17
         staging.mkdir(parents=True, exist_ok=True)
         staged = with_companions(staging / out.name)
         writers[format](staged[0])
-        parity = check_parity(format, load_model(staged[0])(source.images.numpy()), source.expected)
+        parity = check_parity(format, load_model(staged[0])(source.images.numpy()), source.expected, tolerance)
         for path, final in reversed(list(zip(staged, files))):
-            os.replace(path, final)
+            move_into_place(path, final)
     except OSError as error:  # a full disk, a size limit, a read-only folder (a converter's own errors pass)
         raise write_error(out, error) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Exported(out, source.info, parity, int(source.expected.shape[1]), files)
+    return Exported(out, source.info, parity, int(source.expected.shape[1]), tolerance, files)
 
 
 def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 17, height: int | None = None,

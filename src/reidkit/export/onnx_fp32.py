@@ -11,6 +11,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 from reidkit.export.common import INPUT_NAME, OUTPUT_NAME, ModelInfo, require
 from reidkit.export.source import Source
+from reidkit.outputs import input_problem
 
 _NATIVE_DYNAMO_OPSET = 18  # the torch.export-based exporter writes opset >= 18 natively
 
@@ -78,8 +79,9 @@ class OnnxModel:
 
     def __init__(self, path: str | Path) -> None:
         onnxruntime = require("onnxruntime", "ONNX inference")
-        if not Path(path).is_file():
-            raise ReidkitError(f"ONNX file {path} does not exist; write it with `reidkit export`")
+        problem = input_problem(path)
+        if problem:
+            raise ReidkitError(f"ONNX file {path} {problem}; write it with `reidkit export`")
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types

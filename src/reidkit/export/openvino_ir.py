@@ -8,6 +8,7 @@ INFERENCE_PRECISION_HINT f32 (OpenVINO would otherwise compute in bf16 on CPUs t
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,18 +18,35 @@ from reidkit.errors import ReidkitError
 from reidkit.export.common import ModelInfo, require
 from reidkit.export.onnx_fp32 import write_onnx_model
 from reidkit.export.source import Source
+from reidkit.outputs import first_line
 
 
 def write(source: Source, out: Path, opset: int = 17) -> None:
-    """Write `out` (.xml) and its weights (.bin)."""
+    """Write `out` (.xml) and its weights (.bin).
+
+    OpenVINO saves the IR in a temporary folder, from where it is copied to `out`: OpenVINO's writer reports a
+    failed write without its cause ("basic_ios::clear: iostream error"), Python's copy with it (a full disk,
+    a read-only folder).
+
+    Raises:
+        ReidkitError: OpenVINO could not write the IR in the temporary folder.
+        OSError: the copy to `out` failed.
+    """
     openvino = require("openvino", "OpenVINO export")
     with tempfile.TemporaryDirectory() as folder:
-        float_graph = Path(folder) / "float.onnx"
+        float_graph, saved = Path(folder) / "float.onnx", Path(folder) / "model.xml"
         write_onnx_model(source, float_graph, opset)
         model = openvino.convert_model(str(float_graph))
-    for key, value in source.info.as_strings().items():
-        model.set_rt_info(value, ["reidkit", key])
-    openvino.save_model(model, str(out), compress_to_fp16=False)
+        for key, value in source.info.as_strings().items():
+            model.set_rt_info(value, ["reidkit", key])
+        try:
+            openvino.save_model(model, str(saved), compress_to_fp16=False)
+        except RuntimeError as error:  # the model is built: only the writing can fail here
+            raise ReidkitError(f"OpenVINO could not write {out.name} in the temporary folder {folder} "
+                               f"({first_line(error)}): free space there (the disk may be full) or set TMPDIR to a "
+                               f"folder with room") from error
+        for suffix in (".xml", ".bin"):  # the .xml finds its weights by name: the same stem, .bin
+            shutil.copyfile(saved.with_suffix(suffix), out.with_suffix(suffix))
 
 
 class OpenVinoModel:

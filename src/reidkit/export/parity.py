@@ -11,7 +11,7 @@ element-wise error scales with the feature's magnitude.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -59,16 +59,39 @@ def measure_parity(actual: np.ndarray, expected: np.ndarray) -> Parity:
     return Parity(float(np.abs(actual - expected).max()), float(cosines.min()), len(actual))
 
 
-def check_parity(format: str, actual: np.ndarray, expected: np.ndarray) -> Parity:
-    """`measure_parity`, held against `TOLERANCES[format]`.
+def tolerance_for(format: str, min_cosine: float | None = None) -> Tolerance:
+    """`TOLERANCES[format]`, with its min-cosine bound replaced by `min_cosine` when given (the user's bound,
+    e.g. after measuring the accuracy of the file with `reidkit eval --model`).
 
     Raises:
-        ReidkitError: the check failed (NaN counts as a failure).
+        ValueError: `min_cosine` outside [0, 1].
     """
-    parity, tolerance = measure_parity(actual, expected), TOLERANCES[format]
+    if min_cosine is not None and not 0 <= min_cosine <= 1:
+        raise ValueError(f"min_cosine must be in [0, 1], got {min_cosine}")
+    tolerance = TOLERANCES[format]
+    return tolerance if min_cosine is None else replace(tolerance, min_cosine=min_cosine)
+
+
+def check_parity(format: str, actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance | None = None) -> Parity:
+    """`measure_parity`, held against `tolerance` (default `TOLERANCES[format]`).
+
+    Raises:
+        ReidkitError: the check failed (NaN counts as a failure); for a reduced-precision format the message
+            says what to try next.
+    """
+    tolerance = tolerance or TOLERANCES[format]
+    parity = measure_parity(actual, expected)
     diff_ok = tolerance.max_abs_diff is None or parity.max_abs_diff <= tolerance.max_abs_diff
     if not (diff_ok and parity.min_cosine >= tolerance.min_cosine):
         raise ReidkitError(f"{format} parity check failed: max |Δ feature| {parity.max_abs_diff:.3g}, min cosine "
                            f"{parity.min_cosine:.6f} on {parity.images} query images (tolerance: "
-                           f"{tolerance.describe()}); the exported file was removed")
+                           f"{tolerance.describe()}); the exported file was removed{_NEXT_STEPS.get(format, '')}")
     return parity
+
+
+_ACCEPT = ("measure its accuracy (export with --min-cosine 0 to keep the file, then `reidkit eval --run RUN --model "
+           "FILE`) and accept it with --min-cosine X")
+_NEXT_STEPS = {  # what a user can change when a reduced-precision format loses too much
+    "onnx-int8": f"; try --calibration-method percentile, --no-per-channel or more --calibration-images, or {_ACCEPT}",
+    "onnx-fp16": f"; features may leave float16's range: {_ACCEPT}",
+}

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from reidkit.errors import ReidkitError
 from reidkit.export.common import ModelInfo, preprocess_images
+from reidkit.outputs import input_problem
 
 
 class ExportedModel(Protocol):
@@ -44,8 +45,9 @@ def load_model(path: str | Path) -> ExportedModel:
     if loader is None:
         raise ReidkitError(f"{path} is not an exported model: give a .onnx, .xml (OpenVINO), .engine (TensorRT) "
                            f"or .pt (TorchScript) file written by `reidkit export`")
-    if not path.is_file():
-        raise ReidkitError(f"model file {path} does not exist; write it with `reidkit export`")
+    problem = input_problem(path)
+    if problem:
+        raise ReidkitError(f"model file {path} {problem}; write it with `reidkit export`")
     return loader(path)
 
 

@@ -5,6 +5,7 @@ C++ deployments load."""
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -26,7 +27,9 @@ def write(source: Source, out: Path) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
         traced = torch.jit.trace(source.module, source.images[:1].repeat(2, 1, 1, 1))  # batch 2: stays dynamic
         frozen = torch.jit.freeze(traced)
-        torch.jit.save(frozen, str(out), _extra_files={METADATA_FILE: json.dumps(source.info.as_strings())})
+        buffer = io.BytesIO()  # in memory: torch's file writer aborts the process when the disk fills
+        torch.jit.save(frozen, buffer, _extra_files={METADATA_FILE: json.dumps(source.info.as_strings())})
+    out.write_bytes(buffer.getvalue())  # a full disk here is an OSError with its errno
 
 
 class TorchScriptModel:

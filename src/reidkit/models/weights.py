@@ -15,6 +15,7 @@ import torch
 import torchvision
 
 from reidkit.errors import ConfigError
+from reidkit.outputs import input_problem
 
 # The ImageNet weights BoT and fast-reid start from (torchvision's original release of each ResNet).
 IMAGENET_WEIGHTS = {
@@ -43,8 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ConfigError: the file is missing or cannot be read as weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"weights file {path} does not exist; give a local .safetensors or .pth path, or "
+    problem = input_problem(path)
+    if problem:
+        raise ConfigError(f"weights file {path} {problem}; give a local .safetensors or .pth path, or "
                           "model.weights=imagenet")
     try:
         if path.suffix == ".safetensors":

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from reidkit.errors import ReidkitError
-from reidkit.outputs import write_file
+from reidkit.outputs import input_problem, write_file
 
 
 def save_feature_file(path: str | Path, features: torch.Tensor, samples: list[tuple[str, int, int]],
@@ -37,8 +37,8 @@ def load_feature_file(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, tor
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        problem = "is a folder" if path.is_dir() else "does not exist"
+    problem = input_problem(path)
+    if problem:
         raise ReidkitError(f"feature file {path} {problem}; write one with `reidkit extract --run RUN --split "
                            f"query|gallery --out FILE`")
     try:
