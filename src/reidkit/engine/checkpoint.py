@@ -51,12 +51,18 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
                            "it may be truncated: use an earlier checkpoint") from error
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load `state` into `model` strictly, naming mismatched keys and shapes in one error."""
-    mismatch = state_mismatch(model.state_dict(), state)
+def check_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse `state` unless it has exactly the keys and shapes of `expected` (a model's state dict, possibly on
+    the meta device), naming mismatched keys and shapes in one error."""
+    mismatch = state_mismatch(expected, state)
     if mismatch:
         raise ReidkitError(f"{source} does not fit this model: {mismatch}; check model.backbone and the data set "
                            "the run was trained on")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load `state` into `model` strictly, naming mismatched keys and shapes in one error."""
+    check_fits(model.state_dict(), state, source)
     model.load_state_dict(state)
 
 

@@ -26,10 +26,11 @@ IMAGENET_WEIGHTS = {
 
 def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
     """"" when `state` has exactly the keys and shapes of `expected`, else "missing [...], unexpected [...],
-    wrong shape [...] (first 5 of each)" for an error message."""
+    wrong shape ['KEY [file's shape] where the model has [shape]', ...] (first 5 of each)" for an error message."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    wrong_shape = [f"{key} {list(state[key].shape)} where the model has {list(expected[key].shape)}"
+                   for key in sorted(set(state) & set(expected)) if state[key].shape != expected[key].shape]
     if not (missing or unexpected or wrong_shape):
         return ""
     return (f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]} "
