@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from reidkit.errors import ReidkitError
-from reidkit.models.weights import state_mismatch
+from reidkit.models.weights import load_torch_file, state_mismatch
 from reidkit.outputs import write_file, write_text
 
 CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
@@ -147,11 +147,9 @@ class CheckpointManager:
             raise ReidkitError(f"{pointer} names checkpoint {name!r}, but {' and '.join(missing)} "
                                f"{'is' if len(missing) == 1 else 'are'} missing; {self._repair(pointer)}")
         weights, _ = load_weights(self.directory / f"{name}.safetensors")
-        state_path = self.directory / f"{name}.state.pt"
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling refusals and truncation both mean "not a state file"
-            raise ReidkitError(f"{state_path} is not a readable training state ({error})") from error
+        state = load_torch_file(self.directory / f"{name}.state.pt", "training state",
+                                "reidkit writes none there: restore the file from a copy, or train again without "
+                                "--resume into a new --out")
         return weights, state
 
     def complete_checkpoints(self) -> list[str]:
