@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from reidkit.engine.checkpoint import CheckpointManager, load_weights
+from reidkit.errors import ReidkitError
 
 
 def _linear(value: float) -> torch.nn.Linear:
@@ -76,3 +77,50 @@ def test_pruning_orders_checkpoints_by_number_past_epoch_999(tmp_path):
     assert _files(tmp_path) == {"epoch_1000.safetensors", "epoch_1000.state.pt", "step_99999999.safetensors",
                                 "step_99999999.state.pt", "last.json"}
     assert manager.load_last()[1]["position"]["step_in_epoch"] == 2
+
+
+class TrainerInfo:
+    """Stands in for the custom objects Torchreid and fast-reid pickle beside the state dict."""
+
+    def __init__(self) -> None:
+        self.epoch = 3
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy format"])
+def test_a_pickled_peer_checkpoint_is_one_line_with_the_safe_way(tmp_path, capsys, legacy):
+    """Issue 23, item 4: refused without unpickling, in one line that names the file and says how to re-save its
+    state dict, never torch's advice to load it with weights_only=False; torch's warnings silenced."""
+    import warnings
+
+    from reidkit.cli import main
+
+    path = tmp_path / "model.pth.tar"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(2)}, "info": TrainerInfo()}, path,
+               _use_new_zipfile_serialization=not legacy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would be more lines on the terminal
+        assert main(["--quiet", "import", "--weights", f"torchreid:{path}", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"reidkit: error: {path} ")
+    assert "TrainerInfo" in err and "torch.load(" in err and "weights_only=False)['state_dict']" in err
+    assert "only if you trust" in err and "Re-running" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "is not a readable training state: it holds pickled Python objects (test_checkpoint.TrainerInfo)"),
+    (b"garbage\n", "is not a readable training state (Unsupported operand"),
+    (b"", "is not a readable training state (cut short or empty)"),
+])
+def test_a_training_state_holding_pickled_objects_or_garbage_is_one_line(tmp_path, content, problem):
+    manager = CheckpointManager(tmp_path)
+    manager.save("epoch_001", _linear(1.0), {}, {"position": {"epoch": 1}})
+    path = tmp_path / "epoch_001.state.pt"
+    if content is None:
+        torch.save({"position": TrainerInfo()}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ReidkitError) as info:
+        manager.load_last()
+    assert f"{path} {problem}" in str(info.value) and "\n" not in str(info.value)
+    assert "weights_only" not in str(info.value)

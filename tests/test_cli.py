@@ -52,9 +52,35 @@ def test_eval_reproduces_the_training_metrics(tiny_run):
     result = reidkit("eval", "--run", str(root / "run"))
     assert result.returncode == 0, result.stderr
     trained = json.loads((root / "run" / "metrics.json").read_text())
-    evaluated = json.loads((root / "run" / "eval" / "metrics.json").read_text())
+    evaluated = json.loads((root / "run" / "eval" / "synthetic" / "metrics.json").read_text())
     assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-6)
     assert evaluated["cmc"] == pytest.approx(trained["cmc"], abs=1e-6)
+
+
+def test_each_evaluated_data_set_gets_its_own_folder_and_the_report_lists_them(tiny_run, tmp_path):
+    """Issue 23, item 11: `eval` on other data never replaces an earlier evaluation; the same data again replaces
+    only its own folder; `report` and `--compare` list every evaluation folder."""
+    root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("eval*", "checkpoints"))
+    shutil.copytree(root / "data", tmp_path / "other")  # the same layout and label at another root
+    assert main(["--quiet", "eval", "--run", str(run)]) == 0
+    own = (run / "eval" / "synthetic" / "metrics.json").read_bytes()
+    assert json.loads(own)["evaluated_on"][0]["root"] == str((root / "data").resolve())
+    assert main(["--quiet", "eval", "--run", str(run), f"data.root={tmp_path / 'other'}", "eval.flip=true"]) == 0
+    assert (run / "eval" / "synthetic" / "metrics.json").read_bytes() == own  # kept
+    other = json.loads((run / "eval" / "synthetic-2" / "metrics.json").read_text())
+    assert other["evaluated_on"][0]["root"] == str((tmp_path / "other").resolve())
+    assert main(["eval", "--run", str(run), "eval.max_rank=5"]) == 0  # the first data again: its folder only
+    assert len(json.loads((run / "eval" / "synthetic" / "metrics.json").read_text())["cmc"]) == 5
+    assert json.loads((run / "eval" / "synthetic-2" / "metrics.json").read_text()) == other
+    assert sorted(path.name for path in (run / "eval").iterdir()) == ["synthetic", "synthetic-2"]
+    assert main(["--quiet", "report", "--run", str(run), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Evaluations" in page and ">eval/synthetic<" in page and ">eval/synthetic-2<" in page
+    assert main(["--quiet", "report", "--run", str(run), "--compare", str(root / "run"),
+                 "--out", str(tmp_path / "compare.html")]) == 0
+    assert "run: eval/synthetic-2" in (tmp_path / "compare.html").read_text()
 
 
 def test_re_ranking_in_eval_and_from_feature_files(tiny_run, tmp_path):
@@ -309,7 +335,7 @@ def test_cuhk03_classic_split_trains_and_evaluates_single_gallery_shot(cuhk03_ro
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["protocol"] for r in records if r["kind"] == "eval"] == ["single_gallery_shot"] * 2  # epochs 0, 1
     assert main(["--quiet", "eval", "--run", str(run), "eval.protocol=all_gallery"]) == 0
-    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    evaluated = json.loads((run / "eval" / "cuhk03" / "metrics.json").read_text())
     assert evaluated["protocol"] == "all_gallery" and "repeats" not in evaluated
     assert evaluated["num_valid_queries"] == 15
 
@@ -324,7 +350,7 @@ def test_cuhk03_new_protocol_evaluates_all_gallery_and_eval_overrides_it(cuhk03_
     capsys.readouterr()
     assert main(["--quiet", "eval", "--run", str(run), "eval.protocol=single_gallery_shot",
                  "eval.single_shot_repeats=3"]) == 0
-    evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+    evaluated = json.loads((run / "eval" / "cuhk03" / "metrics.json").read_text())
     assert (evaluated["protocol"], evaluated["repeats"], evaluated["num_valid_queries"]) == \
         ("single_gallery_shot", 3, 10)
     assert evaluated["cmc"][4] == 1.0  # 5 gallery identities, one drawn image each

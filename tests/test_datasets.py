@@ -341,3 +341,109 @@ def test_corrupt_image_names_the_file(tmp_path: Path, content: bytes) -> None:
     dataset = ImageDataset([(str(path), 1, 0)], build_test_transform(8, 4))
     with pytest.raises(DatasetError, match="0001_c1s1_000001_00.jpg.*delete or replace"):
         dataset[0]
+
+
+# --- Ids in ASCII digits of bounded length, UTF-8 lists (issue 23, item 5): one rule for every parser ----------
+
+def _image_name_case(folder_names: dict[str, str], load, named: str = ""):
+    """A layout case whose id sits in the name of the image written at `folder_names["bad"]` (or of the folder
+    `named`, which the error then names)."""
+    def make(root: Path, text: str):
+        for relative in folder_names.values():
+            _write(root, relative.replace("ID", text))
+        return load, str(Path(named.replace("ID", text))) if named else Path(folder_names["bad"].replace("ID", text)).name
+    return make
+
+
+def _list_case(files: dict[str, str], images: list[str], load, bad_file: str):
+    """A layout case whose id sits in a list/CSV file; `ID` is the id's text, `BYTES` a byte that is not UTF-8."""
+    def make(root: Path, text: str):
+        for relative in images:
+            _write(root, relative)
+        for relative, content in files.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_bytes(content.replace("ID", text).encode("utf-8")
+                                          .replace(b"BYTES", b"\xff" if text == "BYTES" else text.encode()))
+        return load, f"{bad_file} line 2"
+    return make
+
+
+def _market_like(folders: tuple[str, str, str], bad: str, good: str):
+    return {"bad": f"{folders[0]}/{bad}", "train": f"{folders[0]}/{good}", "test": f"{folders[1]}/{good}",
+            "query": f"{folders[2]}/{good}"}
+
+
+def _vehicleid(root: str):
+    from reidkit.data.vehicles import load_vehicleid
+
+    return load_vehicleid(root)
+
+
+def _veri(root: str):
+    from reidkit.data.vehicles import load_veri776
+
+    return load_veri776(root)
+
+
+def _cuhk03_images(root: str):
+    from reidkit.data.cuhk03 import _parse_image_dir
+
+    return _parse_image_dir(Path(root) / "images_labeled")
+
+
+MARKET_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
+ID_CASES = {
+    "market pid": _image_name_case(_market_like(MARKET_FOLDERS, "ID_c1s1_000001_00.jpg", "0002_c1s1_0_00.jpg"),
+                                   load_market1501),
+    "market camera": _image_name_case(_market_like(MARKET_FOLDERS, "0003_cIDs1_000001_00.jpg", "0002_c1s1_0_00.jpg"),
+                                      load_market1501),
+    "veri776 vehicle": _image_name_case(_market_like(("image_train", "image_test", "image_query"),
+                                                     "ID_c001_00016450_0.jpg", "0002_c001_0_0.jpg"), _veri),
+    "folder pid": _image_name_case({"bad": "train/ID/1_a.jpg", "query": "query/4/1_q.jpg",
+                                    "gallery": "gallery/4/2_g.jpg"}, load_folder, named="train/ID"),
+    "folder camera": _image_name_case({"bad": "train/5/ID_a.jpg", "query": "query/4/1_q.jpg",
+                                       "gallery": "gallery/4/2_g.jpg"}, load_folder),
+    "cuhk03 image": _image_name_case({"bad": "images_labeled/ID_001_1_01.png"}, _cuhk03_images),
+    "msmt17 pid": _list_case({f"list_{split}.txt": f"0002/0002_001_03_0303m_0001_0.jpg 2\n0002/0002_001_03_x.jpg ID\n"
+                              for split in ("train", "val", "query", "gallery")},
+                             ["train/0002/0002_001_03_0303m_0001_0.jpg", "test/0002/0002_001_03_0303m_0001_0.jpg"],
+                             load_msmt17, "list_train.txt"),
+    "msmt17 camera": _list_case({f"list_{split}.txt": "0002/0002_001_03_0303m_0001_0.jpg 2\n0002/0002_001_ID_x.jpg 2\n"
+                                 for split in ("train", "val", "query", "gallery")},
+                                ["train/0002/0002_001_03_0303m_0001_0.jpg", "test/0002/0002_001_03_0303m_0001_0.jpg"],
+                                load_msmt17, "list_train.txt"),
+    "folder csv": _list_case({f"{split}.csv": "path,pid,camid\nimages/a.jpg,ID,1\n"
+                              for split in ("train", "query", "gallery")}, ["images/a.jpg"], load_folder, "train.csv"),
+    "vehicleid list": _list_case({"train_test_split/train_list.txt": "0000001 3\n0000002 ID\n",
+                                  "train_test_split/test_list_800.txt": "0000001 3\n"}, ["image/0000001.jpg"],
+                                 _vehicleid, "train_list.txt"),
+    "attributes csv": _list_case({"attributes.csv": "pid,gender\nID,1\n"}, [],
+                                 lambda root: load_attributes_csv(Path(root) / "attributes.csv"), "attributes.csv"),
+}
+BAD_IDS = {"superscript two": "²", "Arabic-Indic twelve": "١٢", "fullwidth five": "５", "23 digits": "1" * 23}
+TEXT_ONLY = ("msmt17 pid", "folder csv", "vehicleid list", "attributes csv")  # a byte that is not UTF-8 is a file's
+
+
+@pytest.mark.parametrize("text", list(BAD_IDS.values()) + ["BYTES"], ids=list(BAD_IDS) + ["not UTF-8"])
+@pytest.mark.parametrize("case", list(ID_CASES))
+def test_every_parser_reads_ids_as_ascii_digits_of_bounded_length(tmp_path, case, text):
+    if text == "BYTES" and case not in TEXT_ONLY:
+        pytest.skip("file names are not list files")
+    load, where = ID_CASES[case](tmp_path, "7")
+    load(str(tmp_path))  # the same case with a plain id loads
+    bad = tmp_path / "bad"
+    load, where = ID_CASES[case](bad, text)
+    with pytest.raises(DatasetError) as info:
+        load(str(bad))
+    message = str(info.value)
+    assert where in message and "\n" not in message
+    assert ("UTF-8" if text == "BYTES" else "ASCII digits 0-9, at most") in message
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "1" * 23, 1e30, float("inf"), 2.5])
+def test_attribute_mat_ids_are_ascii_digits_or_whole_numbers_of_bounded_size(value):
+    from reidkit.data.attributes import _identity_ids
+
+    assert _identity_ids(np.array(["0002", 7.0], dtype=object), "f.mat: x.image_index") == [2, 7]
+    with pytest.raises(DatasetError, match=r"f.mat: x.image_index: expected identity ids"):
+        _identity_ids(np.array([value], dtype=object), "f.mat: x.image_index")

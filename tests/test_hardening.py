@@ -84,6 +84,69 @@ def test_a_weights_header_is_checked_against_its_tensors_before_building(trained
     assert load_run_model(trained, load_run_config(trained)).num_classes == 8  # the real header loads
 
 
+@pytest.fixture
+def real_builds(monkeypatch):
+    """The num_classes of each model `load_run_model` builds off the meta device; one over 10⁶ classes fails the
+    test instead of allocating gigabytes."""
+    from reidkit.engine import saved_runs
+
+    built, build = [], saved_runs.build_model
+
+    def spy(**kwargs):
+        if torch.empty(0).device.type != "meta":
+            assert kwargs["num_classes"] <= 10**6, f"allocates a classifier of {kwargs['num_classes']} rows"
+            built.append(kwargs["num_classes"])
+        return build(**kwargs)
+
+    monkeypatch.setattr(saved_runs, "build_model", spy)
+    return built
+
+
+@pytest.mark.parametrize("rows, columns, problem", [
+    (100_000, 0, "head.classifier.weight [100000, 0] where the model has [100000, 512]"),
+    (100_000, 1, "head.classifier.weight [100000, 1] where the model has [100000, 512]"),
+    (2**31, 0, "damaged header (num_classes '2147483648'"),  # 10 digits: not even an id (at most 9)
+    (10_000_000, 0, "num_classes 10000000 is over the ceiling of 1,000,000 classes"),
+])
+def test_a_consistent_but_lying_header_is_refused_before_the_model_is_built(trained, tmp_path, real_builds, rows,
+                                                                            columns, problem):
+    from safetensors.torch import save_file
+
+    from reidkit.engine.checkpoint import load_weights
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
+
+    state, metadata = load_weights(trained / "model.safetensors")
+    state["head.classifier.weight"] = torch.zeros(rows, columns)  # header and tensor agree: both lie
+    edited = tmp_path / "lying.safetensors"
+    save_file(state, str(edited), metadata={**metadata, "num_classes": str(rows)})
+    with pytest.raises(ReidkitError) as info:
+        load_run_model(trained, load_run_config(trained), edited)
+    assert problem in str(info.value) and str(edited) in str(info.value) and "\n" not in str(info.value)
+    assert real_builds == []  # refused from the shapes alone: no model was allocated
+    assert load_run_model(trained, load_run_config(trained)).num_classes == 8 and real_builds == [8]
+
+
+def test_a_unicode_digit_in_the_header_is_a_damaged_header(trained, tmp_path):
+    from safetensors.torch import save_file
+
+    from reidkit.engine.checkpoint import load_weights
+    from reidkit.engine.saved_runs import load_run_config, load_run_model
+
+    state, metadata = load_weights(trained / "model.safetensors")
+    edited = tmp_path / "unicode.safetensors"
+    save_file(state, str(edited), metadata={**metadata, "num_classes": "８"})  # "８".isdigit(), int("８") == 8
+    with pytest.raises(ReidkitError, match=re.escape("damaged header (num_classes '８'")):
+        load_run_model(trained, load_run_config(trained), edited)
+
+
+@pytest.mark.parametrize("counts", [{"num_classes": 10**7}, {"num_classes": 8, "attributes": {"age": 10**7}}])
+def test_build_model_refuses_more_classes_than_the_ceiling(counts):
+    from reidkit.models.reid import build_model
+
+    with torch.device("meta"), pytest.raises(ConfigError, match="over the ceiling of 1,000,000 classes"):
+        build_model(backbone="resnet18", **counts)
+
+
 def test_resuming_after_the_training_set_changed_is_refused_without_force(tmp_path, capsys):
     from reidkit.cli import main
 

@@ -83,12 +83,25 @@ def _open_run(args: argparse.Namespace):
     return config, device, load_run_model(args.run, config, args.weights).to(device)
 
 
+def _eval_folder(args: argparse.Namespace, target: list[dict], folder: str) -> Path:
+    """--out, or RUN/FOLDER/<target> (`reidkit.engine.eval_folders`): never another target's evaluation."""
+    from reidkit.engine.eval_folders import target_folder
+
+    if args.out:
+        return output_folder(args.out)
+    out, replaces = target_folder(Path(args.run) / folder, target)
+    if replaces and not args.quiet:
+        print(f"re-evaluating the same data: replacing the evaluation in {out}")
+    return output_folder(out)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from reidkit.config import resolve_protocol
     from reidkit.data.attributes import load_attributes
     from reidkit.data.build import DatasetLoader, build_dataset, build_test_sets, test_sources
     from reidkit.devices import uses_amp
     from reidkit.engine.activation import activation_of_files
+    from reidkit.engine.eval_folders import evaluation_target
     from reidkit.engine.evaluation import combine_test_sets, describe_metrics, describe_test_sets, evaluate_model
     from reidkit.engine.run_writer import write_pictures, write_test_set_pictures
     from reidkit.export.evaluation import evaluate_exported
@@ -99,17 +112,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.weights:
             raise ReidkitError("--model and --weights exclude each other: an exported file holds its weights")
         config = load_run_config(args.run, args.overrides)
-        out = output_folder(args.out or Path(args.run) / f"eval_{Path(args.model).stem}")
+        target = evaluation_target([config.data], [config.data.name or config.data.dataset])
+        out = _eval_folder(args, target, f"eval_{Path(args.model).stem}")
         dataset = build_dataset(config.data, progress=not args.quiet)
         metrics, ranked, _, _ = evaluate_exported(args.model, dataset, config.eval, protocol=resolve_protocol(config),
                                                   progress=not args.quiet)
-        write_json(out / "metrics.json", metrics)
+        write_json(out / "metrics.json", {**metrics, "evaluated_on": target})
         write_pictures(out, metrics, ranked, dataset, config.eval)
         print(f"{out}: {describe_metrics(metrics)}  ({metrics['num_valid_queries']} valid queries)"
               f"  [{metrics['format']} model {args.model}]")
         return 0
     config, device, model = _open_run(args)
-    out = output_folder(args.out or Path(args.run) / "eval")
+    target = evaluation_target(*test_sources(config))
+    out = _eval_folder(args, target, "eval")
     test_sets, data = build_test_sets(config, DatasetLoader(progress=not args.quiet)), config.data
     evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device, workers=data.workers,
                                   amp=uses_amp(config.train, device), progress=not args.quiet,
@@ -119,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   if model.attribute_heads else None)
                    for test_set, source in zip(test_sets, test_sources(config)[0])]
     metrics = combine_test_sets([test_set.name for test_set in test_sets], evaluations).metrics
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", {**metrics, "evaluated_on": target})
     activation = activation_of_files(model, data.height, data.width, device, data.interpolation) \
         if config.eval.activation_maps else None
     write_test_set_pictures(out, evaluations, test_sets, config, activation)
@@ -390,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", help="a checkpoint to use instead of RUN/model.safetensors")
     evaluate.add_argument("--model", metavar="FILE", help="evaluate a file written by `reidkit export` instead "
                           "(.onnx, .xml, .engine, .pt; its own runtime, its baked-in feature and flip)")
-    evaluate.add_argument("--out", help="folder for metrics and pictures (default RUN/eval, or RUN/eval_STEM with "
-                          "--model)")
+    evaluate.add_argument("--out", help="folder for metrics and pictures (default RUN/eval/SETS, or "
+                          "RUN/eval_STEM/SETS with --model: one folder per evaluated data; SETS is the test sets' "
+                          "labels joined by +, with -2, -3, ... for other data under the same labels)")
     evaluate.add_argument("overrides", nargs="*", help=RUN_OVERRIDES_HELP)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from reidkit.data.datasets import load_attributes_csv
+from reidkit.data.parsing import ID_RULE, id_from_number, parse_id
 from reidkit.errors import DatasetError
 
 
@@ -174,11 +175,12 @@ def _identity_ids(value, where: str) -> list[int]:
         while isinstance(item, np.ndarray) and item.size == 1:  # a cell holds a 1-element char array
             item = item.reshape(-1)[0]
         try:
-            if isinstance(item, (float, np.floating)) and not float(item).is_integer():
-                raise ValueError
-            pids.append(int(str(item).strip()) if isinstance(item, str) else int(item))
-        except (TypeError, ValueError):
-            raise DatasetError(f"{where}: expected identity ids such as '0002', found {item!r}") from None
+            pid = parse_id(item.strip()) if isinstance(item, str) else id_from_number(item)
+        except (TypeError, ValueError):  # neither text nor a number
+            pid = None
+        if pid is None:
+            raise DatasetError(f"{where}: expected identity ids such as '0002' ({ID_RULE}), found {item!r}")
+        pids.append(pid)
     return pids
 
 
@@ -187,10 +189,10 @@ def _codes(value, where: str, count: int) -> list[int]:
     if not (isinstance(value, np.ndarray) and value.dtype.kind in "iuf" and value.size == count):
         raise DatasetError(f"{where}: expected a 1×{count} numeric array of codes (one per image_index entry), "
                            f"found {_describe(value)}")
-    codes = value.reshape(-1)
-    if not np.all(np.isfinite(codes)) or not np.all(codes == np.round(codes)):
-        raise DatasetError(f"{where}: expected integer codes, found {codes[codes != np.round(codes)][:3]}")
-    return [int(code) for code in codes]
+    codes = [id_from_number(code) for code in value.reshape(-1)]
+    if None in codes:
+        raise DatasetError(f"{where}: expected integer codes (whole numbers below 10⁹), found {value.reshape(-1)[:3].tolist()}...")
+    return codes
 
 
 def load_attributes(dataset_name: str, root: str, attributes_file: str) -> dict[int, dict[str, int]] | None:

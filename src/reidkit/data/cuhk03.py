@@ -40,13 +40,15 @@ from typing import Any
 import numpy as np
 
 from reidkit.data.datasets import ReidDataset, Sample, StrPath, _found, relabel
+from reidkit.data.parsing import ID_RULE, id_from_number
 from reidkit.errors import DatasetError
 from reidkit.outputs import flush_to_disk, write_image
 
 VARIANTS = ("labeled", "detected")
 PROTOCOLS = ("new", "classic")
 MAT_LOCATIONS = ("cuhk-03.mat", "cuhk03_release/cuhk-03.mat")
-IMAGE_NAME = re.compile(r"^(\d+)_(\d+)_([12])_(\d+)\.png$")
+# pair_person_camera_slot in ASCII digits; pair and person bounded so that pid = 1000 · pair + person stays below 10⁹
+IMAGE_NAME = re.compile(r"^([0-9]{1,6})_([0-9]{1,3})_([12])_([0-9]{1,2})\.png$")
 SLOTS_PER_CAMERA = 5
 
 
@@ -154,7 +156,8 @@ def _parse_image_dir(image_dir: Path) -> list[tuple[str, int, int, int]]:
         match = IMAGE_NAME.match(path.name)
         if match is None:
             raise DatasetError(f"CUHK03: cannot parse file name {path}; expected names like 1_001_1_01.png "
-                               f"(pair_person_camera_slot). Remove the file or re-extract the folder.")
+                               f"(pair_person_camera_slot in ASCII digits 0-9, at most 6, 3, 1 and 2 of them). "
+                               "Remove the file or re-extract the folder.")
         pair, person, camera, _ = map(int, match.groups())
         entries.append((str(path), pair, person, camera))
     if not entries:
@@ -201,7 +204,7 @@ def _new_protocol_splits(config_path: Path, image_dir: Path) -> tuple[list[Sampl
         present = sorted(key for key in config if not key.startswith("__"))
         raise DatasetError(f"{config_path} lacks {', '.join(missing)}; it holds: {', '.join(present)}.")
     names = [_mat_string(entry) for entry in np.ravel(config["filelist"])]
-    pids, cameras = (np.ravel(config[key]).astype(np.int64) for key in ("labels", "camId"))
+    pids, cameras = (_whole_numbers(config[key], f"{config_path}: {key}") for key in ("labels", "camId"))
     if not len(names) == len(pids) == len(cameras):
         raise DatasetError(f"{config_path}: filelist, labels and camId differ in length "
                            f"({len(names)}, {len(pids)}, {len(cameras)}).")
@@ -209,7 +212,7 @@ def _new_protocol_splits(config_path: Path, image_dir: Path) -> tuple[list[Sampl
         raise DatasetError(f"{config_path}: camId holds {sorted(set(np.unique(cameras)))}; expected 1 and 2.")
     splits = []
     for key in fields[3:]:
-        indices = np.ravel(config[key]).astype(np.int64)
+        indices = _whole_numbers(config[key], f"{config_path}: {key}")
         if len(indices) == 0 or indices.min() < 1 or indices.max() > len(names):
             raise DatasetError(f"{config_path}: {key} must be non-empty 1-based indices into filelist "
                                f"(1..{len(names)}), got range {indices.min(initial=0)}..{indices.max(initial=0)}.")
@@ -221,6 +224,19 @@ def _new_protocol_splits(config_path: Path, image_dir: Path) -> tuple[list[Sampl
                            f"{', '.join(Path(p).name for p in absent[:3])}; delete {image_dir} to extract "
                            f"them again from cuhk-03.mat.")
     return tuple(splits)
+
+
+def _whole_numbers(values: Any, where: str) -> np.ndarray:
+    """The entries of a MATLAB numeric array as int64, each checked to be a whole number below 10⁹ in size (a
+    cast alone would wrap 1e30 or NaN around to some other integer)."""
+    flat = np.ravel(values)
+    try:
+        numbers = [id_from_number(value) for value in flat]
+    except (TypeError, ValueError):  # not numbers at all (strings, cells)
+        numbers = [None]
+    if None in numbers:
+        raise DatasetError(f"{where} holds {flat[:3].tolist()}...; expected whole numbers ({ID_RULE}).")
+    return np.array(numbers, dtype=np.int64)
 
 
 def _mat_string(entry: Any) -> str:

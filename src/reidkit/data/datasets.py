@@ -13,19 +13,21 @@ Re-Identification" (CVPR 2018, MSMT17).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reidkit.data.parsing import ID_RULE, MAX_ID_DIGITS, parse_id, read_text
 from reidkit.errors import DatasetError
 
 Sample = tuple[str, int, int]  # (path, pid, camid), camid 0-based
 StrPath = str | os.PathLike[str]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d+)")  # also matches DukeMTMC-reID names (c1..c8, c10..)
+MARKET_PATTERN = re.compile(r"^(-?[0-9]+)_c([0-9]+)")  # also matches DukeMTMC-reID names (c1..c8, c10..)
 SPLITS = ("train", "query", "gallery")
 
 
@@ -138,19 +140,19 @@ def _camid(camera: int, source: str, expected: str) -> int:
 
 def _parse_market_folder(folder: Path, layout: str, example: str) -> list[Sample]:
     """Parse `<pid>_c<camera>...` file names of one folder; drop junk pid -1."""
-    expected = f"names like {example} matching {MARKET_PATTERN.pattern}"
+    expected = f"names like {example} matching {MARKET_PATTERN.pattern} ({ID_RULE})"
     samples = []
     for path in sorted(p for p in folder.iterdir() if _is_image(p)):
         match = MARKET_PATTERN.match(path.name)
-        if match is None:
+        pid, camera = (parse_id(match.group(1)), parse_id(match.group(2))) if match else (None, None)
+        if pid is None or camera is None:
             raise DatasetError(
                 f"{layout}: cannot parse file name {path}; expected {expected}. "
                 f"Rename or remove the file."
             )
-        pid = int(match.group(1))
         if pid == -1:
             continue
-        samples.append((str(path), pid, _camid(int(match.group(2)), str(path), expected)))
+        samples.append((str(path), pid, _camid(camera, str(path), expected)))
     return _require_nonempty(samples, folder, layout)
 
 
@@ -194,21 +196,20 @@ def load_dukemtmc(root: StrPath) -> ReidDataset:
 
 def _read_msmt_list(list_file: Path, image_dir: Path) -> list[Sample]:
     """Read `<relative path> <pid>` lines; camera = third `_` field of the basename (1-based)."""
-    expected = "lines like '0002/0002_001_03_0303morning_0001_0.jpg 2' (path, pid; camera = 3rd '_' field)"
+    expected = (f"lines like '0002/0002_001_03_0303morning_0001_0.jpg 2' (path, pid; camera = 3rd '_' field; "
+                f"{ID_RULE})")
     samples = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(list_file, "MSMT17").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
-        name_fields = Path(fields[0]).name.split("_") if fields else []
-        try:
-            if len(fields) != 2 or len(name_fields) < 3:
-                raise ValueError
-            pid, camera = int(fields[1]), int(name_fields[2])
-        except ValueError:
+        name_fields = Path(fields[0]).name.split("_")
+        pid, camera = (parse_id(fields[1]), parse_id(name_fields[2])) \
+            if len(fields) == 2 and len(name_fields) >= 3 else (None, None)
+        if pid is None or camera is None:
             raise DatasetError(
                 f"MSMT17: cannot parse {list_file} line {number}: {line!r}; expected {expected}."
-            ) from None
+            )
         camid = _camid(camera, f"{list_file} line {number}", expected)
         samples.append((str(image_dir / fields[0]), pid, camid))
     if samples and not Path(samples[0][0]).is_file():
@@ -255,49 +256,43 @@ def load_msmt17(root: StrPath, merge_val: bool = False) -> ReidDataset:
 
 def _read_split_csv(csv_path: Path, base: Path) -> list[Sample]:
     """Read `path,pid,camid` rows (path relative to base, camid 1-based)."""
-    expected = "a header 'path,pid,camid' then rows like 'train/0001/1_a.jpg,1,1' (camid 1-based)"
+    expected = f"a header 'path,pid,camid' then rows like 'train/0001/1_a.jpg,1,1' (camid 1-based; {ID_RULE})"
     samples = []
-    with csv_path.open(newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if number == 1:
-                if cells != ["path", "pid", "camid"]:
-                    raise DatasetError(f"folder: {csv_path} line 1 is {row}; expected {expected}.")
-                continue
-            if not cells:
-                continue
-            try:
-                if len(cells) != 3:
-                    raise ValueError
-                path, pid, camera = base / cells[0], int(cells[1]), int(cells[2])
-            except ValueError:
-                raise DatasetError(
-                    f"folder: cannot parse {csv_path} line {number}: {row}; expected {expected}."
-                ) from None
-            if not path.is_file():
-                raise DatasetError(f"folder: {csv_path} line {number} names {path}, which does not exist.")
-            samples.append((str(path), pid, _camid(camera, f"{csv_path} line {number}", expected)))
+    rows = csv.reader(io.StringIO(read_text(csv_path, "folder"), newline=""))
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if number == 1:
+            if cells != ["path", "pid", "camid"]:
+                raise DatasetError(f"folder: {csv_path} line 1 is {row}; expected {expected}.")
+            continue
+        if not cells:
+            continue
+        pid, camera = (parse_id(cells[1]), parse_id(cells[2])) if len(cells) == 3 else (None, None)
+        if pid is None or camera is None:
+            raise DatasetError(f"folder: cannot parse {csv_path} line {number}: {row}; expected {expected}.")
+        path = base / cells[0]
+        if not path.is_file():
+            raise DatasetError(f"folder: {csv_path} line {number} names {path}, which does not exist.")
+        samples.append((str(path), pid, _camid(camera, f"{csv_path} line {number}", expected)))
     return _require_nonempty(samples, csv_path, "folder")
 
 
 def _read_split_folder(split_dir: Path) -> list[Sample]:
     """Read `<split_dir>/<pid>/<camera>_*.jpg` (camera 1-based)."""
-    expected = f"images {split_dir}/<pid>/<camera>_<anything>.jpg with integer pid and 1-based camera"
+    expected = f"images {split_dir}/<pid>/<camera>_<anything>.jpg with integer pid and 1-based camera ({ID_RULE})"
     samples = []
     for entry in sorted(split_dir.iterdir()):
         if _is_image(entry):
             raise DatasetError(f"folder: image {entry} is not inside a pid folder; expected {expected}.")
         if not entry.is_dir():
             continue
-        try:
-            pid = int(entry.name)
-        except ValueError:
-            raise DatasetError(f"folder: pid folder {entry} is not an integer; expected {expected}.") from None
+        pid = parse_id(entry.name)
+        if pid is None:
+            raise DatasetError(f"folder: pid folder {entry} is not an integer; expected {expected}.")
         for path in sorted(p for p in entry.iterdir() if _is_image(p)):
-            try:
-                camera = int(path.name.split("_", 1)[0])
-            except ValueError:
-                raise DatasetError(f"folder: cannot parse camera of {path}; expected {expected}.") from None
+            camera = parse_id(path.name.split("_", 1)[0])
+            if camera is None:
+                raise DatasetError(f"folder: cannot parse camera of {path}; expected {expected}.")
             samples.append((str(path), pid, _camid(camera, str(path), expected)))
     return _require_nonempty(samples, split_dir, "folder")
 
@@ -373,26 +368,22 @@ def load_attributes_csv(path: StrPath) -> dict[int, dict[str, int]]:
     if not csv_path.is_file():
         raise DatasetError(f"attributes file {csv_path} does not exist; found: {_found(csv_path.parent)}.")
     attributes: dict[int, dict[str, int]] = {}
-    with csv_path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = [cell.strip() for cell in next(reader, [])]
-        if len(header) < 2 or header[0] != "pid" or len(set(header)) != len(header) or not all(header):
-            raise DatasetError(
-                f"{csv_path} line 1 is {header}; "
-                f"expected 'pid,<attribute>,...' with distinct non-empty names."
-            )
-        for number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                if len(row) != len(header):
-                    raise ValueError
-                pid, *codes = (int(cell) for cell in row)
-            except ValueError:
-                raise DatasetError(
-                    f"{csv_path} line {number}: {row}; expected {len(header)} integers ({', '.join(header)})."
-                ) from None
-            if pid in attributes:
-                raise DatasetError(f"{csv_path} line {number}: pid {pid} appears twice; keep one row per pid.")
-            attributes[pid] = dict(zip(header[1:], codes))
+    reader = csv.reader(io.StringIO(read_text(csv_path, "attributes"), newline=""))
+    header = [cell.strip() for cell in next(reader, [])]
+    if len(header) < 2 or header[0] != "pid" or len(set(header)) != len(header) or not all(header):
+        raise DatasetError(
+            f"{csv_path} line 1 is {header}; "
+            f"expected 'pid,<attribute>,...' with distinct non-empty names."
+        )
+    for number, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        values = [parse_id(cell.strip()) for cell in row]
+        if len(row) != len(header) or None in values:
+            raise DatasetError(f"{csv_path} line {number}: {row}; expected {len(header)} integers "
+                               f"({', '.join(header)}; ASCII digits 0-9, at most {MAX_ID_DIGITS} of them).")
+        pid, *codes = values
+        if pid in attributes:
+            raise DatasetError(f"{csv_path} line {number}: pid {pid} appears twice; keep one row per pid.")
+        attributes[pid] = dict(zip(header[1:], codes))
     return attributes

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidkit.data.datasets import ReidDataset, Sample, StrPath, _found, _load_market_layout, relabel
+from reidkit.data.parsing import ID_RULE, parse_id, read_text
 from reidkit.errors import DatasetError
 
 VEHICLEID_TEST_SIZES = (800, 1600, 2400)
@@ -42,14 +43,15 @@ def _read_vehicleid_list(list_file: Path, image_dir: Path) -> list[tuple[str, in
                            f"{_found(list_file.parent)}. Point data.root at the folder holding image/ and "
                            "train_test_split/.")
     entries = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(list_file, "VehicleID").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[1].isdigit():
+        vehicle = parse_id(fields[1]) if len(fields) == 2 else None
+        if vehicle is None:
             raise DatasetError(f"VehicleID: cannot parse {list_file} line {number}: {line!r}; expected "
-                               "'<image name> <vehicle id>', e.g. '0004977 2'.")
-        entries.append((str(image_dir / f"{Path(fields[0]).stem}.jpg"), int(fields[1])))
+                               f"'<image name> <vehicle id>', e.g. '0004977 2' ({ID_RULE}).")
+        entries.append((str(image_dir / f"{Path(fields[0]).stem}.jpg"), vehicle))
     if not entries:
         raise DatasetError(f"VehicleID: {list_file} lists no images")
     if not Path(entries[0][0]).is_file():

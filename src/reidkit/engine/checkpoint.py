@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from reidkit.errors import ReidkitError
-from reidkit.models.weights import state_mismatch
+from reidkit.models.weights import load_torch_file, state_mismatch
 from reidkit.outputs import input_problem, write_file, write_text
 
 CHECKPOINT_NAME = re.compile(r"(epoch|step)_(\d+)")  # epoch_003, step_00000120
@@ -53,12 +53,18 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
                            "it may be truncated: use an earlier checkpoint") from error
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Load `state` into `model` strictly, naming mismatched keys and shapes in one error."""
-    mismatch = state_mismatch(model.state_dict(), state)
+def check_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse `state` unless it has exactly the keys and shapes of `expected` (a model's state dict, possibly on
+    the meta device), naming mismatched keys and shapes in one error."""
+    mismatch = state_mismatch(expected, state)
     if mismatch:
         raise ReidkitError(f"{source} does not fit this model: {mismatch}; check model.backbone and the data set "
                            "the run was trained on")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load `state` into `model` strictly, naming mismatched keys and shapes in one error."""
+    check_fits(model.state_dict(), state, source)
     model.load_state_dict(state)
 
 
@@ -143,11 +149,9 @@ class CheckpointManager:
             raise ReidkitError(f"{pointer} names checkpoint {name!r}, but {' and '.join(missing)} "
                                f"{'is' if len(missing) == 1 else 'are'} missing; {self._repair(pointer)}")
         weights, _ = load_weights(self.directory / f"{name}.safetensors")
-        state_path = self.directory / f"{name}.state.pt"
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling refusals and truncation both mean "not a state file"
-            raise ReidkitError(f"{state_path} is not a readable training state ({error})") from error
+        state = load_torch_file(self.directory / f"{name}.state.pt", "training state",
+                                "reidkit writes none there: restore the file from a copy, or train again without "
+                                "--resume into a new --out")
         return weights, state
 
     def complete_checkpoints(self) -> list[str]:

@@ -12,6 +12,7 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.devices import resolve_device, uses_amp
 from reidkit.engine.activation import activation_of_files
+from reidkit.engine.eval_folders import read_evaluations
 from reidkit.engine.evaluation import rank_feature_sets
 from reidkit.engine.extraction import extract_features
 from reidkit.engine.saved_runs import (
@@ -42,8 +43,9 @@ def read_run_summary(run_dir: str | Path) -> RunSummary:
     lines = f"line{'s' if len(skipped) > 1 else ''} {', '.join(map(str, skipped[:5]))}{', …' * (len(skipped) > 5)}"
     notes = [(f"metrics.jsonl: skipped unreadable {lines} (a run killed while writing leaves a partial last "
               "line); the training curves show the other records")] if skipped else []
+    evaluations, unreadable = read_evaluations(run_dir)
     return RunSummary(run_dir.resolve().name, config, (run_dir / "config.yaml").read_text(encoding="utf-8", errors="replace"),
-                      metrics, baselines, records, notes)
+                      metrics, baselines, records, notes + unreadable, evaluations)
 
 
 def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=None,
@@ -86,7 +88,8 @@ def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=
 
 def compare_run_folders(run_dirs: list[str | Path], out_path: str | Path, labels: list[str] | None = None) -> Path:
     """Write one HTML page comparing finished runs (`reidkit.viz.compare.compare_runs`), labelled by their folder
-    names (their paths where names repeat) or `labels`.
+    names (their paths where names repeat) or `labels`; each run's later evaluations (`reidkit eval` folders)
+    follow it as rows "LABEL: eval/SETS" with the run's config.
 
     Raises:
         ReidkitError: a folder that does not exist, or has no metrics.json, or a damaged metrics.json or
@@ -99,9 +102,12 @@ def compare_run_folders(run_dirs: list[str | Path], out_path: str | Path, labels
     labels = labels or (names if len(set(names)) == len(names) else [str(run) for run in run_dirs])
     if len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    metrics = {label: read_run_metrics(run) for label, run in zip(labels, run_dirs)}
-    configs = {label: flatten(read_run_config(run)) if (run / "config.yaml").is_file() else {}
-               for label, run in zip(labels, run_dirs)}
+    metrics, configs = {}, {}
+    for label, run in zip(labels, run_dirs):
+        config = flatten(read_run_config(run)) if (run / "config.yaml").is_file() else {}
+        metrics[label], configs[label] = read_run_metrics(run), config
+        for folder, values in read_evaluations(run)[0].items():
+            metrics[f"{label}: {folder}"], configs[f"{label}: {folder}"] = values, config
     summary = "runs: " + ", ".join(f"{label} ({run})" for label, run in zip(labels, run_dirs))
     return compare_runs(metrics, configs, out_path, summary)
 

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from reidkit.config import Config, apply_overrides, config_from_dict, read_yaml
-from reidkit.engine.checkpoint import load_into, load_weights
+import torch
+
+from reidkit.data.parsing import parse_id
+from reidkit.engine.checkpoint import check_fits, load_into, load_weights
 from reidkit.errors import ReidkitError
-from reidkit.models.reid import ReidModel, build_model, model_kwargs
+from reidkit.models.reid import MAX_CLASSES, ReidModel, build_model, model_kwargs
 
 OPEN_SET_NUMBERS = ("threshold", "target_fpr", "eer")  # the open-set figures a decision reads
 
@@ -48,13 +51,25 @@ def model_metadata(model: ReidModel, config: Config) -> dict[str, str]:
 
 
 def load_run_model(run_dir: str | Path, config: Config, weights: str | Path | None = None) -> ReidModel:
-    """Rebuild the model of a run and load `weights` (default: the run's final `model.safetensors`)."""
+    """Rebuild the model of a run and load `weights` (default: the run's final `model.safetensors`).
+
+    Every tensor of the file is checked against the shape the config builds for it before the model is
+    allocated: the model is first built on the meta device (shapes, no memory), so a header and tensors that
+    agree but lie (a classifier of [10⁷, 0], zero bytes in the file) cannot ask for gigabytes.
+
+    Raises:
+        ReidkitError: a damaged header (also more classes than `MAX_CLASSES`), or tensors that do not fit.
+    """
     path = Path(weights) if weights else Path(run_dir) / "model.safetensors"
     state, metadata = load_weights(path)
     num_classes, attributes, pair_head = _checked_header(path, state, metadata)
-    kwargs = model_kwargs(config.model, config.data) | {"weights": None}  # trained weights replace any ImageNet init
     cameras = state["backbone.camera_embedding"].shape[0] if "backbone.camera_embedding" in state else 0
-    model = build_model(num_classes=num_classes, attributes=attributes, pair_head=pair_head, cameras=cameras, **kwargs)
+    arguments = model_kwargs(config.model, config.data) | {  # trained weights replace any ImageNet init
+        "weights": None, "num_classes": num_classes, "attributes": attributes, "pair_head": pair_head,
+        "cameras": cameras}
+    with torch.device("meta"):
+        check_fits(build_model(**arguments).state_dict(), state, path)
+    model = build_model(**arguments)
     load_into(model, state, path)
     return model.eval()
 
@@ -69,11 +84,13 @@ def _checked_header(path: Path, state: dict, metadata: dict[str, str]) -> tuple[
 
     if "num_classes" not in metadata:
         raise ReidkitError(f"{path} has no num_classes metadata; it was not written by reidkit")
-    classifier = state.get("head.classifier.weight")
-    if not metadata["num_classes"].isdigit() or classifier is None or classifier.dim() != 2 \
-            or int(metadata["num_classes"]) != classifier.shape[0]:
+    classifier, num_classes = state.get("head.classifier.weight"), parse_id(metadata["num_classes"])
+    if num_classes is None or num_classes < 1 or classifier is None or classifier.dim() != 2 \
+            or num_classes != classifier.shape[0]:
         rows = tuple(classifier.shape) if classifier is not None else "absent"
         raise refuse(f"num_classes {metadata['num_classes']!r} for a classifier of shape {rows}")
+    if num_classes > MAX_CLASSES:
+        raise refuse(f"num_classes {num_classes} is over the ceiling of {MAX_CLASSES:,} classes")
     try:
         attributes = json.loads(metadata.get("attributes", "null"))
     except json.JSONDecodeError:
@@ -82,13 +99,13 @@ def _checked_header(path: Path, state: dict, metadata: dict[str, str]) -> tuple[
         shapes = {name: state.get(f"attribute_heads.classifiers.{name}.weight") for name in attributes} \
             if isinstance(attributes, dict) else {}
         if not isinstance(attributes, dict) or not all(
-                isinstance(count, int) and shapes[name] is not None and shapes[name].shape[0] == count
-                for name, count in attributes.items()):
+                isinstance(count, int) and 1 <= count <= MAX_CLASSES and shapes[name] is not None
+                and shapes[name].shape[0] == count for name, count in attributes.items()):
             raise refuse(f"attributes {metadata.get('attributes')!r} do not match the attribute heads it holds")
     pair_head = metadata.get("pair_head", "false")
     if pair_head not in ("true", "false") or (pair_head == "true") != ("pair_head.classifier.weight" in state):
         raise refuse(f"pair_head {pair_head!r} does not match the tensors")
-    return int(metadata["num_classes"]), attributes, pair_head == "true"
+    return num_classes, attributes, pair_head == "true"
 
 
 def read_run_metrics(run_dir: str | Path) -> dict:

@@ -146,6 +146,13 @@ class ReidModel(nn.Module):
         return self.pair_head(features_a, features_b).softmax(dim=1)[:, 1]
 
 
+# The most classes one classifier head may have (identities; the classes of an attribute), and the most cameras
+# of a camera embedding: 8 GB of float32 weights for a 2048-d feature. The largest public ReID training sets have
+# about 30,000 identities; a count over this comes from a damaged or edited file, and is refused before any memory
+# is allocated for it.
+MAX_CLASSES = 1_000_000
+
+
 def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: str = "avg",
                 weights: str | None = None, attributes: dict[str, int] | None = None,
                 pair_head: bool = False, non_local: bool = False,
@@ -158,7 +165,16 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
     `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
     keys are recognised as one) initialises the whole network but the ID classifier from it
     (`reidkit.models.peers`); other values initialise the trunk (`build_backbone`).
+
+    Raises:
+        ConfigError: more than `MAX_CLASSES` classes in a head or cameras; an inconsistent architecture.
     """
+    counts = {"num_classes": num_classes, "cameras": cameras,
+              **{f"attribute {name!r}": count for name, count in (attributes or {}).items()}}
+    too_many = [f"{what} {count}" for what, count in counts.items() if count > MAX_CLASSES]
+    if too_many:
+        raise ConfigError(f"{', '.join(too_many)} is over the ceiling of {MAX_CLASSES:,} classes (or cameras) per "
+                          "head; a count this large comes from a damaged file or a wrong data set")
     peer = peer_weights(weights) if weights else None
     if peer:
         check_architecture(peer[0], peer[1], peer[2], backbone, embedding_dim, stem_pool)

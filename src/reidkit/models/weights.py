@@ -8,6 +8,9 @@ local `.safetensors` or torch file, read without executing pickled code.
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,14 +30,41 @@ IMAGENET_WEIGHTS = {
 
 def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
     """"" when `state` has exactly the keys and shapes of `expected`, else "missing [...], unexpected [...],
-    wrong shape [...] (first 5 of each)" for an error message."""
+    wrong shape ['KEY [file's shape] where the model has [shape]', ...] (first 5 of each)" for an error message."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    wrong_shape = [f"{key} {list(state[key].shape)} where the model has {list(expected[key].shape)}"
+                   for key in sorted(set(state) & set(expected)) if state[key].shape != expected[key].shape]
     if not (missing or unexpected or wrong_shape):
         return ""
     return (f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]} "
             "(first 5 of each)")
+
+
+def load_torch_file(path: Path, what: str, fix: str) -> object:
+    """The contents of the torch file `path` read with `weights_only=True` (tensors, containers, numbers: no
+    pickled code runs), torch's warnings silenced for this load.
+
+    Raises:
+        ConfigError: one line naming `path`: the Python objects pickled in it (the globals torch refused) and
+            `fix`, or why it is not a readable `what`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own advice (weights_only=False) must not reach the user
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if refused:
+            raise ConfigError(f"{path} is not a readable {what}: it holds pickled Python objects "
+                              f"({', '.join(refused)}), which reidkit does not load since unpickling can run any "
+                              f"code; {fix}") from None
+        problem = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(error))  # past torch's advice
+        reason = problem.group(1) if problem else "not a pickle of tensors"
+    except Exception as error:  # zipfile, storage and end-of-file errors: a truncated or foreign file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+            "cut short or empty" if isinstance(error, EOFError) else type(error).__name__
+    raise ConfigError(f"{path} is not a readable {what} ({reason})")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -48,14 +78,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if problem:
         raise ConfigError(f"weights file {path} {problem}; give a local .safetensors or .pth path, or "
                           "model.weights=imagenet")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors, zipfile and unpickler errors all mean "not weights"
-        raise ConfigError(f"{path} is not a readable weights file ({error})") from error
+        except Exception as error:  # safetensors raises several error types for a damaged header or body
+            raise ConfigError(f"{path} is not a readable weights file ({error})") from error
+    state = load_torch_file(path, "weights file", (
+        "only if you trust the file, re-save its state dict with `python -c \"import torch; torch.save(torch.load("
+        f"{str(path)!r}, weights_only=False)['state_dict'], 'state_dict.pth')\"` (fast-reid: ['model']) and pass "
+        "state_dict.pth"))
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -32,8 +32,9 @@ from reidkit.viz.ranked import save_ranked_lists
 @dataclass
 class RunSummary:
     """What the report shows of a run besides its test set: `name` (the folder's), the `config` and the text of
-    its config.yaml, `metrics` (metrics.json), `baselines` ({name: metrics}), `records` (metrics.jsonl) and
-    `notes` shown under the title (what could not be read or recomputed)."""
+    its config.yaml, `metrics` (metrics.json), `baselines` ({name: metrics}), `records` (metrics.jsonl),
+    `evaluations` ({folder: metrics} of the later `reidkit eval` runs) and `notes` shown under the title (what
+    could not be read or recomputed)."""
 
     name: str
     config: Config
@@ -42,6 +43,7 @@ class RunSummary:
     baselines: dict = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    evaluations: dict[str, dict] = field(default_factory=dict)
 
 
 def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, dataset: Any = None,
@@ -79,6 +81,8 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
             ("dataset", "Data set", _dataset_section(config, dataset, metrics)),
             ("metrics", "Metrics", metrics_table(rows)),
             *([("test-sets", "Test sets", _test_sets_section(metrics["test_sets"]))] if "test_sets" in metrics else []),
+            *([("evaluations", "Evaluations", _evaluations_section(summary.evaluations))] if summary.evaluations
+              else []),
             ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
             ("training", "Training curves", _training_section(summary.records, Path(scratch))),
         ]
@@ -133,6 +137,12 @@ def _test_sets_section(test_sets: dict[str, dict]) -> str:
             + table("test-sets-table", ["test set"] + [f"{title} (%)" for _, title in METRIC_COLUMNS],
                      [(name, "".join(percent_cell(values.get(key), key=key) for key, _ in METRIC_COLUMNS))
                       for name, values in test_sets.items()]))
+
+
+def _evaluations_section(evaluations: dict[str, dict]) -> str:
+    """One row per folder `reidkit eval` wrote into the run (its own test set again, other data sets)."""
+    return ("<p>Evaluations of this run's model written by <code>reidkit eval</code>, one folder each (the "
+            "metrics.json and pictures are there).</p>" + metrics_table(evaluations))
 
 
 def _cmc_section(metrics: dict, scratch: Path, dataset) -> str:
