@@ -424,11 +424,10 @@ BAD_IDS = {"superscript two": "²", "Arabic-Indic twelve": "١٢", "fullwidth fi
 TEXT_ONLY = ("msmt17 pid", "folder csv", "vehicleid list", "attributes csv")  # a byte that is not UTF-8 is a file's
 
 
-@pytest.mark.parametrize("text", list(BAD_IDS.values()) + ["BYTES"], ids=list(BAD_IDS) + ["not UTF-8"])
-@pytest.mark.parametrize("case", list(ID_CASES))
+@pytest.mark.parametrize("case, text", [
+    *[pytest.param(case, text, id=f"{case}-{name}") for case in ID_CASES for name, text in BAD_IDS.items()],
+    *[pytest.param(case, "BYTES", id=f"{case}-not UTF-8") for case in TEXT_ONLY]])
 def test_every_parser_reads_ids_as_ascii_digits_of_bounded_length(tmp_path, case, text):
-    if text == "BYTES" and case not in TEXT_ONLY:
-        pytest.skip("file names are not list files")
     load, where = ID_CASES[case](tmp_path, "7")
     load(str(tmp_path))  # the same case with a plain id loads
     bad = tmp_path / "bad"
