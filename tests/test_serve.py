@@ -677,3 +677,18 @@ def test_a_threshold_in_range_decides_and_is_given_once(client):
     assert all(r["same_person"] for r in answers["2"]["results"])  # cosine distances of this model are < 2
     twice = client.post("/search?threshold=0.5&threshold=0.6", json={"query_index": 3})
     assert twice.status_code == 400 and "once" in twice.json()["detail"]
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "\u0967\u0966", "12x"])
+def test_a_content_length_that_is_not_ascii_digits_is_left_to_the_body_count(declared):
+    """A Content-Length of other scripts' digits ("²".isdigit() is True, int("²") fails) is not read as a
+    number: the body is counted as it arrives, and a small body is returned whole."""
+    from reidkit.serve.uploads import read_body
+
+    class Request:
+        headers = {"content-length": declared}
+
+        async def stream(self):
+            yield b"abc"
+
+    assert asyncio.run(read_body(Request(), limit=10, timeout=5.0)) == b"abc"
