@@ -190,3 +190,16 @@ def test_train_refuses_the_cluster_memory(tmp_path):
 
     with pytest.raises(ConfigError, match="only `reidkit adapt` makes"):
         train(load_config(None, ["loss.cluster_memory.weight=1"]), tmp_path / "run")
+
+
+@pytest.mark.slow  # two spawned gloo ranks (a few seconds); still run by make test
+def test_every_rank_keeps_the_memory_of_the_concatenated_global_batch(tmp_path):
+    import _adapt_dist_worker as worker
+    from _dist_worker import spawn_ranks
+
+    spawn_ranks(worker.memory_worker, (2, str(tmp_path / "rendezvous"), str(tmp_path)))
+    centroids, features, labels = worker.batches()
+    expected = momentum_update(torch.nn.functional.normalize(centroids, dim=1), features.reshape(10, 4),
+                               labels.reshape(10), momentum=0.3)
+    for rank in (0, 1):  # the same sequential updates in the same order: bitwise equal
+        assert torch.equal(torch.load(tmp_path / f"memory_{rank}.pt"), expected)
