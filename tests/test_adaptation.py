@@ -203,3 +203,62 @@ def test_every_rank_keeps_the_memory_of_the_concatenated_global_batch(tmp_path):
                                labels.reshape(10), momentum=0.3)
     for rank in (0, 1):  # the same sequential updates in the same order: bitwise equal
         assert torch.equal(torch.load(tmp_path / f"memory_{rank}.pt"), expected)
+
+
+def adapt_command(source, data, out, *extra):
+    """`reidkit adapt` of the run `source` on the gallery images of the tiny synthetic set as an unlabelled
+    folder (evaluated on that set), one clustering round for the two epochs."""
+    return ["--quiet", "adapt", "--source", str(source), "--config", "configs/adapt/cluster_contrast.yaml",
+            "--out", str(out), "data.dataset=synthetic", f"data.root={data}", "data.synthetic_identities=16",
+            "data.synthetic_cameras=3", "data.p=4", "data.k=4", "data.workers=0", "train.device=cpu",
+            "train.epochs=2", "train.eval_every=1", "eval.batch_size=64", "eval.ranked_queries=2", "adapt.every=2",
+            "adapt.k1=10", "adapt.k2=3", "adapt.min_samples=2", f"adapt.unlabeled_folders=['{data}/bounding_box_test']",
+            *extra]
+
+
+@pytest.mark.slow  # three short adaptation runs of an untrained tiny model (~30 s on 2 cores)
+def test_adapt_writes_a_run_and_a_rewound_run_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch):
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from reidkit.cli import main
+    from reidkit.engine.checkpoint import load_weights
+
+    monkeypatch.chdir(Path(__file__).parent.parent)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _untrained_run import write_untrained_run
+
+    source, _, _, _ = write_untrained_run(tmp_path)
+    data = tmp_path / "data"
+    assert main(adapt_command(source, data, tmp_path / "adapted")) == 0
+    assert "direct transfer (the source model): rank-1" in capsys.readouterr().out
+    run = tmp_path / "adapted"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["direct_transfer"]) >= {"rank1", "mAP", "mINP"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rounds = [record for record in records if record["kind"] == "cluster"]
+    assert [record["epoch"] for record in rounds] == [1] and rounds[0]["cluster/clusters"] >= 4
+    assert [record["epoch"] for record in records if record["kind"] == "eval"] == [0, 1, 2]
+    assert "Clustering rounds" in (run / "report.html").read_text()
+    # Rewind a copy to the end of epoch 1: the resumed epoch 2 needs the round's labels and memory from the
+    # checkpoint (no round is due), and must end with the same weights, bitwise (CPU, same process).
+    rewound = tmp_path / "rewound"
+    shutil.copytree(run, rewound)
+    (rewound / "checkpoints" / "last.json").write_text(json.dumps({"name": "epoch_001"}))
+    assert main(["--quiet", "adapt", "--resume", str(rewound)]) == 0
+    expected, resumed = load_weights(run / "model.safetensors")[0], load_weights(rewound / "model.safetensors")[0]
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    assert [r["epoch"] for r in map(json.loads, (rewound / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] == "cluster"] == [1]
+
+
+def test_adapt_refuses_a_missing_source_in_one_line(tmp_path, capsys):
+    from reidkit.cli import main
+
+    assert main(["adapt", "--source", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("reidkit: error: ") and "is not a run folder" in error and len(error.splitlines()) == 1
+    assert main(["adapt", "--out", str(tmp_path / "run")]) == 2
+    assert "adapt needs --source RUN_DIR" in capsys.readouterr().err
