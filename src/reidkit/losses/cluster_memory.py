@@ -86,7 +86,9 @@ class ClusterMemoryLoss(nn.Module):
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
         self.temperature, self.momentum, self.hard = temperature, momentum, hard
-        self.register_buffer("memory", torch.zeros(num_clusters, dim))
+        # random unit centroids (a fixed seed; the global random state is untouched) until the first `reset`
+        start = torch.randn(num_clusters, dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("memory", F.normalize(start, dim=1))
 
     def reset(self, cluster_means: Tensor) -> None:
         """Start a round: the memory becomes the normalised `cluster_means` `[C, D]`."""
