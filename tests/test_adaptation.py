@@ -262,3 +262,14 @@ def test_adapt_refuses_a_missing_source_in_one_line(tmp_path, capsys):
     assert error.startswith("reidkit: error: ") and "is not a run folder" in error and len(error.splitlines()) == 1
     assert main(["adapt", "--out", str(tmp_path / "run")]) == 2
     assert "adapt needs --source RUN_DIR" in capsys.readouterr().err
+
+
+def test_adaptation_recipes_load_and_pass_the_adaptation_checks():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parent.parent / "configs" / "adapt").glob("*.yaml"))
+    assert [path.stem for path in recipes] == ["cluster_contrast", "cluster_contrast_hard"]
+    for path in recipes:
+        config = load_config(path, ["adapt.source=runs/source"])
+        check_adaptation_config(config)
+        assert config.loss.cluster_memory.weight > 0
