@@ -72,7 +72,7 @@ def jaccard_distance_graph(features: Any, k1: int = 30, k2: int = 6, max_distanc
         progress: show a tqdm bar.
 
     Returns:
-        ``[N, N]`` float32 CSR matrix, symmetric, with explicit entries (zeros included: J(i, i) = 0) for
+        ``[N, N]`` float32 CSR matrix, symmetric up to float rounding, with explicit entries (zeros included: J(i, i) = 0) for
         the pairs with J ≤ max_distance; absent pairs are farther.
 
     Raises:
