@@ -1,4 +1,4 @@
-"""The `reidkit` command line: synth, train, import, eval, extract, rerank, verify, index, search, report, export,
+"""The `reidkit` command line: synth, train, adapt, import, eval, extract, rerank, verify, index, search, report, export,
 serve.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
@@ -59,6 +59,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = train(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
     if metrics:  # empty on the non-main ranks of a distributed run
         print(f"run folder: {out}  {describe_test_sets(metrics)}\nreport: {Path(out) / 'report.html'}")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from reidkit.config import load_config
+    from reidkit.distributed import launch_local
+    from reidkit.engine.adaptation import adapt, adaptation_config
+    from reidkit.engine.evaluation import describe_metrics, describe_test_sets
+    from reidkit.engine.saved_runs import load_run_config
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_local(args.nproc, without_option(args.argv, "--nproc"))
+    if args.resume:
+        config, out = load_run_config(args.resume, args.overrides), args.resume
+    elif args.out and args.source:
+        config, out = adaptation_config(load_config(args.config, args.overrides), args.source), args.out
+    else:
+        raise ReidkitError("adapt needs --source RUN_DIR and --out RUN_DIR (a new run), or --resume RUN_DIR")
+    metrics = adapt(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
+    if metrics:  # empty on the non-main ranks of a distributed run
+        print(f"run folder: {out}  {describe_test_sets(metrics)}\ndirect transfer (the source model): "
+              f"{describe_metrics(metrics['direct_transfer'])}\nreport: {Path(out) / 'report.html'}")
     return 0
 
 
@@ -386,6 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "loss.id.sharded, train.dist_timeout_minutes")
     train.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
+
+    adapt = commands.add_parser("adapt", parents=[quiet], help="adapt a trained run to unlabelled images of other "
+                                "cameras (clustering pseudo labels, cluster memory); writes a run folder")
+    adapt.add_argument("--source", metavar="RUN_DIR", help="the run to start from (`reidkit train` or `reidkit "
+                       "import`); its model section and input size are kept")
+    adapt.add_argument("--config", help="YAML config: the unlabelled images (adapt.unlabeled_sets, "
+                       "adapt.unlabeled_folders; default the train split of data.*, labels hidden), the labelled "
+                       "test set (data.* or eval.test_sets), clustering and loss, e.g. configs/adapt/cluster_contrast.yaml")
+    adapt.add_argument("--out", help="run folder to write (must not hold a run yet)")
+    adapt.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint (the round's "
+                       "pseudo labels and cluster memory included)")
+    adapt.add_argument("--force", action="store_true", help="resume even if the config or the images changed")
+    adapt.add_argument("--nproc", type=int, default=1, help="processes on this machine (as for train): each "
+                       "extracts a share of the images, rank 0 clusters and broadcasts the labels")
+    adapt.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    adapt.set_defaults(func=cmd_adapt)
 
     peer = commands.add_parser("import", parents=[quiet], help="make a run folder from a Torchreid or fast-reid "
                                "checkpoint, for eval / extract / index / serve / export")

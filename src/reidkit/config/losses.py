@@ -152,6 +152,17 @@ class CircleClassLossConfig(EmbeddingTermConfig):
 
 
 @dataclass
+class ClusterMemoryLossConfig(EmbeddingTermConfig):
+    """Cluster Contrast's memory loss over the pseudo identities of `reidkit adapt` (refused by `train`): a
+    softmax at `temperature` over unit cluster centroids, each moved by `momentum` (the old centroid's share)
+    towards the batch's features; `hard`: towards the hardest feature of each cluster in the batch only."""
+
+    temperature: float = 0.05
+    momentum: float = 0.1
+    hard: bool = False
+
+
+@dataclass
 class LossConfig:
     """One entry per loss term; the objective is the sum of weight × term over terms with weight > 0."""
 
@@ -174,6 +185,7 @@ class LossConfig:
     attribute: AttributeLossConfig = field(default_factory=AttributeLossConfig)
     jigsaw: JigsawLossConfig = field(default_factory=JigsawLossConfig)  # TransReID's local features
     verification: PairwiseTermConfig = field(default_factory=PairwiseTermConfig)  # Siamese pair head
+    cluster_memory: ClusterMemoryLossConfig = field(default_factory=ClusterMemoryLossConfig)  # reidkit adapt
 
     def __post_init__(self) -> None:
         """Refuse a negative weight, and a setting of an enabled term (weight > 0) that its loss would refuse."""
@@ -215,6 +227,7 @@ _LOSS_RULES: dict[str, dict[str, tuple[typing.Callable[[Any], bool], str]]] = {
     "arcface": {"scale": _POSITIVE,
                 "margin_rad": (lambda v: 0 <= v <= math.pi / 2, "use a value in [0, pi/2] (radians)")},
     "circle": {"scale": _POSITIVE, "margin": _UNIT},
+    "cluster_memory": {"temperature": _POSITIVE, "momentum": _UNIT},
 }
 
 

@@ -363,6 +363,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    adapt: AdaptConfig = field(default_factory=lambda: AdaptConfig())  # read only by `reidkit adapt`
 
     def __post_init__(self) -> None:
         terms = {f.name: getattr(self.loss, f.name) for f in dataclasses.fields(self.loss)}
@@ -402,3 +403,4 @@ def resolve_protocol(config: Config, source: DataSource | None = None) -> str:
     return "single_gallery_shot" if classic else "all_gallery"
 
 
+from reidkit.config.adapt import AdaptConfig  # noqa: E402  (last: that module imports DataSource from this one)

@@ -183,6 +183,9 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, log=print,
         ReidkitError: bad data, config, an unwritable folder, a diverging loss or a refused resume,
             with a message naming the fix.
     """
+    if config.loss.cluster_memory.weight > 0:
+        raise ConfigError("loss.cluster_memory trains on pseudo identities, which only `reidkit adapt` makes; set "
+                          "loss.cluster_memory.weight=0 or adapt a trained run with `reidkit adapt --source RUN`")
     device = resolve_device(config.train.device)
     with distributed.process_group_from_environment(device, config.train.dist_timeout_minutes):
         return _train(config, Path(run_dir), device, progress, log, resume, force)
@@ -352,7 +355,11 @@ class TrainingRun:
         self.checkpoints.save(name, self.model, self.metadata, {
             "position": asdict(self.position), "config": self.config.to_dict(), "rng": capture_rng_state(),
             "train_set": self.train_set, "objective": objective_state, "optimizer": optimizer_state,
-            "scheduler": self.scheduler.state_dict()})
+            "scheduler": self.scheduler.state_dict(), **self.extra_state()})
+
+    def extra_state(self) -> dict:
+        """What a subclass adds to every checkpoint's training state (plain values and tensors)."""
+        return {}
 
     def read_steps(self, epoch: int) -> StepReport:
         """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if

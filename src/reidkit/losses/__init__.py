@@ -2,6 +2,7 @@
 
 from reidkit.losses.distances import pairwise_distance
 from reidkit.losses.center import CenterLoss, center_loss
+from reidkit.losses.cluster_memory import ClusterMemoryLoss, cluster_memory_loss, momentum_update
 from reidkit.losses.curriculum import (
                                        CurriculumTripletLoss,
                                        curriculum_triplet_loss,
@@ -63,6 +64,7 @@ __all__ = [
     "BatchTripletLoss",
     "CenterLoss",
     "CircleClassLoss",
+    "ClusterMemoryLoss",
     "CirclePairLoss",
     "CosFaceLoss",
     "CosineMarginLoss",
@@ -83,6 +85,7 @@ __all__ = [
     "build_triplets",
     "center_loss",
     "circle_pair_loss",
+    "cluster_memory_loss",
     "contrastive_loss",
     "cross_entropy_label_smooth",
     "curriculum_triplet_loss",
@@ -92,6 +95,7 @@ __all__ = [
     "hardest_pairs",
     "improved_triplet_loss",
     "lifted_structured_loss",
+    "momentum_update",
     "negative_probabilities",
     "pairwise_distance",
     "quadruplet_loss",

@@ -18,6 +18,7 @@ from torch import nn
 from reidkit.errors import ConfigError
 from reidkit.losses.attribute import AttributeLoss
 from reidkit.losses.center import CenterLoss
+from reidkit.losses.cluster_memory import ClusterMemoryLoss
 from reidkit.losses.cross_rank import CrossRankLoss
 from reidkit.losses.curriculum import CurriculumTripletLoss
 from reidkit.losses.hard_samples import HardSampleCrossEntropy
@@ -119,6 +120,7 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
         "attribute": attribute,
         "jigsaw": lambda t: JigsawLoss(t.label_smoothing, t.margin, t.metric),
         "verification": verification,
+        "cluster_memory": lambda t: ClusterMemoryLoss(c, d, t.temperature, t.momentum, t.hard),
     }
 
 

@@ -4,7 +4,7 @@ gallery features and activation maps. `reidkit.engine.reporting` reads a run fol
 what the folder lacks. `reidkit.viz.compare` compares several runs.
 
 Sections: config (collapsible), data set, metrics (with baselines and pair-head re-scoring when present), CMC,
-training curves per loss term, open-set figures and attribute accuracies (when present), rank-1 per camera
+training curves per loss term, clustering rounds (an adaptation run), open-set figures and attribute accuracies (when present), rank-1 per camera
 pair, ranked lists of sample queries and of the worst queries by AP, PCA scatter of gallery features. The
 metrics table and CMC curve are the run's metrics.json (its evaluation protocol, named in the data set
 section); the per-query sections come from the ranked lists (`reidkit.metrics.ranked_lists`: all gallery,
@@ -23,6 +23,7 @@ import numpy as np
 
 from reidkit.config import Config
 from reidkit.config.sections import set_names
+from reidkit.viz.adaptation import plot_pseudo_label_rounds
 from reidkit.viz.curves import plot_cmc, plot_distance_histograms, plot_roc, plot_training_curves
 from reidkit.viz.embedding_plot import plot_embedding
 from reidkit.viz.html_page import METRIC_COLUMNS, image_figure, metrics_table, percent_cell, table, write_page
@@ -74,6 +75,8 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
         rows["k-reciprocal re-ranking"] = metrics["reranked"]
     if "query_expanded" in metrics:
         rows["query expansion"] = metrics["query_expanded"]
+    if "direct_transfer" in metrics:  # an adaptation run: its source model before adaptation
+        rows["direct transfer (the source model)"] = metrics["direct_transfer"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in summary.baselines.items()})
     with tempfile.TemporaryDirectory() as scratch:
         sections = [
@@ -86,6 +89,10 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
             ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
             ("training", "Training curves", _training_section(summary.records, Path(scratch))),
         ]
+        if any(record.get("kind") == "cluster" for record in summary.records):
+            sections.append(("pseudo-labels", "Clustering rounds", image_figure(
+                plot_pseudo_label_rounds(summary.records, Path(scratch) / "rounds.png"),
+                "clusters, outliers and (with known identities) purity, NMI, ARI of each round's pseudo labels")))
         if metrics.get("open_set"):
             sections.append(("open-set", "Open-set matching", _open_set_section(metrics["open_set"], Path(scratch))))
         if metrics.get("attribute_accuracy"):
