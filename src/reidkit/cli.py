@@ -110,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluations = [evaluate_model(model, test_set, config.eval, data.height, data.width, device, workers=data.workers,
                                   amp=uses_amp(config.train, device), progress=not args.quiet,
                                   pair_feature=config.loss.verification.feature,
-                                  protocol=resolve_protocol(config, source),
+                                  protocol=resolve_protocol(config, source), seq_len=data.seq_len,
                                   attributes=load_attributes(source.dataset, source.root, source.attributes)
                                   if model.attribute_heads else None)
                    for test_set, source in zip(test_sets, test_sources(config)[0])]

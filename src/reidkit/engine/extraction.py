@@ -50,12 +50,15 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
     chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     with eval_mode(model):
         for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
-            images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=layout)
+            images = batch["images"].to(device, non_blocking=True)
+            images = images.contiguous(memory_format=layout) if images.dim() == 4 else images
             # the camera ids, for a model with a camera embedding (TransReID)
             camids = (batch["camids"].to(device),) if getattr(model, "uses_camids", False) and "camids" in batch else ()
+            # tracklets [B, T, 3, H, W] of several lengths come padded, with the mask of their real frames
+            mask = {"frame_mask": batch["frame_mask"].to(device)} if "frame_mask" in batch else {}
             with autocast_context(device, amp):
-                outputs = model(images, *camids)
-                mirrored = model(torch.flip(images, dims=[3]), *camids) if flip else None
+                outputs = model(images, *camids, **mask)
+                mirrored = model(torch.flip(images, dims=[-1]), *camids, **mask) if flip else None
             for key in keys:
                 value = outputs[key].float()
                 chunks[key].append((value + mirrored[key].float()).div(2) if flip else value)
