@@ -56,7 +56,8 @@ class TemporalAttention(nn.Module):
 
     def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The attention weights a_t [B, T] (0 on padding, summing to 1 over each tracklet's frames)."""
-        scores = self.score(frames).squeeze(-1).float()
+        scores = self.score(frames).squeeze(-1)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in float32 at least
         return scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(dim=1).to(frames.dtype)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
