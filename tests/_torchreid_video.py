@@ -4,6 +4,7 @@ stubs are removed again when the fixture ends."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -14,11 +15,16 @@ from pathlib import Path
 import pytest
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_root() -> Path | None:
+    spec = importlib.util.find_spec("torchreid")  # looked up once, before any stub stands in for the package
+    return Path(spec.submodule_search_locations[0]) / "reid" if spec is not None else None
+
+
 def torchreid_root() -> Path:
-    spec = importlib.util.find_spec("torchreid")
-    if spec is None:
+    if _installed_root() is None:
         pytest.skip("torchreid is not installed (pip install --no-deps torchreid==0.2.5)")
-    return Path(spec.submodule_search_locations[0]) / "reid"
+    return _installed_root()
 
 
 class _VideoDataset:

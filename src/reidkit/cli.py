@@ -28,8 +28,14 @@ RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from reidkit.data.synthetic import SyntheticSpec, generate_dataset
+    from reidkit.data.synthetic_video import VideoSpec, generate_video_dataset
 
     spec = SyntheticSpec(identities=args.identities, cameras=args.cameras)
+    if args.tracklets:
+        counts = generate_video_dataset(args.out, VideoSpec(args.identities, args.cameras, images=spec), seed=args.seed,
+                                        progress=not args.quiet)
+        print(f"wrote synthetic tracklets (MARS layout) to {args.out}: {json.dumps(counts)}")
+        return 0
     counts = generate_dataset(args.out, spec, seed=args.seed, progress=not args.quiet)
     print(f"wrote synthetic data set to {args.out}: {json.dumps(counts)}")
     return 0
@@ -267,14 +273,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.retrieval import GalleryIndex
 
     index = GalleryIndex.load(args.index)
-    result = search_images(index, args.images, topk=args.topk)
+    result = search_images(index, args.images, topk=args.topk, tracklet=args.tracklet)
     try:
         threshold, source = run_threshold(index.run_dir, index.metric, args.threshold)
     except ReidkitError as error:  # results without a decision
         threshold, source = None, str(error)
     print(f"same person below {index.metric} distance {threshold:.4f} ({source})" if threshold is not None
           else f"no same-person decision: {source}")
-    for query, indices, distances in zip(args.images, result.indices, result.distances):
+    queries = [f"tracklet of {len(args.images)} images ({args.images[0]} ...)"] if args.tracklet else args.images
+    for query, indices, distances in zip(queries, result.indices, result.distances):
         decision = "" if threshold is None else \
             "  → same person as #1" if distances[0] < threshold else "  → no match"
         print(f"query {query}{decision}")
@@ -333,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of identities, half train and half test (4 to 9999; default 300)")
     synth.add_argument("--cameras", type=int_in(2, 9), default=6, help="number of cameras (2 to 9; default 6)")
     synth.add_argument("--seed", type=int_in(0), default=0, help="random seed, 0 or more (same seed, same files)")
+    synth.add_argument("--tracklets", action="store_true", help="write tracklets (frames of walks) in the MARS layout "
+                       "instead of images (cameras 2 to 6; data.dataset=synthetic_video reads them)")
     synth.set_defaults(func=cmd_synth)
 
     train = commands.add_parser("train", parents=[quiet], help="train a model and evaluate it; writes a run folder")
@@ -405,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", parents=[quiet], help="rank the indexed gallery for query images")
     search.add_argument("--index", required=True, help="file written by `reidkit index`")
     search.add_argument("images", nargs="+", help="query image files")
+    search.add_argument("--tracklet", action="store_true", help="the images are frames of one person: one query, "
+                        "their features aggregated by the run's model.temporal")
     search.add_argument("--topk", type=int_in(1), default=10, help="results per query (default 10)")
     search.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the "
                         "threshold of the index's run for eval.open_set_fpr, in metrics.json)")

@@ -17,7 +17,7 @@ from reidkit.models.backbones import build_backbone
 from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
 from reidkit.models.jigsaw import JigsawPatchModule
 from reidkit.models.peers import check_architecture, load_peer_state, peer_weights
-from reidkit.models.temporal import build_aggregation, full_mask
+from reidkit.models.temporal import build_aggregation
 
 
 def embedding_layer(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -106,7 +106,7 @@ class ReidModel(nn.Module):
         batch, length = tracklets.shape[:2]
         frame_camids = camids.repeat_interleave(length) if camids is not None and self.uses_camids else None
         frames = self.forward_features(tracklets.flatten(0, 1), frame_camids).unflatten(0, (batch, length))
-        mask = full_mask(frames) if frame_mask is None else frame_mask.to(frames.device)
+        mask = None if frame_mask is None else frame_mask.to(frames.device)
         return self.forward_head(self.temporal(frames, mask))
 
     def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None,

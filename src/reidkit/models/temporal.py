@@ -1,5 +1,6 @@
 """Temporal aggregation: frame features `[B, T, D]` and a frame mask `[B, T]` (True: a real frame, False:
-padding) → one feature per tracklet `[B, D]`. Padding never changes the result.
+padding; None: every frame is real, the form exported to ONNX with a dynamic T) → one feature per tracklet
+`[B, D]`. Padding never changes the result.
 
 - "avg": temporal average pooling, f = Σ_t m_t x_t / Σ_t m_t.
 - "max": temporal max pooling, f_d = max_{t: m_t} x_{t,d}.
@@ -19,13 +20,10 @@ from torch import nn
 AGGREGATIONS = ("avg", "max", "attention", "transformer")
 
 
-def full_mask(frames: torch.Tensor) -> torch.Tensor:
-    """The mask of `frames` [B, T, D] without padding: all True, [B, T]."""
-    return torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
-
-
-def masked_average(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_average(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Σ_t m_t x_t / Σ_t m_t: [B, T, D], [B, T] → [B, D]."""
+    if mask is None:
+        return frames.mean(dim=1)
     weights = mask.to(frames.dtype).unsqueeze(-1)
     return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
@@ -33,14 +31,16 @@ def masked_average(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class TemporalAverage(nn.Module):
     """Temporal average pooling over the real frames."""
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return masked_average(frames, mask)
 
 
 class TemporalMax(nn.Module):
     """Temporal max pooling over the real frames."""
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return frames.amax(dim=1)
         lowest = torch.finfo(frames.dtype).min
         return frames.masked_fill(~mask.unsqueeze(-1), lowest).amax(dim=1)
 
@@ -54,13 +54,15 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.score.weight)  # starts as average pooling
         nn.init.zeros_(self.score.bias)
 
-    def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def frame_weights(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The attention weights a_t [B, T] (0 on padding, summing to 1 over each tracklet's frames)."""
         scores = self.score(frames).squeeze(-1)
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in float32 at least
-        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(dim=1).to(frames.dtype)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=1).to(frames.dtype)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return (self.frame_weights(frames, mask).unsqueeze(-1) * frames).sum(dim=1)
 
 
@@ -80,8 +82,9 @@ class TemporalTransformer(nn.Module):
         nn.init.zeros_(self.layer.linear2.weight)
         nn.init.zeros_(self.layer.linear2.bias)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_average(self.layer(frames, src_key_padding_mask=~mask), mask)
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        padding = None if mask is None else ~mask
+        return masked_average(self.layer(frames, src_key_padding_mask=padding), mask)
 
 
 def build_aggregation(name: str, feat_dim: int) -> nn.Module:
