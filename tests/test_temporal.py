@@ -132,3 +132,45 @@ def test_tracklet_model_pools_its_frame_features(temporal):
     torch.testing.assert_close(outputs["bn_features"], model.forward_head(pooled)["bn_features"])
     torch.testing.assert_close(padded["features"], outputs["features"], rtol=1e-5, atol=1e-5)
     assert outputs["logits"].shape == (2, 5)
+
+
+def test_training_batches_of_whole_tracklets_are_padded_and_reproducible(tmp_path):
+    from PIL import Image
+
+    from reidkit.data.tracklet_loading import build_tracklet_train_loader
+    from reidkit.data.transforms import build_train_transform
+
+    samples = []
+    for pid in range(3):
+        for camid, length in ((0, 2 + pid), (1, 1)):
+            paths = []
+            for frame in range(length):
+                path = tmp_path / f"{pid}_{camid}_{frame}.png"
+                Image.new("RGB", (8, 16), (40 * pid, 20 * frame, 100)).save(path)
+                paths.append(str(path))
+            samples.append((tuple(paths), pid, camid))
+    transform = build_train_transform(16, 8, flip_prob=0.5, pad=2, erasing_prob=0.5)
+
+    def first_batch():
+        loader = build_tracklet_train_loader(samples, transform, p=3, k=2, seed=7, workers=0, seq_len=4,
+                                             strategy="all")
+        loader.batch_sampler.set_epoch(1)
+        return next(iter(loader))
+
+    batch, again = first_batch(), first_batch()
+    lengths = [len(samples[i][0]) for i in batch["indices"].tolist()]
+    assert batch["frame_mask"].sum(1).tolist() == lengths and batch["images"].shape[1] == max(lengths)
+    assert torch.equal(batch["images"], again["images"])
+    assert sorted(batch["pids"].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_video_config_checks():
+    from reidkit.config import load_config
+    from reidkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.temporal=attention aggregates the frames of tracklets"):
+        load_config(None, ["model.temporal=attention"])
+    with pytest.raises(ConfigError, match="cameras must be in 2..6"):
+        load_config(None, ["data.dataset=synthetic_video", "data.synthetic_cameras=8"])
+    config = load_config(None, ["data.dataset=mars", "model.temporal=transformer", "data.seq_len=8"])
+    assert (config.model.temporal, config.data.seq_len, config.eval.frame_sampling) == ("transformer", 8, "all")
