@@ -75,3 +75,15 @@ def test_search_takes_several_images_as_one_query(video_run, capsys):
     with torch.no_grad():
         expected = load_run_model(run, config)(frames_tensor(paths, config)[None])[config.eval.feature]
     torch.testing.assert_close(embed_tracklet(run, paths), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_extract_writes_one_feature_per_tracklet(video_run, tmp_path):
+    from reidkit.retrieval.feature_files import load_feature_file
+
+    base, run = video_run
+    out = tmp_path / "query.safetensors"
+    assert main(["extract", "--quiet", "--run", str(run), "--split", "query", "--out", str(out)]) == 0
+    features, pids, _, paths = load_feature_file(out)
+    query = load_mars(base / "data").query
+    assert features.shape[0] == len(query) and pids.tolist() == [pid for _, pid, _ in query]
+    assert paths == [frames[0] for frames, _, _ in query]

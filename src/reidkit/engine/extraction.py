@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import build_test_loader
+from reidkit.data.tracklets import is_tracklet_split
 from reidkit.data.transforms import build_test_transform
 from reidkit.devices import autocast_context, uses_amp
 from reidkit.errors import ReidkitError
@@ -82,11 +83,20 @@ def extract_features(model: nn.Module, loader, feature: str = "bn_features", fli
 def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
                   progress: bool = True, model_digest: str = "") -> torch.Tensor:
     """Extract features of `samples` as `config.eval` says and write them to the feature file `out`
-    (`reidkit.retrieval.feature_files`) with the run's `metric` and `model_digest`; returns [N, D]."""
-    loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
-                               batch_size=config.eval.batch_size, workers=config.data.workers)
-    features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
-                                device=device, amp=uses_amp(config.train, device), progress=progress)
+    (`reidkit.retrieval.feature_files`) with the run's `metric` and `model_digest`; returns [N, D]. Tracklets
+    give one feature each (`reidkit.engine.tracklet_extraction`), listed in the file by their first frame."""
+    if is_tracklet_split(samples):
+        from reidkit.engine.tracklet_extraction import tracklet_outputs  # it builds on this module
+
+        features = tracklet_outputs(model, samples, (config.eval.feature,), config.eval, config.data.height,
+                                    config.data.width, config.data.seq_len, device, config.data.workers,
+                                    uses_amp(config.train, device), progress)[config.eval.feature].cpu()
+        samples = [(paths[0], pid, camid) for paths, pid, camid in samples]
+    else:
+        loader = build_test_loader(samples, build_test_transform(config.data.height, config.data.width),
+                                   batch_size=config.eval.batch_size, workers=config.data.workers)
+        features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
+                                    device=device, amp=uses_amp(config.train, device), progress=progress)
     save_feature_file(out, features, samples, {"feature": config.eval.feature, "flip": str(config.eval.flip),
                                                "metric": config.eval.metric, "model_digest": model_digest})
     return features
