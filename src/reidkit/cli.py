@@ -199,13 +199,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from reidkit.config.rules import VIDEO_DATASETS
+    from reidkit.engine.saved_runs import load_run_config
     from reidkit.export import TOLERANCES, export
 
     result = export(args.run, args.format, output_file(args.out), opset=args.opset, height=args.height,
                     width=args.width, weights=args.weights, parity_images=args.parity_images,
                     calibration_images=args.calibration_images, overrides=args.overrides)
     info, parity = result.info, result.parity
-    print(f"wrote {result.path} ({info.format}): images [batch, 3, {info.height}, {info.width}] → {info.feature} "
+    video = load_run_config(args.run, args.overrides).data.dataset in VIDEO_DATASETS
+    inputs = f"tracklets [batch, frames, 3, {info.height}, {info.width}]" if video else \
+        f"images [batch, 3, {info.height}, {info.width}]"
+    print(f"wrote {result.path} ({info.format}): {inputs} → {info.feature} "
           f"[batch, {result.feat_dim}]{', flip-averaged' if info.flip else ''}\nparity on {parity.images} query "
           f"images: max |Δ feature| = {parity.max_abs_diff:.2e}, min cosine = {parity.min_cosine:.6f} "
           f"(tolerance {TOLERANCES[info.format].describe()})")
