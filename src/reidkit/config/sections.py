@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reidkit.config.losses import LossConfig
-from reidkit.config.rules import VIDEO_DATASETS, DatasetName, FrameSampling, Metric, SyntheticDomain, is_device, refuse_bad
+from reidkit.config.rules import (VIDEO_DATASETS, DatasetName, FrameSampling, Metric, SyntheticDomain, is_device,
+                                  refuse_bad)
 from reidkit.errors import ConfigError
 
 CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)

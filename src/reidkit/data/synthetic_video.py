@@ -132,7 +132,8 @@ def film_walk(identity: Identity, camera: Camera, spec: VideoSpec, rng: np.rando
         layer = draw_person(identity, view, Pose(stride=swing, arm_swing=-swing), image.size, placement)
         image.paste(layer, (0, 0), layer)
         if t in occluded:
-            draw_occluder(image, camera, np.random.default_rng(occluder_seed), ((90, 90, 90), (60, 60, 60), (200, 170, 140)))
+            passer_by = ((90, 90, 90), (60, 60, 60), (200, 170, 140))
+            draw_occluder(image, camera, np.random.default_rng(occluder_seed), passer_by)
         if rng.random() < spec.blur_prob:
             image = image.filter(ImageFilter.BoxBlur(float(rng.uniform(2.0, 5.0))))
         frames.append(degrade(image, camera, rng))

@@ -272,5 +272,5 @@ def load_dukemtmc_video(root: StrPath) -> ReidDataset:
                                                     for split in ("train", "query", "gallery")))
 
 
-VIDEO_DATASETS = {"mars": load_mars, "ilidsvid": load_ilidsvid, "prid2011": load_prid2011,
+VIDEO_LOADERS = {"mars": load_mars, "ilidsvid": load_ilidsvid, "prid2011": load_prid2011,
                   "dukemtmc_video": load_dukemtmc_video}

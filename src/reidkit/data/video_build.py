@@ -10,7 +10,7 @@ from pathlib import Path
 from reidkit.data.datasets import ReidDataset
 from reidkit.data.synthetic import SyntheticSpec
 from reidkit.data.synthetic_video import MANIFEST, VideoSpec, generate_video_dataset
-from reidkit.data.tracklets import VIDEO_DATASETS, load_mars
+from reidkit.data.tracklets import VIDEO_LOADERS, load_mars
 from reidkit.errors import DatasetError
 
 VIDEO_MODES = ("video_to_video", "image_to_video", "video_to_image")
@@ -21,9 +21,9 @@ def build_video_dataset(source, progress: bool = True) -> ReidDataset:
     `root/synthetic_video.json` is missing, from `synthetic_identities`, `synthetic_cameras`, `synthetic_seed`
     and `synthetic_domain`, and a set made with other values is refused rather than reused."""
     if source.dataset in ("ilidsvid", "prid2011"):
-        return VIDEO_DATASETS[source.dataset](source.root, source.video_split)
+        return VIDEO_LOADERS[source.dataset](source.root, source.video_split)
     if source.dataset != "synthetic_video":
-        return VIDEO_DATASETS[source.dataset](source.root)
+        return VIDEO_LOADERS[source.dataset](source.root)
     root = Path(source.root)
     wanted = {"identities": source.synthetic_identities, "cameras": source.synthetic_cameras,
               "seed": source.synthetic_seed, "domain": source.synthetic_domain}
