@@ -134,34 +134,53 @@ def test_tracklet_model_pools_its_frame_features(temporal):
     assert outputs["logits"].shape == (2, 5)
 
 
-def test_training_batches_of_whole_tracklets_are_padded_and_reproducible(tmp_path):
+def tiny_tracklets(folder) -> list:
+    """4 identities × 2 cameras of 8×16 frames, 1 to 5 frames per tracklet, each frame its own colour."""
     from PIL import Image
 
-    from reidkit.data.tracklet_loading import build_tracklet_train_loader
-    from reidkit.data.transforms import build_train_transform
-
     samples = []
-    for pid in range(3):
+    for pid in range(4):
         for camid, length in ((0, 2 + pid), (1, 1)):
             paths = []
             for frame in range(length):
-                path = tmp_path / f"{pid}_{camid}_{frame}.png"
-                Image.new("RGB", (8, 16), (40 * pid, 20 * frame, 100)).save(path)
+                path = folder / f"{pid}_{camid}_{frame}.png"
+                Image.new("RGB", (8, 16), (40 * pid, 20 * frame, 100 + 50 * camid)).save(path)
                 paths.append(str(path))
             samples.append((tuple(paths), pid, camid))
+    return samples
+
+
+def first_batch(samples, strategy: str, p: int = 3, sampler=None) -> dict:
+    from reidkit.data.tracklet_loading import build_tracklet_train_loader
+    from reidkit.data.transforms import build_train_transform
+
     transform = build_train_transform(16, 8, flip_prob=0.5, pad=2, erasing_prob=0.5)
+    loader = build_tracklet_train_loader(samples, transform, p=p, k=2, seed=7, workers=0, seq_len=3,
+                                         strategy=strategy, batch_sampler=sampler)
+    loader.batch_sampler.set_epoch(1)
+    return next(iter(loader))
 
-    def first_batch():
-        loader = build_tracklet_train_loader(samples, transform, p=3, k=2, seed=7, workers=0, seq_len=4,
-                                             strategy="all")
-        loader.batch_sampler.set_epoch(1)
-        return next(iter(loader))
 
-    batch, again = first_batch(), first_batch()
+def test_training_batches_of_whole_tracklets_are_padded_and_reproducible(tmp_path):
+    samples = tiny_tracklets(tmp_path)
+    batch, again = first_batch(samples, "all"), first_batch(samples, "all")
     lengths = [len(samples[i][0]) for i in batch["indices"].tolist()]
     assert batch["frame_mask"].sum(1).tolist() == lengths and batch["images"].shape[1] == max(lengths)
     assert torch.equal(batch["images"], again["images"])
-    assert sorted(batch["pids"].tolist()) == [0, 0, 1, 1, 2, 2]
+    assert np.bincount(batch["pids"].tolist()).tolist().count(2) == 3  # P = 3 identities, K = 2 tracklets each
+
+
+def test_two_ranks_together_draw_the_single_process_batch(tmp_path):
+    """Tracklets split by whole identities over ranks, the same frames and augmentation as one process."""
+    from reidkit.data.samplers import DistributedPKSampler
+
+    samples = tiny_tracklets(tmp_path)
+    pids = [pid for _, pid, _ in samples]
+    single = first_batch(samples, "random", p=4)
+    ranks = [first_batch(samples, "random", p=4, sampler=DistributedPKSampler(pids, 4, 2, seed=7, rank=r,
+                                                                               world_size=2)) for r in (0, 1)]
+    assert torch.equal(torch.cat([batch["images"] for batch in ranks]), single["images"])
+    assert torch.cat([batch["indices"] for batch in ranks]).tolist() == single["indices"].tolist()
 
 
 def test_video_config_checks():
