@@ -32,8 +32,14 @@ RUN_OVERRIDES_HELP = ("overrides of the run's config as section.key=value, e.g. 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from reidkit.data.synthetic import SyntheticSpec, generate_dataset
+    from reidkit.data.synthetic_video import VideoSpec, generate_video_dataset
 
     spec = SyntheticSpec(identities=args.identities, cameras=args.cameras)
+    if args.tracklets:
+        counts = generate_video_dataset(args.out, VideoSpec(args.identities, args.cameras, images=spec), seed=args.seed,
+                                        progress=not args.quiet)
+        print(f"wrote synthetic tracklets (MARS layout) to {args.out}: {json.dumps(counts)}")
+        return 0
     counts = generate_dataset(args.out, spec, seed=args.seed, progress=not args.quiet)
     print(f"wrote synthetic data set to {args.out}: {json.dumps(counts)}")
     return 0
@@ -152,6 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   amp=uses_amp(config.train, device), progress=not args.quiet,
                                   pair_feature=config.loss.verification.feature,
                                   protocol=resolve_protocol(config, source), interpolation=data.interpolation,
+                                  seq_len=data.seq_len,
                                   attributes=load_attributes(source.dataset, source.root, source.attributes)
                                   if model.attribute_heads else None)
                    for test_set, source in zip(test_sets, test_sources(config)[0])]
@@ -235,6 +242,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from reidkit.config.rules import VIDEO_DATASETS
+    from reidkit.engine.saved_runs import load_run_config
     from reidkit.export import export
 
     result = export(args.run, args.format, output_file(args.out), opset=args.opset, height=args.height,
@@ -242,7 +251,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                     calibration_images=args.calibration_images, calibration_method=args.calibration_method,
                     per_channel=args.per_channel, min_cosine=args.min_cosine, overrides=args.overrides)
     info, parity = result.info, result.parity
-    print(f"wrote {result.path} ({info.format}): images [batch, 3, {info.height}, {info.width}] → {info.feature} "
+    video = load_run_config(args.run, args.overrides).data.dataset in VIDEO_DATASETS
+    inputs = f"tracklets [batch, frames, 3, {info.height}, {info.width}]" if video else \
+        f"images [batch, 3, {info.height}, {info.width}]"
+    print(f"wrote {result.path} ({info.format}): {inputs} → {info.feature} "
           f"[batch, {result.feat_dim}]{', flip-averaged' if info.flip else ''}\nparity on {parity.images} query "
           f"images: max |Δ feature| = {parity.max_abs_diff:.2e}, min cosine = {parity.min_cosine:.6f} "
           f"(tolerance {result.tolerance.describe()})")
@@ -310,14 +322,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.retrieval import GalleryIndex
 
     index = GalleryIndex.load(args.index)
-    result = search_images(index, args.images, topk=args.topk, trust_features=args.trust_features)
+    result = search_images(index, args.images, topk=args.topk, trust_features=args.trust_features,
+                           tracklet=args.tracklet)
     try:
         threshold, source = run_threshold(index.run_dir, index.metric, args.threshold)
     except ReidkitError as error:  # results without a decision
         threshold, source = None, str(error)
     print(f"same person below {index.metric} distance {threshold:.4f} ({source})" if threshold is not None
           else f"no same-person decision: {source}")
-    for query, indices, distances in zip(args.images, result.indices, result.distances):
+    queries = [f"tracklet of {len(args.images)} images ({args.images[0]} ...)"] if args.tracklet else args.images
+    for query, indices, distances in zip(queries, result.indices, result.distances):
         decision = "" if threshold is None else \
             "  → same person as #1" if distances[0] < threshold else "  → no match"
         print(f"query {query}{decision}")
@@ -394,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of identities, half train and half test (4 to 9999; default 300)")
     synth.add_argument("--cameras", type=int_in(2, 9), default=6, help="number of cameras (2 to 9; default 6)")
     synth.add_argument("--seed", type=int_in(0), default=0, help="random seed, 0 or more (same seed, same files)")
+    synth.add_argument("--tracklets", action="store_true", help="write tracklets (frames of walks) in the MARS layout "
+                       "instead of images (cameras 2 to 6; data.dataset=synthetic_video reads them)")
     synth.set_defaults(func=cmd_synth)
 
     train = commands.add_parser("train", parents=[quiet], help="train a model and evaluate it; writes a run folder")
@@ -483,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", parents=[quiet], help="rank the indexed gallery for query images")
     search.add_argument("--index", required=True, help="file written by `reidkit index`")
     search.add_argument("images", nargs="+", help="query image files")
+    search.add_argument("--tracklet", action="store_true", help="the images are frames of one person: one query, "
+                        "their features aggregated by the run's model.temporal")
     search.add_argument("--topk", type=int_in(1), default=10, help="results per query (default 10)")
     search.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the "
                         "threshold of the index's run for eval.open_set_fpr, in metrics.json)")

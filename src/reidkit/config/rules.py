@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from reidkit.errors import ConfigError
 
-DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03", "veri776", "vehicleid"]
+DatasetName = Literal["synthetic", "market1501", "dukemtmc", "msmt17", "folder", "cuhk03", "veri776", "vehicleid",
+                      "synthetic_video", "mars", "ilidsvid", "prid2011", "dukemtmc_video"]
+VIDEO_DATASETS = ("synthetic_video", "mars", "ilidsvid", "prid2011", "dukemtmc_video")  # samples are tracklets
+FrameSampling = Literal["evenly", "random", "all"]  # frames of a tracklet (Torchreid's sample_method)
 SyntheticDomain = Literal["a", "b"]  # camera/scene families of the synthetic generator
 Metric = Literal["euclidean", "cosine"]
 # before or after the BNNeck, or Mancs's attention-aware branch (needs model.attention_branch)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reidkit.config.losses import LossConfig
-from reidkit.config.rules import DatasetName, Metric, SyntheticDomain, is_device, refuse_bad
+from reidkit.config.rules import (VIDEO_DATASETS, DatasetName, FrameSampling, Metric, SyntheticDomain, is_device,
+                                  refuse_bad)
 from reidkit.errors import ConfigError
 
 CUHK03_CLASSIC_SPLITS = 20  # test splits of the CUHK03 release (`testsets` of cuhk-03.mat)
@@ -49,17 +50,22 @@ class DataSource:
     cuhk03_split: int = 0
     # Used only when dataset == "vehicleid": its small (800), medium (1600) or large (2400) test list.
     vehicleid_test_size: Literal[800, 1600, 2400] = 800
+    # Used only when dataset == "ilidsvid" or "prid2011": the train/test split of the split file (0..9).
+    video_split: int = 0
 
     def __post_init__(self) -> None:
         section = "data"
-        if self.dataset == "synthetic":  # the synthetic_* keys are read only for the synthetic set
+        if self.dataset in ("synthetic", "synthetic_video"):  # the synthetic_* keys are read only for those
+            most = 9 if self.dataset == "synthetic" else 6
             refuse_bad(section, self, [
                 ("synthetic_identities", 4 <= self.synthetic_identities <= 9999,
                  "identities must be in 4..9999 (4-digit pids)"),
-                ("synthetic_cameras", 2 <= self.synthetic_cameras <= 9,
-                 "cameras must be in 2..9 (one digit in the file name)"),
+                ("synthetic_cameras", 2 <= self.synthetic_cameras <= most,
+                 f"cameras must be in 2..{most} (one digit in the file name{'; MARS has 6' if most == 6 else ''})"),
                 ("synthetic_seed", self.synthetic_seed >= 0, "use 0 or more"),
             ])
+        if self.video_split < 0:
+            raise ConfigError(f"{section}.video_split: {self.video_split} is not allowed; use 0 or more")
         if self.dataset != "cuhk03":
             return
         if self.cuhk03_protocol == "classic" and not 0 <= self.cuhk03_split < CUHK03_CLASSIC_SPLITS:
@@ -122,6 +128,10 @@ class DataConfig(DataSource):
     # Also train on the query and gallery identities of every training set (Torchreid's "combineall"; pid 0
     # distractors and -1 junk left out), for a model deployed elsewhere; its own test set is then not held out.
     combineall: bool = False
+    # Video data (tracklets): frames per training tracklet and how they are drawn (Torchreid's seq_len and
+    # sample_method: "evenly" spaced, "random" sorted subset, "all": every frame, batches padded with a mask).
+    seq_len: int = 4
+    frame_sampling: FrameSampling = "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,6 +154,7 @@ class DataConfig(DataSource):
               for name in ("brightness", "contrast", "saturation")],
             ("colour_jitter_hue", 0.0 <= self.colour_jitter_hue <= 0.5, "use a hue shift in [0, 0.5] (fast-reid: 0.1)"),
             ("holdout_identities", self.holdout_identities >= 0, "use 0 (none) or more identities"),
+            ("seq_len", 1 <= self.seq_len <= 1024, "use 1 or more frames per tracklet (e.g. 4 or 8)"),
         ])
         set_names(self.train_sets, "data.train_sets")
         per_image = self.pil_only_augmentations()
@@ -216,6 +227,9 @@ class ModelConfig:
     jigsaw_groups: int = 0
     jigsaw_shift: int = 5
     jigsaw_shuffle_groups: int = 2
+    # Video data: how the frame features of a tracklet become one feature (reidkit.models.temporal): temporal
+    # "avg" or "max" pooling, learned per-frame "attention" weights, or one "transformer" layer over the frames
+    temporal: Literal["avg", "max", "attention", "transformer"] = "avg"
 
     def __post_init__(self) -> None:
         from reidkit.models.backbones import BACKBONES  # the names live with their builders
@@ -334,6 +348,13 @@ class EvalConfig:
     # [{dataset: dukemtmc, root: data/dukemtmc}]; the first one picks the best checkpoint and fills the top level
     # of metrics.json. Empty: the set of data.dataset / data.root.
     test_sets: list[DataSource] = field(default_factory=list)
+    # Video data: the frames of each test tracklet (data.seq_len of them unless "all"), fed chunk_frames at a
+    # time (0: a whole tracklet at once), the chunks' features averaged weighted by their frames; and which
+    # side is a single frame (the tracklet's middle one): "video_to_video", "image_to_video" (image queries),
+    # "video_to_image" (an image gallery).
+    frame_sampling: FrameSampling = "all"
+    chunk_frames: int = 32
+    video_mode: Literal["video_to_video", "image_to_video", "video_to_image"] = "video_to_video"
 
     def __post_init__(self) -> None:
         set_names(self.test_sets, "eval.test_sets")
@@ -343,6 +364,7 @@ class EvalConfig:
             ("ranked_queries", self.ranked_queries >= 0, "use 0 (none) or more"),
             ("verify_topk", self.verify_topk >= 0, "use 0 (off) or more"),
             ("open_set_fpr", 0.0 < self.open_set_fpr < 1.0, "use a false positive rate in (0, 1), e.g. 0.001"),
+            ("chunk_frames", self.chunk_frames >= 0, "use 0 (whole tracklets) or more frames per chunk"),
         ])
         if self.single_shot_repeats < 1:
             raise ConfigError(f"eval.single_shot_repeats: {self.single_shot_repeats} is not allowed; use 1 or more")
@@ -385,6 +407,14 @@ class Config:
             raise ConfigError(f"eval.open_set_pairs=holdout needs identities held out of training, but "
                               f"data.holdout_identities={self.data.holdout_identities}; set data.holdout_identities "
                               "to 2 or more (e.g. 10% of the training identities) or eval.open_set_pairs=test")
+
+        video = [source.dataset in VIDEO_DATASETS for source in self.data.train_sets or [self.data]]
+        if self.model.temporal in ("attention", "transformer") and not any(video):
+            raise ConfigError(f"model.temporal={self.model.temporal} aggregates the frames of tracklets, but "
+                              f"data.dataset={self.data.dataset} holds images, so it would never train; use a video "
+                              f"data set ({', '.join(VIDEO_DATASETS)}) or model.temporal=avg")
+        if len(set(video)) > 1:
+            raise ConfigError("data.train_sets mixes image and video (tracklet) data sets; train on one kind")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,12 +8,14 @@ import dataclasses
 import json
 from pathlib import Path
 
+from reidkit.config.rules import VIDEO_DATASETS
 from reidkit.config.sections import Config, DataConfig, DataSource, set_names
 from reidkit.data.combined import TrainingSet, combine_train_sets
 from reidkit.data.cuhk03 import load_cuhk03
 from reidkit.data.datasets import ReidDataset, load_dataset, load_market1501
 from reidkit.data.synthetic import SyntheticSpec, generate_dataset
 from reidkit.data.vehicles import load_vehicleid, load_veri776
+from reidkit.data.video_build import build_video_dataset
 from reidkit.errors import DatasetError
 
 
@@ -50,6 +52,8 @@ def hold_out_identities(dataset: ReidDataset, count: int) -> ReidDataset:
 
 
 def _load(data_config, progress: bool) -> ReidDataset:
+    if data_config.dataset in VIDEO_DATASETS:
+        return build_video_dataset(data_config, progress)
     if data_config.dataset == "cuhk03":
         return load_cuhk03(data_config.root, variant=data_config.cuhk03_variant,
                            protocol=data_config.cuhk03_protocol, split=data_config.cuhk03_split)

@@ -13,11 +13,14 @@ from torch import nn
 from reidkit.data.cache import CachedTestImages
 from reidkit.data.datasets import ReidDataset, Sample
 from reidkit.data.loading import build_test_loader
+from reidkit.data.tracklets import is_tracklet_split
 from reidkit.data.transforms import build_test_transform
+from reidkit.data.video_build import with_video_mode
 from reidkit.distances import pairwise_distance
 from reidkit.distributed import gather_to_main, is_main_process, rank, world_size
 from reidkit.engine.extraction import eval_mode, extract_outputs
 from reidkit.engine.pair_rescoring import PairHeadRescoring
+from reidkit.engine.tracklet_extraction import tracklet_outputs
 from reidkit.errors import ReidkitError
 from reidkit.metrics.features_eval import evaluate_features
 from reidkit.metrics.open_set import open_set_features, open_set_within
@@ -226,11 +229,15 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
                    progress: bool = True, pair_feature: str = "features",
                    attributes: dict[int, dict[str, int]] | None = None, *,
                    protocol: str, cached: tuple[CachedTestImages, CachedTestImages] | None = None,
-                   interpolation: str = "bilinear") -> Evaluation:
+                   interpolation: str = "bilinear", seq_len: int = 0) -> Evaluation:
     """Extract query and gallery features and evaluate them: metrics, ranked lists and features (`Evaluation`).
 
     `cached`: the query and gallery images decoded once (`CachedTestImages`, `data.cache`), read instead of
     decoding every image again; the features are the same.
+
+    A video set (samples `(paths, pid, camid)`) gets one feature per tracklet (`reidkit.engine.tracklet_extraction`:
+    `eval_config.frame_sampling` with `seq_len` frames, chunks of `eval_config.chunk_frames`), its queries or
+    gallery cut to single frames by `eval_config.video_mode`; the metrics are those of images.
 
     `protocol` is the resolved evaluation protocol, `reidkit.config.resolve_protocol(config)` ("all_gallery"
     or "single_gallery_shot", with `eval_config.single_shot_repeats` draws); it also applies to the
@@ -256,6 +263,8 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
         raise ReidkitError(f"eval.verify_topk={eval_config.verify_topk} needs a pair head: this run was trained "
                            "without loss.verification; set eval.verify_topk=0")
     check_protocol(protocol)
+    if is_tracklet_split(dataset.gallery):
+        dataset = with_video_mode(dataset, eval_config.video_mode)
     device = torch.device(device)
     transform = build_test_transform(height, width, interpolation=interpolation)
     rescore = eval_config.verify_topk > 0
@@ -269,11 +278,13 @@ def evaluate_model(model: nn.Module, dataset: ReidDataset, eval_config, height: 
             if len(images) != len(samples):
                 raise ValueError(f"cached test images hold {len(images)} images, the split has {len(samples)}")
             loader = images.batches(start, stop, eval_config.batch_size, device)
-        else:
+        elif not is_tracklet_split(samples):
             loader = build_test_loader(samples[start:stop], transform, batch_size=eval_config.batch_size,
                                        workers=workers)
-        local = extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp,
-                                progress=progress, on_device=True)
+        local = tracklet_outputs(model, samples[start:stop], keys, eval_config, height, width, seq_len, device,
+                                 workers, amp, progress, interpolation) if is_tracklet_split(samples) else \
+            extract_outputs(model, loader, keys, flip=eval_config.flip, device=device, amp=amp, progress=progress,
+                            on_device=True)
         gathered = {key: gather_to_main(value.to(device)) for key, value in local.items()}  # NCCL: on device
         outputs.append({key: value for key, value in gathered.items() if value is not None})
     if not is_main_process():  # in a distributed run, rank 0 evaluates the gathered features

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from reidkit.data.datasets import Sample
 from reidkit.data.loading import build_test_loader
+from reidkit.data.tracklets import is_tracklet_split
 from reidkit.data.transforms import build_test_transform
 from reidkit.devices import autocast_context, uses_amp
 from reidkit.errors import ReidkitError
@@ -50,12 +51,15 @@ def extract_outputs(model: nn.Module, loader, keys: tuple[str, ...] = ("bn_featu
     chunks: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     with eval_mode(model):
         for batch in tqdm(loader, desc="extract", unit="batch", leave=False, disable=None if progress else True):
-            images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=layout)
+            images = batch["images"].to(device, non_blocking=True)
+            images = images.contiguous(memory_format=layout) if images.dim() == 4 else images
             # the camera ids, for a model with a camera embedding (TransReID)
             camids = (batch["camids"].to(device),) if getattr(model, "uses_camids", False) and "camids" in batch else ()
+            # tracklets [B, T, 3, H, W] of several lengths come padded, with the mask of their real frames
+            mask = {"frame_mask": batch["frame_mask"].to(device)} if "frame_mask" in batch else {}
             with autocast_context(device, amp):
-                outputs = model(images, *camids)
-                mirrored = model(torch.flip(images, dims=[3]), *camids) if flip else None
+                outputs = model(images, *camids, **mask)
+                mirrored = model(torch.flip(images, dims=[-1]), *camids, **mask) if flip else None
             for key in keys:
                 value = outputs[key].float()
                 chunks[key].append((value + mirrored[key].float()).div(2) if flip else value)
@@ -79,11 +83,22 @@ def extract_features(model: nn.Module, loader, feature: str = "bn_features", fli
 def extract_split(model: nn.Module, samples: list[Sample], config, device: torch.device, out: str | Path,
                   progress: bool = True, model_digest: str = "") -> torch.Tensor:
     """Extract features of `samples` as `config.eval` says and write them to the feature file `out`
-    (`reidkit.retrieval.feature_files`) with the run's `metric` and `model_digest`; returns [N, D]."""
-    transform = build_test_transform(config.data.height, config.data.width, interpolation=config.data.interpolation)
-    loader = build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
-    features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
-                                device=device, amp=uses_amp(config.train, device), progress=progress)
+    (`reidkit.retrieval.feature_files`) with the run's `metric` and `model_digest`; returns [N, D]. Tracklets
+    give one feature each (`reidkit.engine.tracklet_extraction`), listed in the file by their first frame."""
+    if is_tracklet_split(samples):
+        from reidkit.engine.tracklet_extraction import tracklet_outputs  # it builds on this module
+
+        features = tracklet_outputs(model, samples, (config.eval.feature,), config.eval, config.data.height,
+                                    config.data.width, config.data.seq_len, device, config.data.workers,
+                                    uses_amp(config.train, device), progress,
+                                    config.data.interpolation)[config.eval.feature].cpu()
+        samples = [(paths[0], pid, camid) for paths, pid, camid in samples]
+    else:
+        transform = build_test_transform(config.data.height, config.data.width,
+                                         interpolation=config.data.interpolation)
+        loader = build_test_loader(samples, transform, batch_size=config.eval.batch_size, workers=config.data.workers)
+        features = extract_features(model, loader, feature=config.eval.feature, flip=config.eval.flip,
+                                    device=device, amp=uses_amp(config.train, device), progress=progress)
     save_feature_file(out, features, samples, {"feature": config.eval.feature, "flip": str(config.eval.flip),
                                                "metric": config.eval.metric, "model_digest": model_digest})
     return features

@@ -3,6 +3,7 @@ images with the same run's model and search."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from reidkit.data.datasets import IMAGE_EXTENSIONS, MARKET_PATTERN
 from reidkit.devices import resolve_device
 from reidkit.engine.extraction import image_outputs
 from reidkit.engine.saved_runs import load_run_config, load_run_model
+from reidkit.engine.tracklet_extraction import tracklet_outputs
 from reidkit.errors import DatasetError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 from reidkit.retrieval.file_identity import file_identities
@@ -110,10 +112,23 @@ def check_same_model(index: GalleryIndex, run_dir: str | Path, trust: bool = Fal
                           f"with `reidkit index --run {run_dir} --gallery DIR`", trust)
 
 
-def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10,
-                  trust_features: bool = False) -> SearchResult:
-    """Embed `image_paths` with the model of the run that built `index` and search it (`trust_features`:
-    accept an index recording no model digest).
+def embed_tracklet(run_dir: str | Path, paths: list[str], config: Config | None = None) -> torch.Tensor:
+    """The retrieval feature [1, D] of image files taken as the frames of one tracklet: the run's model
+    aggregates their frame features (`model.temporal`), every frame used."""
+    config = config or load_run_config(run_dir)
+    device = resolve_device(config.train.device)
+    model = load_run_model(run_dir, config).to(device)
+    every_frame = dataclasses.replace(config.eval, frame_sampling="all")
+    return tracklet_outputs(model, [(tuple(paths), -1, -1)], (config.eval.feature,), every_frame, config.data.height,
+                            config.data.width, 0, device, progress=False,
+                            interpolation=config.data.interpolation)[config.eval.feature].cpu()
+
+
+def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10, trust_features: bool = False,
+                  tracklet: bool = False) -> SearchResult:
+    """Embed `image_paths` with the model of the run that built `index` and search it: one query per image,
+    or with `tracklet` one query for all of them (`embed_tracklet`); `trust_features` accepts an index recording
+    no model digest.
 
     Raises:
         DatasetError: the index names no run, the run's model is not the one that built the index (another
@@ -126,7 +141,8 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10,
         if not Path(path).is_file():
             problem = "is a folder; give image files" if Path(path).is_dir() else "does not exist"
             raise DatasetError(f"query image {path} {problem}")
-    queries = embed_images(index.run_dir, list(image_paths))
+    queries = embed_tracklet(index.run_dir, list(image_paths)) if tracklet else \
+        embed_images(index.run_dir, list(image_paths))
     if queries.shape[1] != index.dim:
         raise DatasetError(f"the model of {index.run_dir} gives {queries.shape[1]}-d features but this index holds "
                            f"{index.dim}-d ones, so another model built it; rebuild it with `reidkit index --run "

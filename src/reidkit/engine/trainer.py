@@ -119,11 +119,13 @@ class Trainer:
         """
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["pids"].to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         camids = (batch["camids"].to(self.device, non_blocking=True),) if self.camids else ()
+        # tracklets [B, T, 3, H, W] of several lengths (data.frame_sampling=all) come with their frame mask
+        mask = {"frame_mask": batch["frame_mask"].to(self.device)} if "frame_mask" in batch else {}
         with autocast_context(self.device, self.amp):
-            outputs = self.model(images, *camids)
+            outputs = self.model(images, *camids, **mask)
             total, terms = self.objective(outputs, labels)
         values = torch.stack([total.detach(), *(value.detach() for value in terms.values())]).float()
         values = distributed.mean_over_ranks(values)  # every rank takes the same skip decision
@@ -333,7 +335,7 @@ class TrainingRun:
                                       self.device, workers=config.data.workers, amp=self.amp, progress=self.progress,
                                       pair_feature=config.loss.verification.feature, attributes=attributes,
                                       protocol=resolve_protocol(config, source), cached=images,
-                                      interpolation=config.data.interpolation)
+                                      interpolation=config.data.interpolation, seq_len=config.data.seq_len)
                        for test_set, attributes, source, images in zip(self.test_sets, self.test_attributes,
                                                                        test_sources(config)[0], self.test_images)]
         if not self.main_process:

@@ -16,6 +16,8 @@ from reidkit.data.build import DatasetLoader, build_test_sets, build_training_se
 from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
 from reidkit.data.samplers import DistributedPKSampler
+from reidkit.data.tracklet_loading import build_tracklet_train_loader
+from reidkit.data.tracklets import is_tracklet_split
 from reidkit.data.transforms import build_train_transform, train_transform_kwargs
 from reidkit.errors import ConfigError
 from reidkit.losses.objective import METRIC_TERMS
@@ -45,11 +47,12 @@ def check_batch_config(config: Config, num_identities: int | None = None, num_im
 
 
 def training_set_fingerprint(samples) -> str:
-    """SHA-256 of the training samples' file names, identities and cameras in order; the folder is left out,
-    so a data set moved elsewhere is the same set."""
+    """SHA-256 of the training samples' file names (a tracklet's frame names), identities and cameras in order;
+    the folder is left out, so a data set moved elsewhere is the same set."""
     digest = hashlib.sha256()
     for path, pid, camid in samples:
-        digest.update(f"{Path(path).name}\t{pid}\t{camid}\n".encode())
+        name = ",".join(Path(frame).name for frame in path) if isinstance(path, tuple) else Path(path).name
+        digest.update(f"{name}\t{pid}\t{camid}\n".encode())
     return digest.hexdigest()
 
 
@@ -58,6 +61,11 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
     data, seed = config.data, config.train.seed
     pids = [pid for _, pid, _ in dataset.train]
     pk_sampler = DistributedPKSampler(pids, data.p, data.k, seed) if distributed.is_distributed() else None
+    if is_tracklet_split(dataset.train):  # P identities × K tracklets of data.seq_len frames, PIL workers
+        log(f"training tracklets: {data.seq_len} frames each, drawn {data.frame_sampling}, decoded by PIL workers")
+        return build_tracklet_train_loader(dataset.train, build_train_transform(**train_transform_kwargs(data)), data.p,
+                                           data.k, seed, data.workers, data.seq_len, data.frame_sampling,
+                                           data.skip_bad_images, pk_sampler)
     per_image = data.pil_only_augmentations()
     if per_image:  # the config refuses them with cache memory/device
         cache, why = "none", f"not cached: data.{per_image[0]} augments PIL images one at a time; PIL workers"
@@ -83,6 +91,8 @@ def cached_test_images(config: Config, dataset, device: torch.device, progress: 
     """The query and gallery images decoded once for all evaluations of the run (`data.cache`, chosen for
     them as for the training images), or None: each evaluation decodes them with the PIL test loader."""
     data = config.data
+    if is_tracklet_split(dataset.gallery):
+        return None  # tracklet frames are decoded at each evaluation
     cache, why = choose_cache(data.cache, len(dataset.query) + len(dataset.gallery), data.height, data.width,
                               device)
     log(f"test images: {why}")

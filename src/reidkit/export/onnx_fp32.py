@@ -17,25 +17,28 @@ _NATIVE_DYNAMO_OPSET = 18  # the torch.export-based exporter writes opset >= 18 
 
 
 def write_onnx(module, example, out_path: Path, opset: int) -> None:
-    """Export `module` with a dynamic batch axis at exactly `opset`.
+    """Export `module` with a dynamic batch axis (and frame axis for tracklets [B, T, 3, H, W]) at exactly
+    `opset`.
 
     Opset >= 18 uses the torch.export-based exporter; below 18 the TorchScript exporter is used,
     because the new exporter cannot down-convert ReduceMean (global pooling) to opset 17.
     """
     import torch
 
+    dynamic = {0: torch.export.Dim("batch"), **({1: torch.export.Dim("frames")} if example.dim() == 5 else {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         if opset >= _NATIVE_DYNAMO_OPSET:
             require("onnxscript", "ONNX export at opset >= 18")  # the torch.export-based exporter is built on it
             torch.onnx.export(module, (example,), str(out_path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
-                              external_data=False, dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
+                              external_data=False, dynamic_shapes={INPUT_NAME: dynamic},
                               verbose=False)
         else:
             torch.onnx.export(module, (example,), str(out_path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                              dynamic_axes={INPUT_NAME: {0: "batch", **({1: "frames"} if example.dim() == 5 else {})},
+                                            OUTPUT_NAME: {0: "batch"}})
 
 
 def set_info(graph, info: ModelInfo) -> None:
@@ -55,7 +58,8 @@ def write_onnx_model(source: Source, out: Path, opset: int) -> None:
 
     onnx = require("onnx", "ONNX export")
     with torch.no_grad():  # batch 2: the axis stays dynamic
-        write_onnx(source.module, source.images[:1].repeat(2, 1, 1, 1), out, opset)
+        example = source.images[:1]
+        write_onnx(source.module, example.repeat(2, *[1] * (example.dim() - 1)), out, opset)
     graph = onnx.load(str(out))
     written_opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     if written_opset != opset:

@@ -17,7 +17,8 @@ from reidkit.export.common import ModelInfo
 class Source(NamedTuple):
     """`module`: images [N, 3, H, W] → features [N, D] (CPU, eval mode); `info`: what the exported file will
     say about itself; `images`: the parity batch [P, 3, H, W] (torch float32) of the first P query images;
-    `expected`: `module(images)` [P, D] (numpy); `dataset`: the run's data set (int8 calibrates on its
+    `expected`: `module(images)` [P, D] (numpy), for a video run tracklets [P, T, 3, H, W] of T = data.seq_len
+    frames; `dataset`: the run's data set (int8 calibrates on its
     training images)."""
 
     module: Any
@@ -28,7 +29,8 @@ class Source(NamedTuple):
 
 
 def feature_module(model, feature: str, flip: bool):
-    """An nn.Module: images [N, 3, H, W] → model(images)[feature] [N, D], flip-averaged when `flip`."""
+    """An nn.Module: images [N, 3, H, W] (or tracklets [N, T, 3, H, W]) → model(images)[feature] [N, D],
+    flip-averaged when `flip`."""
     import torch
     from torch import nn
 
@@ -40,7 +42,7 @@ def feature_module(model, feature: str, flip: bool):
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             features = self.model(images)[feature]
             if flip:
-                features = (features + self.model(torch.flip(images, dims=[3]))[feature]) / 2
+                features = (features + self.model(torch.flip(images, dims=[-1]))[feature]) / 2
             return features
 
     return FeatureModel().eval()
@@ -58,6 +60,7 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
     import torch
 
     from reidkit.data.build import build_dataset
+    from reidkit.data.tracklet_loading import sample_frames
     from reidkit.data.transforms import build_test_transform
     from reidkit.engine.saved_runs import load_run_config, load_run_model
 
@@ -74,11 +77,15 @@ def prepare_source(run_dir: str | Path, format: str, height: int | None = None, 
     transform = build_test_transform(height, width, interpolation=config.data.interpolation)
     images = []
     for path, _, _ in dataset.query[:parity_images]:
+        # a video run's query tracklet gives data.seq_len frames evenly spaced (the exported T is dynamic)
+        frames = [path[i] for i in sample_frames(len(path), config.data.seq_len, "evenly")] \
+            if isinstance(path, tuple) else [path]
         try:
-            images.append(transform(read_rgb(path)))
+            tensors = [transform(read_rgb(frame)) for frame in frames]
         except (OSError, ValueError) as error:
-            raise ReidkitError(f"cannot read query image {path} for the parity check ({error}); replace "
+            raise ReidkitError(f"cannot read query image {frames} for the parity check ({error}); replace "
                                f"or delete the file") from error
+        images.append(torch.stack(tensors) if isinstance(path, tuple) else tensors[0])
     batch = torch.stack(images)
     with torch.no_grad():
         expected = module(batch).numpy()

@@ -17,6 +17,7 @@ from reidkit.models.backbones import build_backbone
 from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
 from reidkit.models.jigsaw import JigsawPatchModule
 from reidkit.models.peers import check_architecture, load_peer_state, peer_weights
+from reidkit.models.temporal import build_aggregation
 
 
 def embedding_layer(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -37,12 +38,16 @@ class ReidModel(nn.Module):
     (`reidkit.models.jigsaw`) and one BNNeck head per local feature: outputs "jigsaw" {"features" [N,k,D],
     "bn_features" [N,k,D], "logits" [N,k,C]}, and TransReID's retrieval features "jigsaw_features" and
     "jigsaw_bn_features" [N,(1+k)D]: the global feature then the k local ones divided by k.
+
+    Tracklets `[B, T, 3, H, W]` (with an optional `frame_mask` [B, T], True for real frames) run the trunk on
+    the B·T frames and aggregate their pooled features over time (`temporal`, `reidkit.models.temporal`)
+    before the head: every output is then one per tracklet. Images `[N, 3, H, W]` skip the aggregation.
     """
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
                  attributes: dict[str, int] | None = None, pair_head: bool = False,
                  attention_branch: bool = False, embedding_dim: int = 0, jigsaw_groups: int = 0,
-                 jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2) -> None:
+                 jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg") -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
@@ -76,6 +81,7 @@ class ReidModel(nn.Module):
                 raise ConfigError(str(error)) from error
             self.jigsaw_heads = nn.ModuleList(BNNeckHead(feat_dim, num_classes) for _ in range(jigsaw_groups))
         self.uses_camids = getattr(backbone, "camera_embedding", None) is not None
+        self.temporal = build_aggregation(temporal, feat_dim)
 
     def forward_features(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled embedding before the BNNeck, [N, D]: the pooled feature map of a CNN, the class token of
@@ -90,7 +96,23 @@ class ReidModel(nn.Module):
         attr_logits = self.attribute_heads(bn_features) if self.attribute_heads is not None else {}
         return {"features": features, "bn_features": bn_features, "logits": logits, "attr_logits": attr_logits}
 
-    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> dict[str, torch.Tensor | dict]:
+    def forward_tracklets(self, tracklets: torch.Tensor, camids: torch.Tensor | None = None,
+                          frame_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | dict]:
+        """Outputs of tracklets [B, T, 3, H, W]: frame features of the B·T frames aggregated over the frames
+        where `frame_mask` [B, T] is True (default: all), then the head; `camids` [B] per tracklet."""
+        if self.jigsaw is not None or self.attention_branch is not None:
+            raise ConfigError("tracklets are aggregated from the pooled frame features; model.jigsaw_groups and "
+                              "model.attention_branch have none: set them off for video data")
+        batch, length = tracklets.shape[:2]
+        frame_camids = camids.repeat_interleave(length) if camids is not None and self.uses_camids else None
+        frames = self.forward_features(tracklets.flatten(0, 1), frame_camids).unflatten(0, (batch, length))
+        mask = None if frame_mask is None else frame_mask.to(frames.device)
+        return self.forward_head(self.temporal(frames, mask))
+
+    def forward(self, images: torch.Tensor, camids: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | dict]:
+        if images.dim() == 5:
+            return self.forward_tracklets(images, camids, frame_mask)
         if self.jigsaw is not None:
             return self._forward_jigsaw(images, camids)
         if self.attention_branch is None:
@@ -159,7 +181,7 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                 input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
                 attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad",
                 patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0, jigsaw_groups: int = 0,
-                jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2) -> ReidModel:
+                jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg") -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping).
 
     `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
@@ -185,7 +207,7 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
     model = ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
                       pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim,
                       jigsaw_groups=jigsaw_groups, jigsaw_shift=jigsaw_shift,
-                      jigsaw_shuffle_groups=jigsaw_shuffle_groups)
+                      jigsaw_shuffle_groups=jigsaw_shuffle_groups, temporal=temporal)
     if peer:
         load_peer_state(model, *peer, with_classifier=False)
     return model
@@ -203,4 +225,4 @@ def model_kwargs(model_config, data_config=None) -> dict:
             "stem_pool": model_config.stem_pool, "patch_stride": model_config.patch_stride,
             "camera_scale": model_config.camera_scale, "jigsaw_groups": model_config.jigsaw_groups,
             "jigsaw_shift": model_config.jigsaw_shift, "jigsaw_shuffle_groups": model_config.jigsaw_shuffle_groups,
-            **size}
+            "temporal": model_config.temporal, **size}

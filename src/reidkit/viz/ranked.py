@@ -110,14 +110,28 @@ def _compose(query: Sample, ranked: list[tuple[Sample, float]], q_pid: int, topk
     return picture
 
 
+def sample_picture(path: str | tuple[str, ...], size: tuple[int, int]) -> Image.Image:
+    """The picture of a sample at `size` (width, height): its image, or for a tracklet (a tuple of frame
+    paths) four of its frames evenly spaced in time, in a 2×2 grid read left to right, top to bottom."""
+    if not isinstance(path, tuple):
+        return read_rgb(path).resize(size)
+    grid = Image.new("RGB", size)
+    half = (size[0] // 2, size[1] // 2)
+    for slot in range(4):
+        frame = path[slot * (len(path) - 1) // 3] if len(path) > 1 else path[0]
+        grid.paste(read_rgb(frame).resize(half), ((slot % 2) * half[0], (slot // 2) * half[1]))
+    return grid
+
+
 def _draw_cell(picture: Image.Image, draw: ImageDraw.ImageDraw, column: int, path: str, color: tuple,
                lines: list[str], font: ImageFont.FreeTypeFont,
                activation: Callable[[str], np.ndarray] | None = None) -> None:
     """Frame of ``color``, the resized image inside it (and below it, the image under its activation map),
     and caption lines below."""
     x, y = _cell_origin(column)
-    image = read_rgb(path).resize(CELL_SIZE)
-    tiles = [image] + ([overlay_activation(image, activation(path))] if activation is not None else [])
+    image = sample_picture(path, CELL_SIZE)
+    tracklet = isinstance(path, tuple)  # activation maps are drawn for single images only
+    tiles = [image] + ([overlay_activation(image, activation(path))] if activation is not None and not tracklet else [])
     for row, tile in enumerate(tiles):
         top = y + row * (CELL_SIZE[1] + 2 * FRAME + _GAP)
         draw.rectangle([x, top, x + CELL_SIZE[0] + 2 * FRAME - 1, top + CELL_SIZE[1] + 2 * FRAME - 1], fill=color)
