@@ -157,6 +157,9 @@ class ModelConfig:
     weights: str = ""
     # Torchreid's embedding after pooling: Linear → BatchNorm1d → ReLU of this size (OSNet's 512); 0: none
     embedding_dim: int = 0
+    # the ID head: "bnneck" (BoT: BatchNorm neck with frozen bias, then a bias-free classifier) or "linear"
+    # (Torchreid: a classifier with a bias on the feature itself; bn_features are then the features)
+    head: Literal["bnneck", "linear"] = "bnneck"
     # a ResNet's stem max pool: "pad" (padding 1: torchvision, Torchreid) or "ceil" (no padding, ceil mode:
     # fast-reid)
     stem_pool: Literal["pad", "ceil"] = "pad"
