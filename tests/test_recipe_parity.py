@@ -72,9 +72,11 @@ BAGTRICKS_IN_REIDKIT = {"train.optimizer": "adam", "train.lr": 0.00035, "train.w
                         "loss.trihard.margin": 0.3, "loss.trihard.metric": "euclidean",
                         "loss.trihard.feature": "features", "model.last_stride": 1, "model.stem_pool": "ceil",
                         "model.head": "bnneck", "model.pooling": "avg"}
-# a short schedule of the same shape: warm-up ends inside epoch 2, decay 2 epochs later, 6 epochs of 4 steps
-SHORT_FASTREID = {"SOLVER.WARMUP_ITERS": 10, "SOLVER.STEPS": [2], "SOLVER.MAX_EPOCH": 6}
+# a short schedule of fast-reid's shape: warm-up ends inside epoch 2, decay 2 epochs later, 6 epochs of 4 steps
 SHORT_REIDKIT = ["train.warmup_iters=10", "train.milestones=[2]", "train.epochs=6"]
+# for ResNet-50 (-IBN), 12 steps: warm-up ends inside epoch 1, decay at epoch 2
+SHORTER_FASTREID = {"SOLVER.WARMUP_ITERS": 5, "SOLVER.STEPS": [1], "SOLVER.MAX_EPOCH": 3}
+SHORTER_REIDKIT = ["train.warmup_iters=5", "train.milestones=[1]", "train.epochs=3"]
 
 
 def value(config, key: str):
@@ -95,7 +97,7 @@ def batches(count: int, dtype: torch.dtype, seed: int = 0) -> list[tuple[torch.T
     return out
 
 
-def reidkit_parts(config, state: dict[str, torch.Tensor], steps: int):
+def reidkit_parts(config, state: dict[str, torch.Tensor]):
     """reidkit's model, objective, optimiser and step runner built from `config` as the trainer builds them,
     initialised with `state` (reidkit's key names)."""
     dtype = next(iter(state.values())).dtype
@@ -108,7 +110,6 @@ def reidkit_parts(config, state: dict[str, torch.Tensor], steps: int):
     freeze = BackboneFreeze(model.backbone, config.train.freeze_iters) if config.train.freeze_iters else None
     trainer = Trainer(model.train(), objective, optimizer, torch.device("cpu"),
                       schedule=schedule_from_config(config.train), steps_per_epoch=STEPS_PER_EPOCH, freeze=freeze)
-    assert steps >= 20
     return model, trainer
 
 
@@ -125,7 +126,8 @@ class Comparison:
 
     Parameters named in `before_batchnorm` (a bias followed by BatchNorm in training mode) have a gradient that is
     zero in exact arithmetic: Adam normalises their rounding noise into updates of size lr, and they change no
-    output in training, so only their gradients are checked to be noise (below 1000 units of rounding of the largest gradient).
+    output in training, so only their gradients are checked to be noise (below 1000 units of rounding of the
+    largest gradient).
     """
 
     def __init__(self, theirs: torch.nn.Module, ours: torch.nn.Module, table: dict, extra: dict | None = None,
@@ -198,7 +200,7 @@ def run_fastreid_parity(cfg, config) -> None:
     mapped, unmapped = map_peer_keys(theirs.state_dict(), FASTREID_RESNET)
     assert not unmapped
     steps = cfg.SOLVER.MAX_EPOCH * STEPS_PER_EPOCH
-    model, trainer = reidkit_parts(config, mapped, steps)
+    model, trainer = reidkit_parts(config, mapped)
     comparison = Comparison(theirs, model, FASTREID_RESNET)
     data = batches(steps, torch.float64)
     mean, std = theirs.pixel_mean.clone(), theirs.pixel_std.clone()
@@ -236,15 +238,15 @@ def bagtricks_config(name: str, overrides: list[str] = ()):
     smoothing = 0.1 * CLASSES / (CLASSES - 1)  # fast-reid spreads ε over the C − 1 other classes, reidkit over C
     return load_config(CONFIGS / name, [f"data.height={HEIGHT}", f"data.width={WIDTH}", f"data.p={P}", f"data.k={K}",
                                         "model.weights=", "train.device=cpu", f"loss.id.label_smoothing={smoothing}",
-                                        *SHORT_REIDKIT, *overrides])
+                                        *overrides])
 
 
-@pytest.mark.slow  # ResNet-50 (-IBN): ~1 min each on 2 cores
+@pytest.mark.slow  # ResNet-50 (-IBN) in float64, 12 steps: minutes each on 2 cores
 @pytest.mark.parametrize("name, with_ibn", [("bot_r50_market.yaml", False), ("bot_r50_ibn_a_market.yaml", True)])
 def test_fastreid_bagtricks(name, with_ibn):
     fastreid = import_fastreid()
-    cfg = fastreid_cfg(fastreid, {**BAGTRICKS, **SHORT_FASTREID}, "50x", with_ibn)
-    run_fastreid_parity(cfg, bagtricks_config(name))
+    cfg = fastreid_cfg(fastreid, {**BAGTRICKS, **SHORTER_FASTREID}, "50x", with_ibn)
+    run_fastreid_parity(cfg, bagtricks_config(name, SHORTER_REIDKIT))
 
 
 # fast-reid's other solver features on a ResNet-18: bias lr ×2 and no bias decay (Detectron's and BoT's), no decay
@@ -265,7 +267,7 @@ SOLVER_FEATURES_IN_REIDKIT = ["model.backbone=resnet18", "train.bias_lr_factor=2
 def test_fastreid_solver_features_on_resnet18():
     fastreid = import_fastreid()
     cfg = fastreid_cfg(fastreid, {**BAGTRICKS, **SOLVER_FEATURES}, "18x", False)
-    config = bagtricks_config("bot_r50_market.yaml", SOLVER_FEATURES_IN_REIDKIT)
+    config = bagtricks_config("bot_r50_market.yaml", [*SHORT_REIDKIT, *SOLVER_FEATURES_IN_REIDKIT])
     run_fastreid_parity(cfg, config)
 
 
@@ -276,7 +278,7 @@ def test_a_changed_recipe_detail_is_caught(detail):
     """The ResNet-18 comparison with one of reidkit's solver settings changed fails within its 24 steps."""
     fastreid = import_fastreid()
     cfg = fastreid_cfg(fastreid, {**BAGTRICKS, **SOLVER_FEATURES}, "18x", False)
-    config = bagtricks_config("bot_r50_market.yaml", [*SOLVER_FEATURES_IN_REIDKIT, detail])
+    config = bagtricks_config("bot_r50_market.yaml", [*SHORT_REIDKIT, *SOLVER_FEATURES_IN_REIDKIT, detail])
     with pytest.raises(AssertionError):
         run_fastreid_parity(cfg, config)
 
@@ -293,7 +295,8 @@ def run_torchreid_parity(engine_class, theirs, optimizer, scheduler, config, tab
     mapped.update({"head.classifier.weight": theirs.classifier.weight.detach(),
                    "head.classifier.bias": theirs.classifier.bias.detach()})
     steps = config.train.epochs * STEPS_PER_EPOCH
-    model, trainer = reidkit_parts(config, mapped, steps)
+    model, trainer = reidkit_parts(config, mapped)
+    assert steps >= 20
     comparison = Comparison(theirs, model, table, {"classifier.weight": "head.classifier.weight",
                                                   "classifier.bias": "head.classifier.bias"},
                             before_batchnorm=tuple(name for name in ("fc.0.bias",) if hasattr(theirs, "fc")))
@@ -351,7 +354,8 @@ def test_torchreid_triplet_resnet18():
         "loss.trihard.feature=features", "train.device=cpu", f"data.height={HEIGHT}", f"data.width={WIDTH}",
         f"data.p={P}", f"data.k={K}"])
     torch.manual_seed(0)
-    theirs = torchreid.models.build_model("resnet18", num_classes=CLASSES, loss="triplet", pretrained=False).double()  # float64: see the module docstring
+    theirs = torchreid.models.build_model("resnet18", num_classes=CLASSES, loss="triplet", pretrained=False)
+    theirs.double()  # float64: see the module docstring
     optimizer = torchreid.optim.build_optimizer(theirs, optim="adam", lr=3e-4, weight_decay=5e-4)
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step", stepsize=2, gamma=0.1)
     run_torchreid_parity(torchreid.engine.ImageTripletEngine, theirs, optimizer, scheduler, config, TORCHREID_RESNET,
