@@ -140,3 +140,14 @@ def test_verification_loss_by_hand():
     loss = VerificationLoss(head)(features[:5], torch.tensor([0, 0, 0, 0, 1]))
     assert loss.item() == pytest.approx((6 * math.log1p(math.exp(-1)) + 4 * math.log1p(math.exp(1))) / 10, abs=1e-6)
     assert loss.item() == pytest.approx(0.713262, abs=1e-6)
+
+
+def test_linear_head_is_torchreids_biased_classifier_on_the_feature():
+    """model.head=linear: no neck (bn_features are the features), logits = W·f + b; the ID loss alone trains it."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=5, head="linear", embedding_dim=8).train()
+    outputs = model(torch.randn(4, 3, 32, 16))
+    classifier = model.head.classifier
+    assert torch.equal(outputs["bn_features"], outputs["features"]) and classifier.bias is not None
+    torch.testing.assert_close(outputs["logits"], outputs["features"] @ classifier.weight.T + classifier.bias)
+    assert model.freeze_unused(["logits"]) == [] and model.freeze_unused(["features"]) == ["head.classifier"]

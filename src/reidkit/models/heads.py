@@ -57,6 +57,24 @@ class BNNeckHead(nn.Module):
         return bn_features, F.linear(bn_features, self.classifier.weight)
 
 
+class LinearHead(nn.Module):
+    """Torchreid's head: a linear classifier with a bias on the feature itself, no neck (weights drawn with
+    std 0.01, zero bias, as Torchreid initialises it). Returns `(features [N,D], logits [N,num_classes])`: the
+    feature stands in for the BNNeck output."""
+
+    def __init__(self, feat_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(feat_dim, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return features, self.classifier(features)
+
+
+HEADS = {"bnneck": BNNeckHead, "linear": LinearHead}
+
+
 class AttributeHeads(nn.Module):
     """One linear classifier per attribute: features [N,D] -> {name: logits [N, classes]}."""
 

@@ -14,7 +14,7 @@ from torch import nn
 from reidkit.errors import ConfigError
 from reidkit.models.attention import AttentionBranch
 from reidkit.models.backbones import build_backbone
-from reidkit.models.heads import POOLINGS, AttributeHeads, BNNeckHead, PairHead
+from reidkit.models.heads import HEADS, POOLINGS, AttributeHeads, BNNeckHead, PairHead
 from reidkit.models.jigsaw import JigsawPatchModule
 from reidkit.models.peers import check_architecture, load_peer_state, peer_weights
 from reidkit.models.temporal import build_aggregation
@@ -32,7 +32,8 @@ class ReidModel(nn.Module):
     a fully attentional block and pooled, beside the ID branch's "features" (equal to them at insertion).
 
     `embedding_dim` > 0 adds Torchreid's embedding layer (`embedding_layer`) after pooling: the head then
-    works on its D = embedding_dim outputs.
+    works on its D = embedding_dim outputs. `head` picks the ID head: "bnneck" (BoT's `BNNeckHead`) or "linear"
+    (Torchreid's `LinearHead`: a biased classifier on the feature; "bn_features" are then the features).
 
     `jigsaw_groups` = k > 0 (a vision transformer trunk) adds TransReID's jigsaw patch module
     (`reidkit.models.jigsaw`) and one BNNeck head per local feature: outputs "jigsaw" {"features" [N,k,D],
@@ -47,10 +48,13 @@ class ReidModel(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, num_classes: int, pooling: str = "avg",
                  attributes: dict[str, int] | None = None, pair_head: bool = False,
                  attention_branch: bool = False, embedding_dim: int = 0, jigsaw_groups: int = 0,
-                 jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg") -> None:
+                 jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg",
+                 head: str = "bnneck") -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
+        if head not in HEADS:
+            raise ValueError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
         self.backbone = backbone
         self.pool = POOLINGS[pooling]()
         self.embedding = embedding_layer(feat_dim, embedding_dim) if embedding_dim > 0 else None
@@ -61,7 +65,7 @@ class ReidModel(nn.Module):
             nn.init.normal_(self.embedding[0].weight, std=0.01)
             nn.init.zeros_(self.embedding[0].bias)
             feat_dim = embedding_dim
-        self.head = BNNeckHead(feat_dim, num_classes)
+        self.head = HEADS[head](feat_dim, num_classes)
         self.attribute_heads = AttributeHeads(feat_dim, attributes) if attributes else None
         self.pair_head = PairHead(feat_dim) if pair_head else None
         self.attention_branch = AttentionBranch(feat_dim, self.pool) if attention_branch else None
@@ -146,7 +150,7 @@ class ReidModel(nn.Module):
         only gets no gradient, so DistributedDataParallel does not wait for one.
         """
         used = set(used_outputs)
-        needs = {"head.bn": (self.head.bn, {"bn_features", "logits", "attr_logits"}),
+        needs = {"head.bn": (getattr(self.head, "bn", None), {"bn_features", "logits", "attr_logits"}),
                  "head.classifier": (self.head.classifier, {"logits"}),
                  "attribute_heads": (self.attribute_heads, {"attr_logits"}),
                  "attention_branch": (self.attention_branch, {"att_features"}),
@@ -181,7 +185,8 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
                 input_size: tuple[int, int] = (256, 128), attention_blocks: bool = False,
                 attention_branch: bool = False, embedding_dim: int = 0, stem_pool: str = "pad",
                 patch_stride: int = 0, cameras: int = 0, camera_scale: float = 3.0, jigsaw_groups: int = 0,
-                jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg") -> ReidModel:
+                jigsaw_shift: int = 5, jigsaw_shuffle_groups: int = 2, temporal: str = "avg",
+                head: str = "bnneck") -> ReidModel:
     """Build a ReidModel from plain arguments (see `model_kwargs` for the config mapping).
 
     `weights` naming a Torchreid or fast-reid checkpoint ("torchreid:PATH", "fastreid:PATH", or a file whose
@@ -207,7 +212,8 @@ def build_model(backbone: str, num_classes: int, last_stride: int = 1, pooling: 
     model = ReidModel(trunk, trunk.out_channels, num_classes, pooling=pooling, attributes=attributes,
                       pair_head=pair_head, attention_branch=attention_branch, embedding_dim=embedding_dim,
                       jigsaw_groups=jigsaw_groups, jigsaw_shift=jigsaw_shift,
-                      jigsaw_shuffle_groups=jigsaw_shuffle_groups, temporal=temporal)
+                      jigsaw_shuffle_groups=jigsaw_shuffle_groups, temporal=temporal,
+                      head=head)
     if peer:
         load_peer_state(model, *peer, with_classifier=False)
     return model
@@ -225,4 +231,4 @@ def model_kwargs(model_config, data_config=None) -> dict:
             "stem_pool": model_config.stem_pool, "patch_stride": model_config.patch_stride,
             "camera_scale": model_config.camera_scale, "jigsaw_groups": model_config.jigsaw_groups,
             "jigsaw_shift": model_config.jigsaw_shift, "jigsaw_shuffle_groups": model_config.jigsaw_shuffle_groups,
-            "temporal": model_config.temporal, **size}
+            "temporal": model_config.temporal, "head": model_config.head, **size}
