@@ -35,6 +35,7 @@ from reidkit.engine.evaluation import Evaluation, describe_metrics, eval_record,
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_writer import MetricsLog, check_writable, finish_run, write_baselines
 from reidkit.engine.saved_runs import model_metadata
+from reidkit.engine.teacher import with_teacher
 from reidkit.engine.tensorboard_events import TensorBoardEvents
 from reidkit.engine.training_data import (cached_test_images, load_training_data, training_batches,
                                           training_set_fingerprint)
@@ -302,10 +303,14 @@ class TrainingRun:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
             forward_model = torch.compile(forward_model)
+        camids = model.uses_camids  # the batch's camera ids go to the model (a camera embedding)
+        if config.model.teacher:  # distillation: the frozen teacher's outputs join the student's
+            forward_model = with_teacher(forward_model, config, training.num_train_pids, device)
+            camids = camids or forward_model.teacher.uses_camids
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
         self.trainer = Trainer(forward_model, self.objective, self.optimizer, device, self.amp,
-                               camids=model.uses_camids)
+                               camids=camids)
         self.metadata = model_metadata(model, config)
 
     def _restore(self, weights, state: dict) -> None:
