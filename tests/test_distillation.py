@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from reidkit.config import load_config
-from reidkit.engine.teacher import Preprocessing, Teacher, WithTeacher, convert_batch, with_teacher
+from reidkit.engine.teacher import Preprocessing, Teacher, WithTeacher, convert_batch, load_teacher, with_teacher
 from reidkit.errors import ConfigError
 from reidkit.losses.cross_rank import CrossRankDistillation
 from reidkit.losses.distillation import (RKDAngleLoss, logit_distillation_loss, rkd_angle_loss, rkd_distance_loss,
@@ -303,11 +303,11 @@ def test_a_tiny_student_is_distilled_from_the_command_line(teacher_run, tmp_path
     assert load_config(run / "config.yaml").model.teacher == str(teacher)
 
 
-def test_a_missing_teacher_and_a_teacher_of_other_classes_are_one_error_line(teacher_run, tmp_path) -> None:
+def test_a_missing_teacher_is_one_error_line_before_any_work(teacher_run, tmp_path) -> None:
     _, data = teacher_run
     result = reidkit("train", "--config", str(TINY), "--out", str(tmp_path / "s"), f"data.root={data}",
                      f"model.teacher={tmp_path / 'nothing'}", "loss.rkd_distance.weight=1")
-    assert result.returncode == 2
+    assert result.returncode == 2 and not (tmp_path / "s").exists()  # refused before the run folder is made
     assert result.stderr.strip().splitlines() == [
         f"reidkit: error: model.teacher={tmp_path / 'nothing'}: {tmp_path / 'nothing'} is not a run folder (no "
         "config.yaml); pass the --out of `reidkit train`"]
@@ -316,8 +316,10 @@ def test_a_missing_teacher_and_a_teacher_of_other_classes_are_one_error_line(tea
 def test_logit_distillation_from_a_teacher_of_other_classes_is_refused(teacher_run) -> None:
     teacher, _ = teacher_run
     config = load_config(TINY, [f"model.teacher={teacher}", "loss.logit_kd.weight=1"])
+    loaded = load_teacher(teacher, torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"loss.logit_kd needs the teacher's classes to be the student's: the teacher "
                                           r".* has \d+ classes, this training set 5; use a teacher trained on the same"):
-        with_teacher(torch.nn.Identity(), config, 5, torch.device("cpu"))
+        with_teacher(torch.nn.Identity(), loaded, config, 5)
     features_only = load_config(TINY, [f"model.teacher={teacher}", "loss.rkd_distance.weight=1"])
-    assert isinstance(with_teacher(torch.nn.Identity(), features_only, 5, torch.device("cpu")), WithTeacher)
+    assert isinstance(with_teacher(torch.nn.Identity(), loaded, features_only, 5), WithTeacher)
+    assert isinstance(with_teacher(torch.nn.Identity(), loaded, config, loaded.num_classes), WithTeacher)

@@ -126,18 +126,16 @@ def load_teacher(run_dir: str | Path, device: torch.device) -> Teacher:
     return Teacher(model, config.eval.feature, run_preprocessing(config))
 
 
-def with_teacher(student: nn.Module, config: Config, num_classes: int, device: torch.device) -> WithTeacher:
-    """`student` wrapped with the teacher of `config.model.teacher`, checked against the run's loss terms.
+def with_teacher(student: nn.Module, teacher: Teacher, config: Config, num_classes: int) -> WithTeacher:
+    """`student` wrapped with `teacher` (loaded from `config.model.teacher`), checked against the run's terms.
 
     Args:
         student: the model the trainer calls (the student, or its DDP / compiled wrapper).
         num_classes: identities of the training set (logit distillation needs the teacher to have as many).
 
     Raises:
-        ConfigError: the teacher does not load, or loss.logit_kd is enabled and the teacher's classifier has
-            another number of classes.
+        ConfigError: loss.logit_kd is enabled and the teacher's classifier has another number of classes.
     """
-    teacher = load_teacher(config.model.teacher, device)
     if config.loss.logit_kd.weight > 0 and teacher.num_classes != num_classes:
         raise ConfigError(f"loss.logit_kd needs the teacher's classes to be the student's: the teacher "
                           f"{config.model.teacher} has {teacher.num_classes} classes, this training set "

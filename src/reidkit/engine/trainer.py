@@ -35,7 +35,7 @@ from reidkit.engine.evaluation import Evaluation, describe_metrics, eval_record,
 from reidkit.engine.optim import build_optimizer, build_scheduler
 from reidkit.engine.run_writer import MetricsLog, check_writable, finish_run, write_baselines
 from reidkit.engine.saved_runs import model_metadata
-from reidkit.engine.teacher import with_teacher
+from reidkit.engine.teacher import load_teacher, with_teacher
 from reidkit.engine.tensorboard_events import TensorBoardEvents
 from reidkit.engine.training_data import (cached_test_images, load_training_data, training_batches,
                                           training_set_fingerprint)
@@ -211,6 +211,8 @@ class TrainingRun:
                  force: bool) -> None:
         self.config, self.run_dir, self.device, self.progress, self.log = config, run_dir, device, progress, log
         self.main_process = distributed.is_main_process()
+        # a teacher that does not load stops the run before its folder, data or model are touched
+        self.teacher = load_teacher(config.model.teacher, device) if config.model.teacher else None
         restored = self._open_run_folder(resume, force)
         distributed.barrier()
         seed_everything(config.train.seed)
@@ -304,8 +306,8 @@ class TrainingRun:
         if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
             forward_model = torch.compile(forward_model)
         camids = model.uses_camids  # the batch's camera ids go to the model (a camera embedding)
-        if config.model.teacher:  # distillation: the frozen teacher's outputs join the student's
-            forward_model = with_teacher(forward_model, config, training.num_train_pids, device)
+        if self.teacher is not None:  # distillation: the frozen teacher's outputs join the student's
+            forward_model = with_teacher(forward_model, self.teacher, config, training.num_train_pids)
             camids = camids or forward_model.teacher.uses_camids
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
