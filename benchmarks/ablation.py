@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes-dir", type=Path, default=RECIPES_DIR)
     parser.add_argument("--verbose", action="store_true", help="show each run's training log")
     args = parser.parse_args(argv)
-    recipes = args.recipes or available_recipes(args.recipes_dir)
+    # by default the loss recipes; the distillation recipes need a teacher run (ask for them with
+    # --recipes distill_... --set model.teacher=RUN)
+    recipes = args.recipes or [name for name in available_recipes(args.recipes_dir) if not name.startswith("distill_")]
     budget = budget_overrides(args.epochs, args.identities, args.set)
     try:
         rows, failures = run_ablation(recipes, args.seeds, args.out, budget, args.recipes_dir, args.verbose)

@@ -30,7 +30,12 @@ TINY = ["data.synthetic_identities=16", "data.synthetic_cameras=3", "data.height
 EXTRA_RUNS = {
     "ide_sharded": ("ide.yaml", ["loss.id.sharded=true"]),
     "bot_sync_bn_cross_rank": ("bot.yaml", ["model.sync_bn=true", "loss.trihard.cross_rank=true"]),
+    "distill_cross_rank": ("distill_resnet18.yaml", ["loss.rkd_distance.cross_rank=true",
+                                                     "loss.rkd_angle.cross_rank=true"]),
 }
+# The distillation recipes' teacher: the tiny run of this recipe, trained first in the same group (its
+# identities are the students', as their logit distillation needs).
+TEACHER_RUN = "bot"
 SPAWN_DEADLINE_S = 600.0
 
 
@@ -42,6 +47,10 @@ def recipe_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     jobs = [(path.stem, str(path), [*TINY, *data]) for path in RECIPES]
     jobs += [(name, str(ROOT / "configs" / "recipes" / recipe), [*TINY, *data, *extra])
              for name, (recipe, extra) in EXTRA_RUNS.items()]
+    teacher = [f"model.teacher={out / TEACHER_RUN}"]
+    jobs = sorted(jobs, key=lambda job: job[0].startswith("distill_"))  # the teacher's run first
+    jobs = [(name, recipe, [*overrides, *teacher] if name.startswith("distill_") else overrides)
+            for name, recipe, overrides in jobs]
     toy.spawn_ranks(toy.train_runs, (2, str(out / "rendezvous"), str(out), jobs), deadline_s=SPAWN_DEADLINE_S)
     return out, torch.load(out / "train_rank0.pt")
 

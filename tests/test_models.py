@@ -268,3 +268,17 @@ def test_timm_backbones_by_name_with_local_weights_and_clear_errors(tmp_path, mo
     monkeypatch.setitem(sys.modules, "timm", None)  # timm not installed
     with pytest.raises(ConfigError, match=r"pip install 'reidkit\[timm\]'"):
         build_backbone("timm/resnet18d")
+
+
+def test_timm_parameters_that_forward_features_skips_are_frozen_for_ddp():
+    """timm's MobileNetV3 runs conv_head in forward_head, which reidkit replaces: left trainable, DDP stops at the
+    second step (no gradient for it). Every trainable parameter must get a gradient from a training forward."""
+    from reidkit.models.reid import build_model
+
+    model = build_model("timm/mobilenetv3_small_100", num_classes=4, last_stride=2)
+    frozen = {name for name, parameter in model.backbone.named_parameters(prefix="backbone")
+              if not parameter.requires_grad}
+    assert frozen == {"backbone.model.conv_head.weight", "backbone.model.conv_head.bias"}
+    outputs = model(torch.randn(4, 3, 64, 32))
+    (outputs["logits"].sum() + outputs["features"].sum()).backward()
+    assert all(parameter.grad is not None for parameter in model.parameters() if parameter.requires_grad)

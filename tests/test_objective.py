@@ -22,7 +22,8 @@ def outputs_and_labels():
     outputs = {"features": features, "bn_features": features * 2, "logits": torch.randn(8, 4, requires_grad=True),
                "attr_logits": {"gender": features[:, :2] * 3, "age": features[:, 2:6] * 3},
                "jigsaw": {"features": torch.stack([features, -features], dim=1),  # 2 local features
-                          "logits": torch.stack([features[:, :4], features[:, 2:]], dim=1)}}
+                          "logits": torch.stack([features[:, :4], features[:, 2:]], dim=1)},
+               "teacher_features": torch.randn(8, 5), "teacher_logits": torch.randn(8, 4)}  # a teacher's outputs
     return outputs, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 
 
@@ -70,7 +71,9 @@ def test_every_configured_term_builds_and_trains(name):
     """Each loss-config entry builds alone, gives a finite loss and a gradient to the features it reads."""
     outputs, labels = outputs_and_labels()
     overrides = ["loss.id.weight=0", "loss.trihard.weight=0", f"loss.{name}.weight=1.0",
-                 *(["model.jigsaw_groups=2"] if name == "jigsaw" else [])]
+                 *(["model.jigsaw_groups=2"] if name == "jigsaw" else []),
+                 *(["model.teacher=runs/teacher"] if name in ("logit_kd", "similarity_preserving", "rkd_distance",
+                                                              "rkd_angle") else [])]
     objective = build_objective(load_config(None, overrides).loss, num_classes=4, embedding_dim=6,
                                 attribute_table=ATTRIBUTE_TABLE, pair_head=PairHead(6))
     total, terms = objective(outputs, labels)

@@ -29,6 +29,7 @@ from reidkit.data.datasets import load_market1501
 from reidkit.data.synthetic import SyntheticSpec, generate_dataset
 from reidkit.data.transforms import build_test_transform
 from reidkit.engine.optim import build_optimizer
+from reidkit.engine.teacher import Preprocessing, Teacher, WithTeacher
 from reidkit.engine.trainer import Trainer, seed_everything
 from reidkit.losses.objective import build_objective
 from reidkit.models.reid import build_model, model_kwargs
@@ -43,9 +44,14 @@ EXPECTED_TERMS = {
     "lifted": {"lifted"}, "hap2s": {"hap2s"}, "bot": {"id", "trihard"}, "norm_softmax": {"norm_softmax"},
     "cosface": {"cosface"}, "arcface": {"arcface"}, "circle": {"circle"}, "ahsm": {"id"},
     "mancs": {"id", "curriculum_triplet"},
+    **{f"distill_{student}": {"id", "trihard", "logit_kd", "rkd_distance", "rkd_angle"}
+       for student in ("osnet_x0_25", "resnet18", "mobilenetv3")},
 }
 # recipe → the model keys it adds to demo.yaml's model section (the architecture its paper needs).
-MODEL_ADDITIONS = {"mancs": {"attention_blocks": True, "attention_branch": True}}
+MODEL_ADDITIONS = {"mancs": {"attention_blocks": True, "attention_branch": True},
+                   **{f"distill_{name}": {"backbone": backbone, "teacher": "runs/teacher_r50_ibn_a"} for name, backbone in
+                      (("osnet_x0_25", "osnet_x0_25"), ("resnet18", "resnet18"),
+                       ("mobilenetv3", "timm/mobilenetv3_small_100"))}}
 STEPS = 8  # optimiser steps on the fixed batch; the mean of the last 3 must be below that of the first 3
 
 
@@ -112,6 +118,10 @@ def test_recipe_loss_falls_on_a_fixed_batch(recipe, tiny_root, fixed_batch):
                                 model.pair_head)
     assert set(objective.terms) == EXPECTED_TERMS[recipe]
     optimizer = build_optimizer(model, objective, config.train)
+    if config.model.teacher:  # a distillation recipe: a random ResNet-18 stands in for its trained teacher
+        teacher = Teacher(build_model("resnet18", num_classes=dataset.num_train_pids, last_stride=2), "bn_features",
+                          Preprocessing(64, 32))
+        model = WithTeacher(model, teacher, Preprocessing(64, 32))
     trainer = Trainer(model, objective, optimizer, torch.device("cpu"))
     losses = [trainer.run_step(batch)[0].item() for _ in range(STEPS)]
     assert all(math.isfinite(loss) for loss in losses)

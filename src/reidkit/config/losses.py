@@ -6,7 +6,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from reidkit.config.rules import FeatureKey, Metric, PairStrategy, TripletStrategy, refuse_bad
 from reidkit.errors import ConfigError
@@ -163,6 +163,32 @@ class ClusterMemoryLossConfig(EmbeddingTermConfig):
 
 
 @dataclass
+class LogitDistillationConfig:
+    """Hinton et al.'s logit distillation: T² · KL(softmax(teacher_logits / T) ‖ softmax(logits / T)); needs
+    model.teacher, trained on the same identities as the student."""
+
+    teacher_output: ClassVar[str] = "teacher_logits"  # the model-output key of the teacher's it reads
+    weight: float = 0.0
+    temperature: float = 4.0
+
+
+@dataclass
+class FeatureDistillationConfig(PairwiseTermConfig):
+    """A relation of the batch's student `feature` matched to the same relation of the teacher's features (the
+    teacher run's eval.feature); needs model.teacher. Dimensions may differ."""
+
+    teacher_output: ClassVar[str] = "teacher_features"
+    feature: FeatureKey = "bn_features"
+
+
+def teacher_terms(loss_config: LossConfig) -> list[str]:
+    """Names of the enabled terms (weight > 0) that read the teacher's outputs."""
+    return [f.name for f in dataclasses.fields(loss_config)
+            if isinstance(getattr(loss_config, f.name), (LogitDistillationConfig, FeatureDistillationConfig))
+            and getattr(loss_config, f.name).weight > 0]
+
+
+@dataclass
 class LossConfig:
     """One entry per loss term; the objective is the sum of weight × term over terms with weight > 0."""
 
@@ -186,6 +212,12 @@ class LossConfig:
     jigsaw: JigsawLossConfig = field(default_factory=JigsawLossConfig)  # TransReID's local features
     verification: PairwiseTermConfig = field(default_factory=PairwiseTermConfig)  # Siamese pair head
     cluster_memory: ClusterMemoryLossConfig = field(default_factory=ClusterMemoryLossConfig)  # reidkit adapt
+    # Distillation from model.teacher (`teacher_terms`): logits (Hinton et al. 2015), similarity-preserving (Tung &
+    # Mori 2019), relational distance and angle (RKD, Park et al. 2019)
+    logit_kd: LogitDistillationConfig = field(default_factory=LogitDistillationConfig)
+    similarity_preserving: FeatureDistillationConfig = field(default_factory=FeatureDistillationConfig)
+    rkd_distance: FeatureDistillationConfig = field(default_factory=FeatureDistillationConfig)
+    rkd_angle: FeatureDistillationConfig = field(default_factory=FeatureDistillationConfig)
 
     def __post_init__(self) -> None:
         """Refuse a negative weight, and a setting of an enabled term (weight > 0) that its loss would refuse."""
@@ -226,7 +258,7 @@ _LOSS_RULES: dict[str, dict[str, tuple[typing.Callable[[Any], bool], str]]] = {
     "cosface": {"scale": _POSITIVE, "margin": (lambda v: 0 <= v <= 2, "use a value in [0, 2] (cosine units)")},
     "arcface": {"scale": _POSITIVE,
                 "margin_rad": (lambda v: 0 <= v <= math.pi / 2, "use a value in [0, pi/2] (radians)")},
-    "circle": {"scale": _POSITIVE, "margin": _UNIT},
+    "circle": {"scale": _POSITIVE, "margin": _UNIT}, "logit_kd": {"temperature": _POSITIVE},
     "cluster_memory": {"temperature": _POSITIVE, "momentum": _UNIT},
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from reidkit.config.losses import LossConfig
+from reidkit.config.losses import LossConfig, teacher_terms
 from reidkit.config.rules import (VIDEO_DATASETS, DatasetName, FrameSampling, Metric, SyntheticDomain, is_device,
                                   refuse_bad)
 from reidkit.errors import ConfigError
@@ -233,6 +233,10 @@ class ModelConfig:
     # Video data: how the frame features of a tracklet become one feature (reidkit.models.temporal): temporal
     # "avg" or "max" pooling, learned per-frame "attention" weights, or one "transformer" layer over the frames
     temporal: Literal["avg", "max", "attention", "transformer"] = "avg"
+    # Knowledge distillation: a finished run folder (`reidkit train`, or `reidkit import` of a Torchreid /
+    # fast-reid checkpoint) whose model, frozen, computes teacher_features / teacher_logits for the loss terms
+    # that read them (loss.logit_kd, similarity_preserving, rkd_distance, rkd_angle); empty: no teacher
+    teacher: str = ""
 
     def __post_init__(self) -> None:
         from reidkit.models.backbones import BACKBONES  # the names live with their builders
@@ -457,6 +461,14 @@ class Config:
         if jigsaw_readers and not self.model.jigsaw_groups:
             raise ConfigError(f"{jigsaw_readers[0]} reads TransReID's jigsaw branch, which this model lacks; set "
                               "model.jigsaw_groups (e.g. 4, with a timm/vit_... backbone) or turn it off")
+        teacher_readers = [f"loss.{name}" for name in teacher_terms(self.loss)]
+        if teacher_readers and not self.model.teacher:
+            raise ConfigError(f"{teacher_readers[0]} distils a teacher, but model.teacher is empty; set model.teacher="
+                              f"RUN (a run folder of `reidkit train` or `reidkit import`) or {teacher_readers[0]}.weight=0")
+        if self.model.teacher and not teacher_readers:
+            raise ConfigError(f"model.teacher={self.model.teacher} is set but no loss term reads the teacher; give one of "
+                              "loss.logit_kd, loss.similarity_preserving, loss.rkd_distance, loss.rkd_angle a weight > 0, "
+                              "or set model.teacher=\"\"")
         if self.eval.verify_topk > 0 and not self.loss.verification.weight > 0:
             raise ConfigError(f"eval.verify_topk={self.eval.verify_topk} needs a pair head, which only "
                               "loss.verification trains; set loss.verification.weight > 0 or eval.verify_topk=0")

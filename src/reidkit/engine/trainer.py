@@ -36,6 +36,7 @@ from reidkit.engine.optim import BackboneFreeze, build_optimizer
 from reidkit.engine.run_writer import MetricsLog, check_writable, finish_run, write_baselines
 from reidkit.engine.saved_runs import model_metadata
 from reidkit.engine.schedule import Schedule, schedule_from_config, set_learning_rates
+from reidkit.engine.teacher import load_teacher, with_teacher
 from reidkit.engine.tensorboard_events import TensorBoardEvents
 from reidkit.engine.training_data import (cached_test_images, load_training_data, training_batches,
                                           training_set_fingerprint)
@@ -229,6 +230,8 @@ class TrainingRun:
                  force: bool) -> None:
         self.config, self.run_dir, self.device, self.progress, self.log = config, run_dir, device, progress, log
         self.main_process = distributed.is_main_process()
+        # a teacher that does not load stops the run before its folder, data or model are touched
+        self.teacher = load_teacher(config.model.teacher, device) if config.model.teacher else None
         restored = self._open_run_folder(resume, force)
         distributed.barrier()
         seed_everything(config.train.seed)
@@ -317,11 +320,15 @@ class TrainingRun:
                 model, device_ids=[device.index] if device.type == "cuda" else None)
         if train_cfg.compile:  # the training forward only; evaluation runs `model` as it is
             forward_model = torch.compile(forward_model)
+        camids = model.uses_camids  # the batch's camera ids go to the model (a camera embedding)
+        if self.teacher is not None:  # distillation: the frozen teacher's outputs join the student's
+            forward_model = with_teacher(forward_model, self.teacher, config, training.num_train_pids)
+            camids = camids or forward_model.teacher.uses_camids
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
         freeze = BackboneFreeze(model.backbone, train_cfg.freeze_iters) if train_cfg.freeze_iters else None
         self.trainer = Trainer(forward_model, self.objective, self.optimizer, device, self.amp,
-                               camids=model.uses_camids, schedule=schedule_from_config(train_cfg),
+                               camids=camids, schedule=schedule_from_config(train_cfg),
                                steps_per_epoch=len(self.loader), freeze=freeze)
         self.metadata = model_metadata(model, config)
 

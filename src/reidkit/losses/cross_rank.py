@@ -9,7 +9,7 @@ all-gather (see `reidkit.distributed` for the gradient convention).
 
 from torch import Tensor, nn
 
-from reidkit.distributed import global_batch_loss
+from reidkit.distributed import all_gather_tensors, all_gather_with_grad, global_batch_loss
 
 
 class CrossRankLoss(nn.Module):
@@ -32,3 +32,21 @@ class CrossRankLoss(nn.Module):
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Loss on the global batch from local `embeddings [n_local, D]` and `labels [n_local]`."""
         return global_batch_loss(self.loss_module, embeddings, labels)
+
+
+class CrossRankDistillation(nn.Module):
+    """Wrap a batch distillation loss `(student [N, D_s], teacher [N, D_t]) -> scalar` to act on the global batch.
+
+    L = loss_module(all_gather_with_grad(student), all_gather(teacher)): the relations of the whole global
+    batch, the same value on every rank, with the gradient convention of `CrossRankLoss` (DDP's averaging
+    gives single-process training on the concatenated batch). In a single process it returns
+    `loss_module(student, teacher)`.
+    """
+
+    def __init__(self, loss_module: nn.Module) -> None:
+        super().__init__()
+        self.loss_module = loss_module
+
+    def forward(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
+        """Loss on the global batch from local `student_features [n_local, D_s]`, `teacher_features [n_local, D_t]`."""
+        return self.loss_module(all_gather_with_grad(student_features), all_gather_tensors(teacher_features))

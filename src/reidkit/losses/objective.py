@@ -19,8 +19,9 @@ from reidkit.errors import ConfigError
 from reidkit.losses.attribute import AttributeLoss
 from reidkit.losses.center import CenterLoss
 from reidkit.losses.cluster_memory import ClusterMemoryLoss
-from reidkit.losses.cross_rank import CrossRankLoss
+from reidkit.losses.cross_rank import CrossRankDistillation, CrossRankLoss
 from reidkit.losses.curriculum import CurriculumTripletLoss
+from reidkit.losses.distillation import LogitDistillationLoss, RKDAngleLoss, RKDDistanceLoss, SimilarityPreservingLoss
 from reidkit.losses.hard_samples import HardSampleCrossEntropy
 from reidkit.losses.jigsaw import JigsawLoss
 from reidkit.losses.margin_softmax import ArcFaceLoss, CircleClassLoss, CirclePairLoss, CosFaceLoss, NormSoftmaxLoss
@@ -36,21 +37,24 @@ from reidkit.losses.verification import VerificationLoss
 METRIC_TERMS = ("trihard", "adaptive_triplet", "curriculum_triplet", "contrastive", "triplet", "improved_triplet",
                 "quadruplet", "lifted", "hap2s", "circle_pair", "verification", "jigsaw")
 # Output keys of the terms whose config has no `feature` field.
-FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits", "jigsaw": "jigsaw"}
+FIXED_INPUT_KEYS = {"id": "logits", "attribute": "attr_logits", "jigsaw": "jigsaw", "logit_kd": "logits"}
 
 
 @dataclass(frozen=True)
 class LossTerm:
-    """One weighted term: `weight * module(outputs[input_key], labels)`."""
+    """One weighted term: `weight * module(outputs[input_key], target)`, the target being the batch labels, or
+    `outputs[target_key]` when given (a distillation term's teacher output)."""
 
     name: str
     weight: float
     module: nn.Module
     input_key: str
+    target_key: str | None = None
 
 
 class Objective(nn.Module):
-    """L = Σ_t w_t · L_t(outputs[key_t], labels); returns the total and each unweighted term."""
+    """L = Σ_t w_t · L_t(outputs[key_t], target_t), target_t the labels or a teacher output; returns the total and
+    each unweighted term."""
 
     def __init__(self, terms: list[LossTerm]) -> None:
         super().__init__()
@@ -62,9 +66,12 @@ class Objective(nn.Module):
         self.terms = nn.ModuleDict({term.name: term.module for term in terms})
         self.weights = {term.name: term.weight for term in terms}
         self.input_keys = {term.name: term.input_key for term in terms}
+        self.target_keys = {term.name: term.target_key for term in terms}
 
     def forward(self, outputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        values = {name: module(outputs[self.input_keys[name]], labels) for name, module in self.terms.items()}
+        values = {name: module(outputs[self.input_keys[name]],
+                               labels if self.target_keys[name] is None else outputs[self.target_keys[name]])
+                  for name, module in self.terms.items()}
         total = sum(self.weights[name] * value for name, value in values.items())
         return total, values
 
@@ -121,6 +128,10 @@ def _term_builders(num_classes: int, embedding_dim: int, attribute_table: torch.
         "jigsaw": lambda t: JigsawLoss(t.label_smoothing, t.margin, t.metric),
         "verification": verification,
         "cluster_memory": lambda t: ClusterMemoryLoss(c, d, t.temperature, t.momentum, t.hard),
+        "logit_kd": lambda t: LogitDistillationLoss(t.temperature),
+        "similarity_preserving": lambda t: SimilarityPreservingLoss(),
+        "rkd_distance": lambda t: RKDDistanceLoss(),
+        "rkd_angle": lambda t: RKDAngleLoss(),
     }
 
 
@@ -136,8 +147,9 @@ def build_objective(loss_config, num_classes: int, embedding_dim: int, attribute
         attribute_table: [num_classes, A] attribute class indices per identity (attribute term).
         pair_head: the model's pair head (verification term); shared, so it is saved with the model.
 
-    Terms with `cross_rank` mine over the global batch of all ranks (`CrossRankLoss`); `id.sharded`
-    replaces the model's logits by a class-sharded classifier over `bn_features`.
+    Terms with `cross_rank` mine over the global batch of all ranks (`CrossRankLoss`; distillation terms:
+    `CrossRankDistillation`); `id.sharded` replaces the model's logits by a class-sharded classifier over
+    `bn_features`. Distillation terms (a `teacher_output` key) read their teacher output as the target.
 
     Raises:
         ConfigError: an enabled term whose data or head is missing.
@@ -148,9 +160,10 @@ def build_objective(loss_config, num_classes: int, embedding_dim: int, attribute
         term_config = getattr(loss_config, field.name)
         if term_config.weight > 0:
             module = builders[field.name](term_config)
+            target_key = getattr(term_config, "teacher_output", None)  # a distillation term's teacher output
             if getattr(term_config, "cross_rank", False):
-                module = CrossRankLoss(module)
+                module = CrossRankLoss(module) if target_key is None else CrossRankDistillation(module)
             input_key = "bn_features" if getattr(term_config, "sharded", False) else \
                 FIXED_INPUT_KEYS.get(field.name) or term_config.feature
-            terms.append(LossTerm(field.name, term_config.weight, module, input_key))
+            terms.append(LossTerm(field.name, term_config.weight, module, input_key, target_key))
     return Objective(terms)

@@ -46,6 +46,23 @@ def is_vision_transformer(model: nn.Module) -> bool:
     return hasattr(model, "patch_embed") and getattr(model, "cls_token", None) is not None
 
 
+def freeze_head_only_parameters(model: nn.Module) -> list[str]:
+    """Freeze the parameters of a timm CNN that `forward_features` never uses (MobileNetV3's `conv_head`: timm runs
+    it in `forward_head`, after the pooling reidkit replaces), found by one backward of a 64×64 probe in
+    evaluation mode; returns their names. Otherwise DDP stops at the second step (a parameter without gradient),
+    as `ReidModel.freeze_unused` avoids for the heads."""
+    was_training = model.training
+    model.eval()
+    model.forward_features(torch.zeros(1, 3, 64, 64)).float().sum().backward()
+    model.train(was_training)
+    unused = [name for name, parameter in model.named_parameters() if parameter.requires_grad and parameter.grad is None]
+    for name, parameter in model.named_parameters():
+        parameter.grad = None
+        if name in unused:
+            parameter.requires_grad_(False)
+    return unused
+
+
 class TimmTrunk(nn.Module):
     """A timm model without its classifier: images → feature map [N, C, h, w] or tokens [N, 1 + T, C];
     a ViT optionally with a camera embedding (`cameras` > 0; see the module docstring)."""
@@ -57,6 +74,8 @@ class TimmTrunk(nn.Module):
         self.returns_tokens = is_vision_transformer(model)
         self.camera_scale = camera_scale
         self.camera_embedding = None
+        if not self.returns_tokens:
+            freeze_head_only_parameters(model)
         if cameras > 0:
             self.camera_embedding = nn.Parameter(torch.zeros(cameras, 1, model.num_features))
             nn.init.trunc_normal_(self.camera_embedding, std=0.02)
