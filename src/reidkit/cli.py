@@ -1,5 +1,5 @@
 """The `reidkit` command line: synth, train, import, eval, extract, rerank, verify, index, search, report, export,
-serve.
+serve, delete, token.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -216,7 +216,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_upload_bytes=args.max_upload_bytes, max_uploads=args.max_uploads,
           max_waiting=args.max_waiting, max_decodes=args.max_decodes,
           max_batch=args.max_batch, body_timeout=args.body_timeout, allow_add=args.allow_add,
-          added_images=args.added_images, trust_features=args.trust_features)
+          added_images=args.added_images, trust_features=args.trust_features, tokens=args.tokens,
+          audit_log=args.audit_log, rate_limit=args.rate_limit, allow_delete=args.allow_delete,
+          insecure_no_auth=args.insecure_no_auth)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from reidkit.retrieval.filters import format_time
+    from reidkit.serve.security import add_token, read_tokens, remove_token
+
+    if args.action == "add":
+        if not args.id or not args.scopes:
+            raise ReidkitError("token add needs --id NAME and --scopes search [write]")
+        secret = add_token(args.tokens, args.id, args.scopes, args.days)
+        print(f"token {args.id} ({' '.join(sorted(args.scopes))}) added to {args.tokens}; it is shown only now, keep "
+              f"it secret:\n{secret}")
+    elif args.action == "remove":
+        if not args.id:
+            raise ReidkitError("token remove needs --id NAME")
+        remove_token(args.tokens, args.id)
+        print(f"token {args.id} removed from {args.tokens}; a running service refuses it from its next request")
+    else:
+        for token in read_tokens(args.tokens):
+            expiry = "never expires" if token.expires is None else f"expires {format_time(token.expires)}"
+            print(f"{token.id}  {' '.join(sorted(token.scopes))}  {expiry}")
     return 0
 
 
@@ -571,7 +595,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--added-images", help="folder for images added at run time (default: INDEX_images beside "
                                               "the index file)")
     serve.add_argument("--trust-features", action="store_true", help=TRUST_FEATURES_HELP)
+    serve.add_argument("--tokens", help="tokens file (`reidkit token add`): every request then needs a token with "
+                       "the route's scope (search, write); required off loopback")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="allow a --host reachable from other "
+                       "machines without --tokens (anyone who reaches the port can search and read images)")
+    serve.add_argument("--audit-log", help="JSON-lines audit log of every request (default INDEX_audit.jsonl "
+                       "beside the index)")
+    serve.add_argument("--rate-limit", type=positive_seconds, default=50.0, metavar="PER_SECOND",
+                       help="requests per second per token (per client address without tokens), bursts of 5x; "
+                            "more get 429 with Retry-After (default 50)")
+    serve.add_argument("--allow-delete", action="store_true", help="enable POST /gallery/delete (retention; the "
+                       "write scope with --tokens)")
     serve.set_defaults(func=cmd_serve)
+
+    token = commands.add_parser("token", parents=[quiet], help="API tokens of `reidkit serve --tokens`: add (prints "
+                                "the secret once; the file keeps its SHA-256), remove, list")
+    token.add_argument("action", choices=["add", "remove", "list"])
+    token.add_argument("--tokens", required=True, help="tokens file (created by the first add)")
+    token.add_argument("--id", help="the token's name, shown in the audit log (letters, digits, _ . -)")
+    token.add_argument("--scopes", nargs="+", choices=["search", "write"], help="search: search and read images; "
+                       "write: add and delete gallery items")
+    token.add_argument("--days", type=positive_seconds, help="valid for this many days (default: until removed)")
+    token.set_defaults(func=cmd_token)
     return parser
 
 
