@@ -54,6 +54,7 @@ FILTERS = [SearchFilter(camids=(2, 4)),
            SearchFilter(camids=(5,), before=1_700_001_000.0)]  # keeps fewer than k items
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("where", FILTERS, ids=["cameras", "window", "camera-after", "few"])
 def test_exact_search_with_a_filter_misses_no_match_inside_it(data, metric, where):
@@ -152,6 +153,7 @@ def needs_milvus() -> None:
     pytest.importorskip("milvus_lite")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_milvus_flat_equals_the_exact_backend(data, tmp_path, metric):
     needs_milvus()

@@ -206,3 +206,13 @@ def _query_features(root: Path):
     from reidkit.retrieval.feature_files import load_feature_file
 
     return load_feature_file(root / "query.safetensors")[0]
+
+
+def test_nothing_is_answered_unaudited(service, tmp_path):
+    with serve_in_thread(make_app(service, tmp_path)) as url:
+        reader = bearer(service[6]["reader"])
+        assert httpx.post(url + "/search", json={"query_index": 0}, headers=reader).status_code == 200
+        (tmp_path / "audit.jsonl").unlink()
+        (tmp_path / "audit.jsonl").mkdir()  # the log cannot be appended to any more
+        failed = httpx.post(url + "/search", json={"query_index": 0}, headers=reader)
+        assert failed.status_code == 500 and "results" not in failed.text

@@ -216,8 +216,8 @@ def security_headers(page: str) -> list[tuple[bytes, bytes]]:
 class AuditTrail:
     """ASGI middleware around the app: one audit record per HTTP request (method, path, status, client, and what
     the guard and the endpoint put in `request.state.audit`: token id, query digests, returned / added / deleted
-    ids), written after the answer, whether the request was served, refused or failed; and the security headers
-    added to every answer."""
+    ids), written when the answer starts — so an answer whose record cannot be written is not sent (the server
+    answers 500 instead) — or after a failure that sent none; and the security headers added to every answer."""
 
     def __init__(self, app, audit: AuditLog, headers: list[tuple[bytes, bytes]]) -> None:
         self.app, self.audit, self.headers = app, audit, headers
@@ -228,18 +228,23 @@ class AuditTrail:
             return
         record = {"token": None}
         scope.setdefault("state", {})["audit"] = record
-        status = {"code": 500}
+        written = []
+
+        def write(status: int) -> None:
+            written.append(status)
+            client = scope.get("client")
+            self.audit.write({"client": client[0] if client else None, "method": scope["method"],
+                              "path": scope["path"][:200], "params": scope.get("query_string", b"")[:200].decode(
+                                  "latin-1"), "status": status, **record})
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                write(message["status"])
                 message = {**message, "headers": [*message.get("headers", []), *self.headers]}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            client = scope.get("client")
-            self.audit.write({"client": client[0] if client else None, "method": scope["method"],
-                              "path": scope["path"][:200], "params": scope.get("query_string", b"")[:200].decode(
-                                  "latin-1"), "status": status["code"], **record})
+            if not written:
+                write(500)
