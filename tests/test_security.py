@@ -216,3 +216,26 @@ def test_nothing_is_answered_unaudited(service, tmp_path):
         (tmp_path / "audit.jsonl").mkdir()  # the log cannot be appended to any more
         failed = httpx.post(url + "/search", json={"query_index": 0}, headers=reader)
         assert failed.status_code == 500 and "results" not in failed.text
+
+
+def test_reidkit_index_builds_a_milvus_gallery_like_the_file_index(service, tmp_path, capsys):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from reidkit.cli import main
+
+    root, run = service[0], service[1]
+    gallery_dir = str(root / "data" / "bounding_box_test")
+    assert main(["--quiet", "index", "--run", str(run), "--gallery", gallery_dir, "--backend", "milvus-flat",
+                 "--out", str(tmp_path / "g.db")]) == 0
+    assert main(["--quiet", "index", "--run", str(run), "--gallery", gallery_dir, "--out",
+                 str(tmp_path / "g.safetensors")]) == 0
+    milvus, exact = open_gallery(tmp_path / "g.db"), open_gallery(tmp_path / "g.safetensors")
+    assert milvus.count() == exact.count() and milvus.model_digest == exact.model_digest != ""
+    assert milvus.image_roots == exact.image_roots and milvus.run_dir == exact.run_dir
+    ids = list(range(exact.count()))
+    assert milvus.items(ids) == exact.items(ids)  # paths, cameras, file times, file identities
+    queries = _query_features(root)
+    assert milvus.search(queries, TOPK).ids.tolist() == exact.search(queries, TOPK).ids.tolist()
+    assert main(["--quiet", "index", "--run", str(run), "--gallery", gallery_dir, "--backend", "milvus-flat",
+                 "--out", str(tmp_path / "g.safetensors")]) == 2
+    assert "a milvus-flat gallery is a Milvus Lite file" in capsys.readouterr().err
