@@ -48,6 +48,7 @@ bench: install
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_rerank.py --market --msmt
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_gallery.py --gallery 1000000  # 1M x 512: hours on 2 loaded cores; --gallery 200000 is the measured row
 	$(PY) benchmarks/bench_export.py
 
 # Every recipe of configs/recipes/ on the synthetic set, same budget, seeds 0 and 1 (hours on 2 CPU cores;

@@ -18,6 +18,11 @@ a fixed seed from uploads of a query JPEG (25 %), searches by query index (35 %)
 (30 %) and query image fetches (10 %), until done or ``--time-limit`` seconds have passed (bounded in count
 and time). It prints per kind and overall: requests, errors (any answer but 200, or no answer), p50/p99
 latency, requests per second, and the server's peak RSS. The server listens on 127.0.0.1 only.
+
+``--auth`` runs the service with a tokens file (every client sends a token with the search and write scopes, so
+each request is authenticated, scoped, rate-limited and audited; ``--rate-limit`` set high enough not to refuse
+the load) and ``--adds`` mixes in additions of a JPEG to the gallery (POST /gallery, 5 %; the index file is
+rewritten each time).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def build_run(root: Path) -> tuple[Path, Path, Path]:
     return run, root / "index.safetensors", root / "query.safetensors"
 
 
-async def drive(url: str, clients: int, requests: int, send) -> tuple[list[float], float]:
+async def drive(url: str, clients: int, requests: int, send, headers: dict) -> tuple[list[float], float]:
     """(latencies in s, wall seconds) of `clients` coroutines each awaiting `send(http)` `requests` times."""
     import httpx
 
@@ -66,16 +71,18 @@ async def drive(url: str, clients: int, requests: int, send) -> tuple[list[float
             if response.status_code != 200:
                 raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients),
+                                 headers=headers) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         return latencies, time.perf_counter() - start
 
 
-MIXED_KINDS = {"upload 1 JPEG": 25, "search query_index": 35, "GET gallery image": 30, "GET query image": 10}
+MIXED_KINDS = {"upload 1 JPEG": 25, "search query_index": 35, "GET gallery image": 30, "GET query image": 10,
+               "add 1 JPEG": 5}
 
 
-async def drive_mixed(url: str, clients: int, requests: int, time_limit: float, senders: dict,
+async def drive_mixed(url: str, clients: int, requests: int, time_limit: float, senders: dict, headers: dict,
                       ) -> tuple[dict[str, list[float]], dict[str, int], float]:
     """(latencies in s per kind, errors per kind, wall seconds) of `clients` coroutines each sending `requests`
     requests of kinds drawn by MIXED_KINDS weights (seed: the client's number), stopping at `time_limit` s."""
@@ -99,7 +106,8 @@ async def drive_mixed(url: str, clients: int, requests: int, time_limit: float, 
             latencies[kind].append(time.perf_counter() - start)
             errors[kind] += not ok
 
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients),
+                                 headers=headers) as http:
         start = time.perf_counter()
         await asyncio.gather(*(client(http, number) for number in range(clients)))
         return latencies, errors, time.perf_counter() - start
@@ -128,6 +136,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path)
     parser.add_argument("--index", type=Path)
     parser.add_argument("--queries", type=Path, help="query feature file (default: the run's query split)")
+    parser.add_argument("--auth", action="store_true", help="tokens on: every request authenticated and audited")
+    parser.add_argument("--adds", action="store_true", help="mix additions to the gallery into the mixed test")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -136,11 +146,20 @@ def main() -> None:
         options = ["--index", str(args.index), "--run", str(args.run)]
         options += ["--queries", str(args.queries)] if args.queries else []
         images = sorted((Path(scratch) / "data" / "query").glob("*.jpg")) or None
+        headers = {}
+        if args.auth:
+            from reidkit.serve.security import add_token
+
+            secret = add_token(Path(scratch) / "tokens.json", "bench", ["search", "write"])
+            headers = {"Authorization": f"Bearer {secret}"}
+            options += ["--tokens", str(Path(scratch) / "tokens.json"), "--rate-limit", "100000",
+                        "--audit-log", str(Path(scratch) / "audit.jsonl")]
+        options += ["--allow-add"] if args.adds else []
         with serve_in_process(Path(scratch) / "serve.log", *options, "--max-batch", "8") as (url, process):
             import httpx
 
             load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-            print(f"server idle RSS {rss_bytes(process.pid) / 2**20:.0f} MiB; {args.clients} clients × "
+            print(f"authentication {'on' if args.auth else 'off'}; server idle RSS {rss_bytes(process.pid) / 2**20:.0f} MiB; {args.clients} clients × "
                   f"{args.requests} requests per row; {load}")
             jpeg = (images[0] if images else None)
             data = jpeg.read_bytes() if jpeg else None
@@ -157,7 +176,7 @@ def main() -> None:
             print(header + "\n" + "-" * len(header) if args.requests else "")
             reference = None
             for name, per_request, send in rows if args.requests else []:
-                latencies, seconds = asyncio.run(drive(url, args.clients, args.requests, send))
+                latencies, seconds = asyncio.run(drive(url, args.clients, args.requests, send, headers))
                 p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
                 reference = reference or p50
                 count = len(latencies)
@@ -165,7 +184,7 @@ def main() -> None:
                       f"{count * per_request / seconds:7.1f} {rss_bytes(process.pid) / 2**20:8.0f} "
                       f"{peak_rss_bytes(process.pid) / 2**20:9.0f}")
             if args.mixed and data:
-                info = httpx.get(url + "/info", timeout=30).json()
+                info = httpx.get(url + "/info", timeout=30, headers=headers).json()
                 gallery_size, num_queries = info["gallery_size"], info["num_queries"]
                 senders = {"upload 1 JPEG": lambda http, draw: http.post(
                                "/search", files={"image": ("q.jpg", data, "image/jpeg")}),
@@ -175,8 +194,11 @@ def main() -> None:
                                f"/image/gallery/{draw.randrange(gallery_size)}"),
                            "GET query image": lambda http, draw: http.get(
                                f"/image/query/{draw.randrange(num_queries)}")}
+                if args.adds:
+                    senders["add 1 JPEG"] = lambda http, draw: http.post(
+                        "/gallery", files={"images": ("c1_added.jpg", data, "image/jpeg")})
                 latencies, errors, seconds = asyncio.run(drive_mixed(url, args.clients, args.mixed, args.time_limit,
-                                                                     senders))
+                                                                     senders, headers))
                 print_mixed(latencies, errors, seconds, args.clients * args.mixed,
                             peak_rss_bytes(process.pid) / 2**20)
 

@@ -50,7 +50,7 @@ def serve_in_process(log: Path, *options: str):
             assert process.poll() is None, f"reidkit serve stopped: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "reidkit serve did not start"
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/info", timeout=2).status_code == 200:
+                if httpx.get(url + "/info", timeout=2).status_code in (200, 401):  # 401: up, with tokens
                     break
             time.sleep(0.2)
         yield url, process

@@ -44,6 +44,7 @@ def site(tmp_path_factory):
     from test_serve import write_open_set_metrics
 
     from reidkit.serve.app import create_app
+    from reidkit.serve.security import add_token
 
     root = tmp_path_factory.mktemp("browser")
     run, index, queries, dataset = build_untrained_run(root)
@@ -57,20 +58,67 @@ def site(tmp_path_factory):
     assert margin > 1e-4
 
     write_open_set_metrics(run, THRESHOLD)
+    token = add_token(root / "tokens.json", "browser", ["search", "write"])
     app = create_app(root / "index.safetensors", run, topk=TOPK, query_features=root / "query.safetensors",
-                     allow_add=True)
+                     allow_add=True, tokens=root / "tokens.json", audit_log=root / "audit.jsonl")
     with serve_in_thread(app) as url:
-        yield url, dataset.query[chosen], dataset.query
+        yield url, dataset.query[chosen], dataset.query, token
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    """A page that ignores the service's Content-Security-Policy: playwright evaluates the tests' arrow-function
+    predicates with eval, which the policy forbids. `strict_page` keeps the policy."""
+    return browser.new_page(viewport={"width": 1280, "height": 1000}, bypass_csp=True)
+
+
+@pytest.fixture(scope="module")
+def strict_page(browser):
+    """A page under the service's own Content-Security-Policy (the tests use expressions only, no eval)."""
+    return browser.new_page(viewport={"width": 1280, "height": 1000})
+
+
+def open_page(page, site) -> None:
+    """Load the page and give it the token when it asks (a later test finds it kept in the tab's session)."""
+    url, token = site[0], site[3]
+    page.goto(url)
+    page.wait_for_selector("#token-form:not([hidden]), #queries .query img")
+    if page.is_visible("#token-form"):
+        page.fill("#token-input", token)
+        page.click("#token-button")
+    page.wait_for_selector("#queries .query img")
+
+
+def test_the_page_asks_for_a_token_and_keeps_it_for_the_session_only(site, strict_page):
+    """Under its CSP (inline script and style allowed by hash, images as blob: URLs) the page works with a token."""
+    url, _, _, token = site
+    page = strict_page
+    page.goto(url)
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    page.wait_for_selector("#token-form:not([hidden])")
+    assert page.text_content("#status") == "this service needs a token: enter it above"
+    assert page.locator("#queries .query").count() == 0
+    page.fill("#token-input", "rk_wrong")
+    page.click("#token-button")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('the token was refused')")
+    page.fill("#token-input", token)
+    page.click("#token-button")
+    page.wait_for_selector("#queries .query img")
+    page.wait_for_function("document.querySelector('#queries .query img').naturalWidth > 0")  # fetched with it
+    assert page.is_hidden("#token-form") and page.text_content("#info").startswith("gallery of ")
+    stored = page.evaluate("[sessionStorage.getItem('reidkit-token'), localStorage.length, document.cookie]")
+    assert stored == [token, 0, ""]
 
 
 def results(page) -> list[dict]:
@@ -80,13 +128,12 @@ def results(page) -> list[dict]:
 
 
 def test_upload_finds_the_true_match_first(site, page, tmp_path):
-    url, (path, pid, camid), _ = site
-    page.goto(url)
-    page.wait_for_selector("#queries .query img")  # the query strip is filled from /queries
+    _, (path, pid, camid), _, _ = site
+    open_page(page, site)  # the query strip is filled from /queries
     page.set_input_files("#file-input", path)
     page.click("#upload-button")
     page.wait_for_function(f"document.querySelectorAll('#results figure.result').length === {TOPK}")
-    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)")
     found = results(page)
     assert page.locator("#results img").count() == TOPK
     assert [r["rank"] for r in found] == list(range(1, TOPK + 1)) and all(r["loaded"] for r in found)
@@ -106,21 +153,20 @@ def test_upload_finds_the_true_match_first(site, page, tmp_path):
 
 
 def test_picking_a_query_marks_the_matches(site, page):
-    url, _, _ = site
-    page.goto(url)
+    open_page(page, site)
     page.click("#queries .query[data-index='0']")
     page.wait_for_function(f"document.querySelectorAll('#results figure.result').length === {TOPK}")
-    query_pid = page.evaluate("fetch('/queries').then(r => r.json()).then(a => a.queries[0].pid)")
+    query_pid = page.evaluate("fetch('/queries', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem("
+                              "'reidkit-token')}}).then(r => r.json()).then(a => a.queries[0].pid)")
     found = results(page)
     matches = page.eval_on_selector_all("#results figure.result.match", "figures => figures.length")
     assert matches == sum(r["pid"] == query_pid for r in found)
 
 
 def test_a_bad_upload_shows_the_error(site, page, tmp_path):
-    url, _, _ = site
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    page.goto(url)
+    open_page(page, site)
     page.set_input_files("#file-input", str(bad))
     page.click("#upload-button")
     page.wait_for_selector("#status.error")
@@ -128,10 +174,9 @@ def test_a_bad_upload_shows_the_error(site, page, tmp_path):
 
 
 def test_several_files_are_searched_in_one_batch(site, page):
-    url, _, query = site
+    query = site[2]
     paths = [query[i][0] for i in (1, 2)]
-    page.goto(url)
-    page.wait_for_selector("#queries .query img")
+    open_page(page, site)
     page.set_input_files("#file-input", paths)
     page.click("#upload-button")
     page.wait_for_function("document.querySelectorAll('#results .batch-group').length === 2")
@@ -143,8 +188,8 @@ def test_several_files_are_searched_in_one_batch(site, page):
 
 
 def test_adding_an_image_grows_the_gallery(site, page):
-    url, _, query = site
-    page.goto(url)
+    query = site[2]
+    open_page(page, site)
     page.wait_for_selector("#add-button:not([hidden])")
     before = int(page.text_content("#info").split()[2])
     page.set_input_files("#file-input", query[5][0])

@@ -82,7 +82,7 @@ def test_page_is_self_contained(client):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     for marker in ('id="upload-form"', 'id="queries"', 'id="results"', 'id="decision"', 'post("/search"',
-                   'post("/search/batch"', 'post("/gallery"', 'fetch("/health")'):
+                   'post("/search/batch"', 'post("/gallery"', 'api("/health")'):
         assert marker in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
     info = client.get("/info").json()

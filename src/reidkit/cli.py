@@ -1,5 +1,5 @@
-"""The `reidkit` command line: synth, train, adapt, import, eval, extract, rerank, verify, index, search, report, export,
-serve.
+"""The `reidkit` command line: synth, train, adapt, import, eval, extract, rerank, verify, index, search, report,
+export, serve, delete, token.
 
 Each command loads its config, calls one library function and prints a short summary. Errors in the
 user's input print one line (`reidkit: error: ...`) and exit with status 2.
@@ -268,7 +268,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_upload_bytes=args.max_upload_bytes, max_uploads=args.max_uploads,
           max_waiting=args.max_waiting, max_decodes=args.max_decodes,
           max_batch=args.max_batch, body_timeout=args.body_timeout, allow_add=args.allow_add,
-          added_images=args.added_images, trust_features=args.trust_features)
+          added_images=args.added_images, trust_features=args.trust_features, tokens=args.tokens,
+          audit_log=args.audit_log, rate_limit=args.rate_limit, allow_delete=args.allow_delete,
+          insecure_no_auth=args.insecure_no_auth)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from reidkit.retrieval.filters import format_time
+    from reidkit.serve.security import add_token, read_tokens, remove_token
+
+    if args.action == "add":
+        if not args.id or not args.scopes:
+            raise ReidkitError("token add needs --id NAME and --scopes search [write]")
+        secret = add_token(args.tokens, args.id, args.scopes, args.days)
+        print(f"token {args.id} ({' '.join(sorted(args.scopes))}) added to {args.tokens}; it is shown only now, keep "
+              f"it secret:\n{secret}")
+    elif args.action == "remove":
+        if not args.id:
+            raise ReidkitError("token remove needs --id NAME")
+        remove_token(args.tokens, args.id)
+        print(f"token {args.id} removed from {args.tokens}; a running service refuses it from its next request")
+    else:
+        for token in read_tokens(args.tokens):
+            expiry = "never expires" if token.expires is None else f"expires {format_time(token.expires)}"
+            print(f"{token.id}  {' '.join(sorted(token.scopes))}  {expiry}")
     return 0
 
 
@@ -304,13 +328,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from reidkit.engine.indexing import build_gallery_index, sampled_recall
+    from reidkit.retrieval.gallery import is_milvus_location
 
-    out = output_file(args.out or Path(args.run) / "index.safetensors")
+    milvus = args.backend.startswith("milvus")
+    out = args.out or str(Path(args.run) / ("gallery.db" if milvus else "index.safetensors"))
+    if milvus != is_milvus_location(out):
+        raise ReidkitError(f"--out {out}: a {args.backend} gallery is " + ("a Milvus Lite file FILE.db or a server URI "
+                           "(http://host:19530)" if milvus else "a .safetensors file (.db names a Milvus gallery)"))
+    out = out if milvus and not out.endswith(".db") else output_file(out)
     index = build_gallery_index(args.run, args.gallery, backend=args.backend, metric=args.metric,
-                                progress=not args.quiet)
+                                progress=not args.quiet, out=out)
     index.save(out)
-    print(f"indexed {len(index)} images ({index.dim}-d, {index.metric}, {index.backend}) into {out}")
-    if index.backend != "exact":
+    print(f"indexed {index.count()} images ({index.dim}-d, {index.metric}, {index.backend}) into {out}")
+    if index.backend not in ("exact", "milvus-flat") and not milvus:
         print(f"recall@10 against exact search, {min(len(index), 256)} gallery images as queries: "
               f"{sampled_recall(index):.3f}")
     return 0
@@ -319,11 +349,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from reidkit.engine.indexing import search_images
     from reidkit.engine.saved_runs import run_threshold
-    from reidkit.retrieval import GalleryIndex
+    from reidkit.retrieval.filters import format_time
+    from reidkit.retrieval.gallery import open_gallery
 
-    index = GalleryIndex.load(args.index)
+    index = open_gallery(args.index)
     result = search_images(index, args.images, topk=args.topk, trust_features=args.trust_features,
-                           tracklet=args.tracklet)
+                           where=gallery_filter(args), tracklet=args.tracklet)
     try:
         threshold, source = run_threshold(index.run_dir, index.metric, args.threshold)
     except ReidkitError as error:  # results without a decision
@@ -331,21 +362,66 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"same person below {index.metric} distance {threshold:.4f} ({source})" if threshold is not None
           else f"no same-person decision: {source}")
     queries = [f"tracklet of {len(args.images)} images ({args.images[0]} ...)"] if args.tracklet else args.images
-    for query, indices, distances in zip(queries, result.indices, result.distances):
-        decision = "" if threshold is None else \
+    for query, ids, distances in zip(queries, result.ids, result.distances):
+        decision = "" if threshold is None or not len(ids) or ids[0] < 0 else \
             "  → same person as #1" if distances[0] < threshold else "  → no match"
-        print(f"query {query}{decision}")
-        for rank, (item, distance) in enumerate(zip(indices, distances), start=1):
-            if item >= 0:
-                camera = index.camids[item] + 1 if index.camids[item] >= 0 else "?"
+        print(f"query {query}{decision}" + ("" if len(ids) and ids[0] >= 0 else "  (no gallery item passes the filter)"))
+        found = ids >= 0
+        for rank, (distance, item) in enumerate(zip(distances[found], index.items(ids[found].tolist())), start=1):
+            if item is not None:
+                camera = item.camid + 1 if item.camid >= 0 else "?"
                 same = "  same" if threshold is not None and distance < threshold else ""
-                print(f"  {rank:3d}  {distance:.4f}  pid {index.pids[item]:>5}  cam {camera:>2}  "
-                      f"{index.paths[item]}{same}")
+                print(f"  {rank:3d}  {distance:.4f}  id {item.id:>6}  pid {item.pid:>5}  cam {camera:>2}  "
+                      f"{format_time(item.timestamp)}  {item.path}{same}")
     return 0
 
 
 PLAIN_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
 PLAIN_INT = re.compile(r"[-+]?[0-9]{1,18}")
+
+
+def gallery_filter(args: argparse.Namespace):
+    """The SearchFilter of `--cameras`, `--after`, `--before` (camera numbers are 1-based, as printed)."""
+    from reidkit.retrieval.filters import SearchFilter
+
+    try:
+        return SearchFilter(camids=None if args.cameras is None else tuple(camera - 1 for camera in args.cameras),
+                            after=args.after, before=args.before)
+    except ValueError as error:
+        raise ReidkitError(str(error)) from error
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    import time
+
+    from reidkit.retrieval.gallery import open_gallery
+
+    if args.older_than is not None:
+        if args.before is not None:
+            raise ReidkitError("--older-than and --before both set the end of the window; give one")
+        args.before = time.time() - args.older_than * 86400
+    where = gallery_filter(args)
+    if args.ids is None and where.is_empty:
+        raise ReidkitError("say what to delete: --ids, --cameras, --before/--older-than or --after")
+    gallery = open_gallery(args.index)
+    removed = gallery.delete(ids=args.ids, where=where)
+    gallery.save(args.index)
+    print(f"deleted {len(removed)} items from {args.index}; {gallery.count()} left"
+          + (f" (ids {', '.join(map(str, removed[:20]))}{', …' if len(removed) > 20 else ''})" if removed else ""))
+    return 0
+
+
+def time_value(text: str) -> float:
+    """argparse type: a time (ISO 8601, UTC unless offset, or seconds since the epoch) in seconds since the epoch."""
+    from reidkit.retrieval.filters import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+time_value.__name__ = "time"
 
 
 def finite_float(text: str) -> float:
@@ -393,6 +469,26 @@ def int_in(low: int, high: int | None = None):
         return value
     parse.__name__ = "integer"  # argparse names the type in its "invalid integer value" message
     return parse
+
+
+def positive_days(text: str) -> float:
+    """argparse type: a finite number of days ≥ 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of days >= 0")
+    return value
+
+
+positive_days.__name__ = "number"
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--cameras, --after, --before of `search` and `delete`."""
+    parser.add_argument("--cameras", type=int_in(1), nargs="+", metavar="CAMERA", help=f"{verb} items of these "
+                        "cameras (numbers from 1, as printed: c3 in a Market-style name is camera 3)")
+    parser.add_argument("--after", type=time_value, help=f"{verb} items timestamped at or after this time (ISO 8601 "
+                        "such as 2026-12-06T14:00, UTC unless it has an offset, or seconds since the epoch)")
+    parser.add_argument("--before", type=time_value, help=f"{verb} items timestamped before this time (same forms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,9 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", parents=[quiet], help="embed a folder of gallery images into a searchable index")
     index.add_argument("--run", required=True, help="run folder whose model embeds the images")
     index.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
-    index.add_argument("--out", help="index file (default RUN/index.safetensors)")
-    index.add_argument("--backend", default="exact", choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
-                       help="exact torch search, or faiss (pip install \"reidkit[search]\")")
+    index.add_argument("--out", help="index file (default RUN/index.safetensors), or for milvus-* a Milvus Lite "
+                       "file FILE.db (default RUN/gallery.db) or server URI http://host:19530 (#name: the collection)")
+    index.add_argument("--backend", default="exact", choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw",
+                                                              "milvus-flat", "milvus-ivf", "milvus-hnsw"],
+                       help="exact torch search, faiss (pip install \"reidkit[search]\") or a Milvus gallery that "
+                            "add and delete change in place (pip install \"reidkit[milvus]\")")
     index.add_argument("--metric", choices=["cosine", "euclidean"], help="default: the run's eval.metric")
     index.set_defaults(func=cmd_index)
 
@@ -505,7 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--threshold", type=finite_float, help="same person below this distance (default: the "
                         "threshold of the index's run for eval.open_set_fpr, in metrics.json)")
     search.add_argument("--trust-features", action="store_true", help=TRUST_FEATURES_HELP)
+    add_filter_arguments(search, "search only")
     search.set_defaults(func=cmd_search)
+
+    delete = commands.add_parser("delete", parents=[quiet], help="retention: delete gallery items by id, camera "
+                                 "and/or age (every criterion given must hold)")
+    delete.add_argument("--index", required=True, help="gallery written by `reidkit index` (.safetensors, .db or "
+                        "a Milvus URI)")
+    delete.add_argument("--ids", type=int_in(0), nargs="+", help="item ids (as `reidkit search` prints them)")
+    add_filter_arguments(delete, "delete only")
+    delete.add_argument("--older-than", type=positive_days, metavar="DAYS",
+                        help="items whose timestamp is more than DAYS days ago (same as --before now − DAYS)")
+    delete.set_defaults(func=cmd_delete)
 
     report = commands.add_parser("report", parents=[quiet], help="write a self-contained HTML report of a run, or compare runs")
     report.add_argument("--run", required=True, help="run folder written by `reidkit train`")
@@ -588,7 +698,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--added-images", help="folder for images added at run time (default: INDEX_images beside "
                                               "the index file)")
     serve.add_argument("--trust-features", action="store_true", help=TRUST_FEATURES_HELP)
+    serve.add_argument("--tokens", help="tokens file (`reidkit token add`): every request then needs a token with "
+                       "the route's scope (search, write); required off loopback")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="allow a --host reachable from other "
+                       "machines without --tokens (anyone who reaches the port can search and read images)")
+    serve.add_argument("--audit-log", help="JSON-lines audit log of every request (default INDEX_audit.jsonl "
+                       "beside the index)")
+    serve.add_argument("--rate-limit", type=positive_seconds, default=50.0, metavar="PER_SECOND",
+                       help="requests per second per token (per client address without tokens), bursts of 5x; "
+                            "more get 429 with Retry-After (default 50)")
+    serve.add_argument("--allow-delete", action="store_true", help="enable POST /gallery/delete (retention; the "
+                       "write scope with --tokens)")
     serve.set_defaults(func=cmd_serve)
+
+    token = commands.add_parser("token", parents=[quiet], help="API tokens of `reidkit serve --tokens`: add (prints "
+                                "the secret once; the file keeps its SHA-256), remove, list")
+    token.add_argument("action", choices=["add", "remove", "list"])
+    token.add_argument("--tokens", required=True, help="tokens file (created by the first add)")
+    token.add_argument("--id", help="the token's name, shown in the audit log (letters, digits, _ . -)")
+    token.add_argument("--scopes", nargs="+", choices=["search", "write"], help="search: search and read images; "
+                       "write: add and delete gallery items")
+    token.add_argument("--days", type=positive_seconds, help="valid for this many days (default: until removed)")
+    token.set_defaults(func=cmd_token)
     return parser
 
 

@@ -18,6 +18,8 @@ from reidkit.engine.tracklet_extraction import tracklet_outputs
 from reidkit.errors import DatasetError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 from reidkit.retrieval.file_identity import file_identities
+from reidkit.retrieval.filters import SearchFilter
+from reidkit.retrieval.gallery import Gallery, NewItems
 
 TRUST_FEATURES = "--trust-features"  # the option that accepts features recording no model digest
 
@@ -40,16 +42,19 @@ def embed_images(run_dir: str | Path, paths: list[str], progress: bool = False,
 
 
 def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: str = "exact",
-                        metric: str | None = None, progress: bool = True) -> GalleryIndex:
-    """Embed every image under `gallery_dir` (sorted) with the run's model into a GalleryIndex.
+                        metric: str | None = None, progress: bool = True, out: str | Path | None = None) -> Gallery:
+    """Embed every image under `gallery_dir` (sorted) with the run's model into a GalleryIndex, or with a
+    milvus-* backend into a new Milvus gallery at `out` (a `.db` file or a server URI; the collection must
+    not exist yet).
 
-    pid and camera come from Market/Duke-style file names, else −1. The metric defaults to the run's
-    `eval.metric`. Paths are stored absolute (under the resolved folder), with each file's identity
-    (`reidkit.retrieval.file_identity`), so the index serves its images from any working folder and only
-    while they are the files indexed.
+    pid and camera come from Market/Duke-style file names, else −1; an item's timestamp is its file's
+    modification time. The metric defaults to the run's `eval.metric`. Paths are stored absolute (under the
+    resolved folder), with each file's identity (`reidkit.retrieval.file_identity`), so the index serves its
+    images from any working folder and only while they are the files indexed.
 
     Raises:
         DatasetError: the folder is missing or holds no image.
+        ReidkitError: a Milvus location without pymilvus, unreachable, or already holding the collection.
     """
     gallery_dir = Path(gallery_dir)
     if not gallery_dir.is_dir():
@@ -64,10 +69,20 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
     config = load_run_config(run_dir)
     features = embed_images(run_dir, paths, progress, config)
     labels = [labels_of(Path(p)) for p in paths]
+    times = (identities[:, 2].double() / 1e9).where(identities[:, 2] >= 0, float("nan"))  # mtime_ns
+    settings = {"run_dir": str(Path(run_dir).resolve()),  # searchable from any working folder
+                "model_digest": model_digest(run_dir), "image_roots": [str(root)]}
+    if backend.startswith("milvus"):
+        from reidkit.retrieval.milvus_backend import MilvusGallery
+
+        gallery = MilvusGallery.create(out, features.shape[1], metric or config.eval.metric, backend, **settings)
+        gallery.add(features, NewItems([pid for pid, _ in labels], [cam for _, cam in labels], times.tolist(),
+                                       [-1] * len(paths), paths, identities.numpy()))
+        gallery.save()
+        return gallery
     return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], paths,
-                        metric=metric or config.eval.metric, backend=backend,
-                        run_dir=str(Path(run_dir).resolve()),  # searchable from any working folder
-                        model_digest=model_digest(run_dir), image_roots=[str(root)], file_ids=identities)
+                        metric=metric or config.eval.metric, backend=backend, file_ids=identities, timestamps=times,
+                        **settings)
 
 
 def model_digest(run_dir: str | Path) -> str:
@@ -104,7 +119,7 @@ def check_recorded_digest(features: str, recorded: str, reference: str, expected
                            f"{recorded[:12]}… and {expected[:12]}…), so their distances mean nothing; {fix}")
 
 
-def check_same_model(index: GalleryIndex, run_dir: str | Path, trust: bool = False) -> None:
+def check_same_model(index: Gallery, run_dir: str | Path, trust: bool = False) -> None:
     """Refuse to embed queries for `index` with the model of `run_dir` unless it is the model that embedded
     the gallery: same weights file digest (`check_recorded_digest`; `trust` accepts an index without one)."""
     check_recorded_digest("the gallery index", index.model_digest, f"the model of {run_dir}", model_digest(run_dir),
@@ -124,11 +139,11 @@ def embed_tracklet(run_dir: str | Path, paths: list[str], config: Config | None 
                             interpolation=config.data.interpolation)[config.eval.feature].cpu()
 
 
-def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10, trust_features: bool = False,
-                  tracklet: bool = False) -> SearchResult:
+def search_images(index: Gallery, image_paths: list[str], topk: int = 10, trust_features: bool = False,
+                  where: SearchFilter | None = None, tracklet: bool = False) -> SearchResult:
     """Embed `image_paths` with the model of the run that built `index` and search it: one query per image,
     or with `tracklet` one query for all of them (`embed_tracklet`); `trust_features` accepts an index recording
-    no model digest.
+    no model digest; `where`: only items of these cameras and time window.
 
     Raises:
         DatasetError: the index names no run, the run's model is not the one that built the index (another
@@ -147,7 +162,7 @@ def search_images(index: GalleryIndex, image_paths: list[str], topk: int = 10, t
         raise DatasetError(f"the model of {index.run_dir} gives {queries.shape[1]}-d features but this index holds "
                            f"{index.dim}-d ones, so another model built it; rebuild it with `reidkit index --run "
                            f"{index.run_dir} --gallery DIR`")
-    return index.search(queries, k=topk)
+    return index.search(queries, k=topk, where=where)
 
 
 def sampled_recall(index: GalleryIndex, k: int = 10, num_queries: int = 256, seed: int = 0) -> float:

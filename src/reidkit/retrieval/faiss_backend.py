@@ -134,7 +134,15 @@ def configure(index, backend: str, params: dict[str, int]) -> None:
         index.hnsw.efSearch = params["ef_search"]
 
 
-def search(index, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def selector(rows: np.ndarray):
+    """A faiss `IDSelectorBatch` keeping the gallery rows `rows` `[M]` (the items a filter keeps)."""
+    faiss = import_faiss()
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    return faiss.IDSelectorBatch(len(rows), faiss.swig_ptr(rows))
+
+
+def search(index, queries: np.ndarray, k: int, metric: str, backend: str = "faiss-flat",
+           params: dict[str, int] | None = None, kept=None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest gallery items of each query, in `pairwise_distance` units.
 
     Args:
@@ -142,13 +150,26 @@ def search(index, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray,
         queries: Prepared queries `[Q, D]` float32, C-contiguous.
         k: Neighbours per query, 1..N.
         metric: "cosine" or "euclidean", as the index was built.
+        backend: the index's backend, and `params` its `resolve_params` (the search-time ones travel with
+            `kept`, which replaces the index's own settings for the call).
+        kept: a `selector` of the rows searched; None: all rows.
 
     Returns:
         `(distances [Q, k] float32, indices [Q, k] int64)`, not yet ordered among ties. Where an approximate
         index finds fewer than k items (IVF cells holding fewer than k vectors), the rest are index -1 at
         distance +inf.
     """
-    scores, indices = index.search(queries, k)
+    if kept is not None:
+        faiss = import_faiss()
+        if backend == "faiss-ivf":
+            settings = faiss.SearchParametersIVF(sel=kept, nprobe=params["nprobe"])
+        elif backend == "faiss-hnsw":
+            settings = faiss.SearchParametersHNSW(sel=kept, efSearch=params["ef_search"])
+        else:
+            settings = faiss.SearchParameters(sel=kept)
+        scores, indices = index.search(queries, k, params=settings)
+    else:
+        scores, indices = index.search(queries, k)
     if metric == "cosine":
         distances = np.clip(1.0 - scores, 0.0, 2.0)
     else:

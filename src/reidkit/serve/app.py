@@ -17,13 +17,19 @@ Endpoints of `create_app`:
     POST /gallery               (with `allow_add`) multipart/form-data with 1..max_batch files added to the
                                 gallery: stored under `added_images`, embedded, appended to the index, and the
                                 index file replaced atomically; answers {"added": [...], "gallery_size"}.
-    GET  /image/{split}/{i}     image i of the gallery or query set, read only from inside the folders recorded
+    POST /gallery/delete        (with `allow_delete`) JSON {"ids": [...], "cameras": [...], "after": T, "before": T}
+                                (every criterion given must hold; at least one): retention; answers {"deleted":
+                                [ids], "gallery_size"}. Deleted items are never returned or served again.
+    GET  /image/{split}/{i}     image i of the query set, or gallery item id i, read only from inside the folders recorded
                                 with the index (the query files' own folders) and only while it is the file
                                 recorded at indexing (at start-up for the query set): same inode, size and
                                 mtime; nothing else on disk is reachable. An index that records no folders (an
                                 older one) serves no image: 404 saying how to re-index.
 
-Searches take `?threshold=T` to override the decision threshold: "same person" when a gallery item's distance
+Gallery results name items by their stable id (`index`, and `/image/gallery/<id>`). Searches take filters
+`?cameras=3,4` (camera numbers from 1, as the page shows them), `?after=T` and `?before=T` (ISO 8601, UTC unless
+an offset is given, or seconds since the epoch), applied by the gallery backend, and `?threshold=T` to override
+the decision threshold: "same person" when a gallery item's distance
 is below it; T is a plain decimal number (ASCII digits, an optional fraction) from 0 to 2 for cosine distance,
 to 10⁶ for Euclidean, else 400. The default is the run's open-set threshold (metrics.json, `eval.open_set_fpr`)
 for the index's metric; with none, decisions are null.
@@ -37,6 +43,14 @@ and a failed decode answers 400. Uploads beyond `max_uploads` wait for a slot be
 beyond `max_waiting` waiting, or after `body_timeout` seconds of waiting, they answer 503 with Retry-After.
 Errors are JSON ``{"detail": message}`` and never name server paths.
 
+Security (`reidkit.serve.security`): every route depends on one guard (`ROUTE_SCOPES` names the scope of each; a
+route missing there is refused): with a tokens file, a request must carry `Authorization: Bearer <token>` of an
+unexpired token holding the route's scope (401 / 403); the page itself (`GET /`) is public and asks for the
+token. Requests are rate-limited per token id (per client address without tokens; failed authentications per
+client address too): 429 with Retry-After. A request whose `Origin` is not the service's own is refused (403;
+no CORS headers are ever sent). Every request, refused or not, is one JSON line of the audit log. Every answer
+carries the security headers (CSP with the page's script and style hashes, nosniff, no framing, no-store).
+
 The query set (optional) is the images a user can pick on the page: the features file of the query split
 (`reidkit extract --split query`, refused when made by another model than the index's), or, given only the
 run, the run's query split embedded at start-up. Searches return the raw nearest neighbours: no same-camera
@@ -46,16 +60,19 @@ filtering as in evaluation.
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (fastapi.Request), which
 # are imported inside create_app, so they must be evaluated where the endpoints are defined.
 import asyncio
+import hashlib
 import importlib
 import json
 import math
 import re
+import time
 from importlib import resources
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
-from reidkit.serve.images import ImageFiles, folders_of, store_image
+from reidkit.serve.images import ImageFiles, folders_of, read_recorded, store_image
 from reidkit.serve.model import Embedder, load_query_set
+from reidkit.serve.security import AuditTrail, security_headers
 from reidkit.serve.uploads import (
     MULTIPART_OVERHEAD,
     UploadError,
@@ -71,6 +88,13 @@ SPLITS = ("gallery", "query")
 SUFFIXES = {"image/jpeg": ".jpg", "image/png": ".png"}  # of images added to the gallery
 PLAIN_DECIMAL = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,10})?|\.[0-9]{1,10}")  # ASCII digits only
 THRESHOLD_CEILINGS = {"cosine": 2.0, "euclidean": 1e6}  # largest ?threshold= per metric (1 − cos ≤ 2)
+# The scope each route needs (None: public). The guard refuses a route missing here, so a new route cannot slip
+# past authentication; tests/test_security.py walks the route table against this.
+ROUTE_SCOPES = {("GET", "/"): None, ("GET", "/health"): "search", ("GET", "/info"): "search",
+                ("GET", "/queries"): "search", ("POST", "/search"): "search", ("POST", "/search/batch"): "search",
+                ("GET", "/image/{split}/{number}"): "search", ("POST", "/gallery"): "write",
+                ("POST", "/gallery/delete"): "write"}
+CAMERA_LIST = re.compile(r"[0-9]{1,6}(?:,[0-9]{1,6}){0,63}")
 NO_IMAGE_FOLDERS = ("this gallery index records no image folders (made by an older reidkit), so its images are not "
                     "served; searching works. Re-index to serve them: `reidkit index --run RUN --gallery DIR`")
 
@@ -84,21 +108,22 @@ def _require(module: str):
             from error
 
 
-def _results(index, indices, distances, threshold: float | None) -> list[dict]:
-    """JSON records of one query's ranked gallery items (index −1, not found, left out)."""
+def _results(gallery, ids, distances, threshold: float | None) -> list[dict]:
+    """JSON records of one query's ranked gallery items (id −1, not found, and items deleted since, left out)."""
+    found = ids >= 0
     records = []
-    for item, distance in zip(indices.tolist(), distances.tolist()):
-        if item >= 0:
-            records.append({"rank": len(records) + 1, "index": item, "path": index.paths[item],
-                            "image_url": f"/image/gallery/{item}", "pid": int(index.pids[item]),
-                            "camid": int(index.camids[item]), "distance": float(distance),
+    for item, distance in zip(gallery.items(ids[found].tolist()), distances[found].tolist()):
+        if item is not None:
+            records.append({"rank": len(records) + 1, "index": item.id, "path": item.path,
+                            "image_url": f"/image/gallery/{item.id}", "pid": item.pid, "camid": item.camid,
+                            "distance": float(distance),
                             "same_person": None if threshold is None else bool(distance < threshold)})
     return records
 
 
-def _answer(query: dict, index, indices, distances, threshold: float | None, source: str) -> dict:
+def _answer(query: dict, gallery, ids, distances, threshold: float | None, source: str) -> dict:
     """One search answer: the query, the decision on its nearest gallery item, and the ranked results."""
-    results = _results(index, indices, distances, threshold)
+    results = _results(gallery, ids, distances, threshold)
     decision = None
     if threshold is not None and results:
         decision = {"same_person": results[0]["same_person"], "threshold": threshold, "source": source,
@@ -110,12 +135,13 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                max_pixels: int = 4096 * 4096, topk: int = 10, query_features: str | Path | None = None,
                max_uploads: int = 16, max_waiting: int = 256, max_decodes: int = 2, max_batch: int = 8,
                body_timeout: float = 30.0, allow_add: bool = False, added_images: str | Path | None = None,
-               trust_features: bool = False):
+               trust_features: bool = False, tokens: str | Path | None = None, audit_log: str | Path | None = None,
+               rate_limit: float = 50.0, allow_delete: bool = False):
     """The FastAPI app of the search service (endpoints in the module docstring).
 
     Args:
-        index_path: a gallery index written by `GalleryIndex.save` (`reidkit index`); rewritten when
-            images are added.
+        index_path: a gallery written by `reidkit index`: an index file (rewritten when items are added or
+            deleted) or a Milvus gallery (`.db` file or server URI).
         run_dir: the run whose model made the index; needed to search by uploaded image, and for the
             query set when `query_features` is not given. Default: the run the index names (`reidkit
             index` records it); with neither, uploads answer 501.
@@ -133,6 +159,12 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         added_images: folder for added images; default `<index file name>_images` beside the index.
         trust_features: accept an index or query feature file that records no model digest (older files, features
             of an exported model) instead of refusing it; one recording another model is refused all the same.
+        tokens: tokens file (`reidkit token add`); None: no authentication (refused off loopback by `serve`).
+        audit_log: JSON-lines audit log; default `<index file name>_audit.jsonl` beside a local index, else
+            `reidkit_audit.jsonl` in the working folder.
+        rate_limit: requests per second per token id (per client address without tokens), bursts of 5× that
+            (at least 1).
+        allow_delete: enable POST /gallery/delete (retention).
 
     Raises:
         ValueError: a count below 1 or a body timeout that is not a positive number.
@@ -147,8 +179,9 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
 
     from reidkit.engine.indexing import check_same_model, labels_of
     from reidkit.engine.saved_runs import run_threshold
-    from reidkit.retrieval import GalleryIndex
     from reidkit.retrieval.file_identity import file_identities
+    from reidkit.retrieval.gallery import NewItems, open_gallery
+    from reidkit.serve.security import FAILURE_BURST, FAILURES_PER_SECOND, AuditLog, RateLimiter, TokenFile
 
     for name, value in (("topk", topk), ("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),
                         ("max_uploads", max_uploads), ("max_decodes", max_decodes), ("max_batch", max_batch),
@@ -160,8 +193,9 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
     if max_batch > max_uploads:
         raise ReidkitError(f"--max-batch {max_batch} is over --max-uploads {max_uploads}: a batch holds max-batch "
                            "upload slots, so it could never start; raise --max-uploads or lower --max-batch")
-    index_path = Path(index_path)
-    index = GalleryIndex.load(index_path)
+    local = not str(index_path).startswith(("http://", "https://", "tcp://", "unix:"))
+    index_path = Path(index_path) if local else str(index_path)
+    index = open_gallery(index_path)
     run_dir = run_dir if run_dir is not None else (index.run_dir or None)
     if run_dir is not None:
         check_same_model(index, run_dir, trust_features)
@@ -183,18 +217,58 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
             source = f"no threshold: {error}"
     if allow_add and embedder is None:
         raise ReidkitError("adding images to the gallery needs the run's model; start the service with the run folder")
-    added_folder = Path(added_images) if added_images else index_path.with_name(index_path.stem + "_images")
+    if not local and not added_images and allow_add:
+        raise ReidkitError("a Milvus server gallery needs --added-images FOLDER for the images added at run time")
+    added_folder = Path(added_images) if added_images else Path(index_path).with_name(Path(index_path).stem + "_images")
     added_folder = added_folder.resolve()  # paths stored in the index are absolute, valid from any folder
     page = resources.files("reidkit.serve").joinpath("page.html").read_text(encoding="utf-8")
     gate, adding = UploadGate(max_uploads, max_waiting, max_decodes, body_timeout), asyncio.Lock()
     if not index.image_roots:
         log.warning("%s: %s", index_path, NO_IMAGE_FOLDERS)
-    live = {"index": index,  # replaced by a new index when images are added: a search keeps the one it took
-            "gallery": ImageFiles(index.paths, index.image_roots, index.file_ids),
-            "query": ImageFiles(queries.paths, folders_of(queries.paths), file_identities(queries.paths))
-            if queries is not None else None}  # the query files as they are at start-up
+    query_files = ImageFiles(queries.paths, folders_of(queries.paths), file_identities(queries.paths)) \
+        if queries is not None else None  # the query files as they are at start-up
+    token_file = TokenFile(tokens) if tokens is not None else None
+    limiter = RateLimiter(rate_limit, max(1.0, 5 * rate_limit))
+    failures = RateLimiter(FAILURES_PER_SECOND, FAILURE_BURST)
+    audit = AuditLog(audit_log or (Path(index_path).with_name(Path(index_path).stem + "_audit.jsonl") if local
+                                   else Path("reidkit_audit.jsonl")))
 
-    app = fastapi.FastAPI(title="reidkit search", docs_url=None, redoc_url=None, openapi_url=None)
+    async def guard(request: fastapi.Request) -> None:
+        """Authentication, scope, origin and rate limit of every route (the app's one dependency)."""
+        route = request.scope.get("route")
+        key = (request.method, getattr(route, "path", ""))
+        record = request.state.audit
+        if key not in ROUTE_SCOPES:
+            raise UploadError(403, "this route has no scope declared; refused")
+        host = request.headers.get("host", "")
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            raise UploadError(403, "cross-origin requests are refused")
+        client = request.client.host if request.client else "unknown"
+        identity, scope = f"address {client}", ROUTE_SCOPES[key]
+        if token_file is not None and scope is not None:
+            header = request.headers.get("authorization", "")
+            secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
+            token = token_file.lookup(secret) if secret else None
+            if token is None:
+                wait = failures.retry_after(client) if secret else 0  # a wrong token counts as a guess
+                if wait:
+                    raise UploadError(429, f"too many failed authentications; retry in {math.ceil(wait)} s",
+                                      {"Retry-After": str(math.ceil(wait))})
+                raise UploadError(401, "a valid token is needed: send Authorization: Bearer <token>" if secret else
+                                  "this service needs a token: send Authorization: Bearer <token>",
+                                  {"WWW-Authenticate": "Bearer"})
+            identity = record["token"] = token.id
+            if scope not in token.scopes:
+                raise UploadError(403, f"token {token.id!r} lacks the {scope!r} scope this needs")
+        wait = limiter.retry_after(identity)
+        if wait:
+            raise UploadError(429, f"rate limit of {rate_limit:g} requests per second reached; retry in "
+                                   f"{math.ceil(wait)} s", {"Retry-After": str(math.ceil(wait))})
+
+    app = fastapi.FastAPI(title="reidkit search", docs_url=None, redoc_url=None, openapi_url=None,
+                          dependencies=[fastapi.Depends(guard)])
+    app.add_middleware(AuditTrail, audit=audit, headers=security_headers(page))
 
     @app.exception_handler(UploadError)
     async def refused(request, error: UploadError):
@@ -206,16 +280,16 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "gallery_size": len(live["index"]), "uploads_in_progress": gate.held,
+        return {"status": "ok", "gallery_size": index.count(), "uploads_in_progress": gate.held,
                 "uploads_waiting": gate.waiting, "model_digest": index.model_digest}
 
     @app.get("/info")
     def info() -> dict:
-        current = live["index"]
-        return {"gallery_size": len(current), "dim": current.dim, "metric": current.metric,
-                "backend": current.backend, "topk": topk, "num_queries": len(queries.paths) if queries else 0,
+        return {"gallery_size": index.count(), "dim": index.dim, "metric": index.metric,
+                "backend": index.backend, "topk": topk, "num_queries": len(queries.paths) if queries else 0,
                 "uploads": embedder is not None, "threshold": threshold, "threshold_source": source,
-                "max_batch": max_batch, "can_add": allow_add}
+                "max_batch": max_batch, "can_add": allow_add, "can_delete": allow_delete,
+                "authentication": token_file is not None}
 
     @app.get("/queries")
     def list_queries() -> dict:
@@ -225,7 +299,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                             for i, (pid, camid) in enumerate(zip(queries.pids, queries.camids))]}
 
     def decision_threshold(request) -> tuple[float | None, str]:
-        value = _number_parameter(request, "threshold", THRESHOLD_CEILINGS[live["index"].metric])
+        value = _number_parameter(request, "threshold", THRESHOLD_CEILINGS[index.metric])
         return (threshold, source) if value is None else (value, "given threshold")
 
     async def read_files(request, max_files: int) -> list[tuple[str, bytes, str | None]]:
@@ -247,15 +321,15 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                 if len(files) == 1:
                     raise
                 raise UploadError(error.status, f"file {number + 1} of {len(files)}: {error}") from error
-        records = [{"upload": True, "name": Path(name).name, "width": image.width, "height": image.height}
-                   for (name, _, _), image in zip(files, images)]
+        records = [{"upload": True, "name": Path(name).name, "width": image.width, "height": image.height,
+                    "sha256": hashlib.sha256(data).hexdigest()} for (name, data, _), image in zip(files, images)]
         return records, await run_in_threadpool(embedder, images)
 
     @app.post("/search")
     async def search(request: fastapi.Request) -> dict:
         media = _media(request.headers.get("content-type"))
         limit, source_of = decision_threshold(request)
-        current = live["index"]
+        where = _search_filter(request)
         if media == "application/json":
             body = await read_body(request, JSON_BODY_LIMIT, body_timeout)
             number = _query_index(body, len(queries.paths) if queries else 0)
@@ -269,19 +343,25 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         else:
             raise UploadError(415, "send multipart/form-data with a JPEG or PNG file, or application/json "
                                    '{"query_index": <int>}')
-        result = await run_in_threadpool(current.search, features, topk)
-        return _answer(query, current, result.indices[0], result.distances[0], limit, source_of)
+        result = await run_in_threadpool(index.search, features, topk, 1024, where)
+        answer = _answer(query, index, result.ids[0], result.distances[0], limit, source_of)
+        request.state.audit.update(query={key: query[key] for key in ("sha256", "index") if key in query},
+                                   returned=[record["index"] for record in answer["results"]])
+        return answer
 
     @app.post("/search/batch")
     async def search_batch(request: fastapi.Request) -> dict:
         _require_multipart(request)
         limit, source_of = decision_threshold(request)
-        current = live["index"]
+        where = _search_filter(request)
         async with gate.admit(max_batch):
             records, features = await embed_files(await read_files(request, max_batch))
-        result = await run_in_threadpool(current.search, features, topk)
-        return {"answers": [_answer(query, current, result.indices[i], result.distances[i], limit, source_of)
-                            for i, query in enumerate(records)]}
+        result = await run_in_threadpool(index.search, features, topk, 1024, where)
+        answers = [_answer(query, index, result.ids[i], result.distances[i], limit, source_of)
+                   for i, query in enumerate(records)]
+        request.state.audit.update(query=[{"sha256": query["sha256"]} for query in records],
+                                   returned=[[record["index"] for record in answer["results"]] for answer in answers])
+        return {"answers": answers}
 
     @app.post("/gallery")
     async def add_to_gallery(request: fastapi.Request) -> dict:
@@ -291,38 +371,65 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         async with gate.admit(max_batch):
             files = await read_files(request, max_batch)
             _, features = await embed_files(files)
-        async with adding:  # one addition at a time; searches go on with the index they took
+        async with adding:  # one change at a time; searches go on with the gallery as it was or as it is
             try:
-                await run_in_threadpool(check_same_model, live["index"], run_dir, trust_features)
+                await run_in_threadpool(check_same_model, index, run_dir, trust_features)
             except ReidkitError as error:
                 raise UploadError(409, "the run's model changed since this index was built; rebuild the index "
                                        "with `reidkit index` and restart the service") from error
             labels = [labels_of(Path(name)) for name, _, _ in files]
-            try:  # the images first, then the index replaced atomically (a temporary file, then a rename)
+            added = []
+            try:  # the images first, then the items, then the index file replaced atomically
                 paths = [str(await run_in_threadpool(store_image, added_folder, data, SUFFIXES[_media(content_type)]))
                          for _, data, content_type in files]
-                extended = live["index"].extended(features, [pid for pid, _ in labels], [cam for _, cam in labels],
-                                                  paths, str(added_folder), file_identities(paths))
-                await run_in_threadpool(extended.save, index_path)
+                items = NewItems([pid for pid, _ in labels], [cam for _, cam in labels], [time.time()] * len(paths),
+                                 [-1] * len(paths), paths, file_identities(paths).numpy())
+                added = await run_in_threadpool(index.add, features, items, str(added_folder))
+                await run_in_threadpool(index.save, index_path)
             except ReidkitError as error:  # write_file's: a full disk, a read-only folder
                 log.error("could not save the index %s with the added images: %s", index_path, error)
+                if added:
+                    await run_in_threadpool(index.delete, added)
                 raise UploadError(507, "the index could not be saved with the added images (see the server "
                                        "log); the gallery is unchanged") from error
-            live["index"] = extended
-            live["gallery"] = ImageFiles(extended.paths, extended.image_roots, extended.file_ids)
-        first = len(extended) - len(paths)
-        return {"added": [{"index": first + i, "image_url": f"/image/gallery/{first + i}", "pid": pid,
-                           "camid": camid} for i, (pid, camid) in enumerate(labels)],
-                "gallery_size": len(extended)}
+        request.state.audit.update(query=[{"sha256": hashlib.sha256(data).hexdigest()} for _, data, _ in files],
+                                   added=added)
+        return {"added": [{"index": item, "image_url": f"/image/gallery/{item}", "pid": pid, "camid": camid}
+                          for item, (pid, camid) in zip(added, labels)],
+                "gallery_size": index.count()}
+
+    @app.post("/gallery/delete")
+    async def delete_from_gallery(request: fastapi.Request) -> dict:
+        if not allow_delete:
+            raise UploadError(403, "deleting items is disabled; start the service with --allow-delete")
+        if _media(request.headers.get("content-type")) != "application/json":
+            raise UploadError(415, 'send application/json {"ids": [...], "cameras": [...], "after": T, "before": T}')
+        ids, where = _deletion(await read_body(request, JSON_BODY_LIMIT * 64, body_timeout))
+        async with adding:
+            deleted = await run_in_threadpool(index.delete, ids, where)
+            request.state.audit.update(deleted=deleted)
+            try:
+                await run_in_threadpool(index.save, index_path)
+            except ReidkitError as error:
+                log.error("could not save the index %s after deleting %d items: %s", index_path, len(deleted), error)
+                raise UploadError(507, f"{len(deleted)} items are deleted from the running service but the index "
+                                       "could not be saved (see the server log): fix the disk and repeat the "
+                                       "deletion, or they return at the next start") from error
+        return {"deleted": deleted, "gallery_size": index.count()}
 
     @app.get("/image/{split}/{number}")
-    def image(split: str, number: str) -> Response:
-        files = live[split] if split in SPLITS else None
+    def image(request: fastapi.Request, split: str, number: str) -> Response:
         found = None
-        if files is not None and re.fullmatch(r"[0-9]{1,9}", number) and int(number) < len(files.paths):
-            if not files.roots:
+        if split == "query" and query_files is not None and re.fullmatch(r"[0-9]{1,9}", number) \
+                and int(number) < len(query_files.paths):
+            found = query_files.read(int(number))
+        elif split == "gallery" and re.fullmatch(r"[0-9]{1,18}", number):
+            if not index.image_roots:
                 raise fastapi.HTTPException(404, NO_IMAGE_FOLDERS)
-            found = files.read(int(number))
+            item = index.items([int(number)])[0]  # None once deleted: never served again
+            roots = [Path(root).resolve() for root in index.image_roots]
+            found = None if item is None else read_recorded(item.path, list(item.file_id), roots)
+            request.state.audit.update(item=int(number))
         if found is None:
             raise fastapi.HTTPException(404, f"no image {split[:20]}/{number[:20]}")
         return Response(found[0], media_type=found[1])
@@ -347,6 +454,61 @@ def _number_parameter(request, name: str, ceiling: float) -> float | None:
         raise UploadError(400, f"{name}={text[:40]!r} is not a plain decimal number from 0 to {ceiling:.0f} "
                                f"(digits and an optional fraction, e.g. 0.35)")
     return float(text)
+
+
+def _search_filter(request):
+    """The SearchFilter of `?cameras=3,4&after=T&before=T` (camera numbers from 1), or None without them.
+
+    Raises:
+        UploadError: 400 for a malformed list or time, a parameter given twice, or an empty window.
+    """
+    from reidkit.retrieval.filters import SearchFilter, parse_time
+
+    values = {}
+    for name in ("cameras", "after", "before"):
+        given = request.query_params.getlist(name)
+        if len(given) > 1:
+            raise UploadError(400, f"give {name} once, got {len(given)} values")
+        values[name] = given[0] if given else None
+    if all(value is None for value in values.values()):
+        return None
+    if values["cameras"] is not None and (not CAMERA_LIST.fullmatch(values["cameras"])
+                                          or "0" in values["cameras"].split(",")):
+        raise UploadError(400, f"cameras={values['cameras'][:40]!r} is not a list of camera numbers from 1, "
+                               "e.g. cameras=3,4,5")
+    try:
+        return SearchFilter(camids=None if values["cameras"] is None else
+                            tuple(int(camera) - 1 for camera in values["cameras"].split(",")),
+                            after=None if values["after"] is None else parse_time(values["after"]),
+                            before=None if values["before"] is None else parse_time(values["before"]))
+    except ValueError as error:
+        raise UploadError(400, str(error)) from error
+
+
+def _deletion(body: bytes):
+    """(ids or None, SearchFilter or None) of a JSON deletion request; 400 when malformed or empty."""
+    from reidkit.retrieval.filters import SearchFilter, parse_time
+
+    usage = 'send {"ids": [ints], "cameras": [numbers from 1], "after": T, "before": T} (at least one)'
+    try:
+        payload = json.loads(body)
+    except ValueError as error:
+        raise UploadError(400, f"the body is not valid JSON; {usage}") from error
+    if not isinstance(payload, dict) or not payload or set(payload) - {"ids", "cameras", "after", "before"}:
+        raise UploadError(400, usage)
+    ids, cameras = payload.get("ids"), payload.get("cameras")
+    for name, values in (("ids", ids), ("cameras", cameras)):
+        if values is not None and not (isinstance(values, list) and values and all(
+                isinstance(value, int) and not isinstance(value, bool) and value >= (name == "cameras")
+                for value in values)):
+            raise UploadError(400, f"{name} must be a non-empty list of ints{' from 1' if name == 'cameras' else ''}")
+    try:
+        times = {name: None if payload.get(name) is None else parse_time(str(payload[name]))
+                 for name in ("after", "before")}
+        where = SearchFilter(camids=None if cameras is None else tuple(camera - 1 for camera in cameras), **times)
+    except ValueError as error:
+        raise UploadError(400, str(error)) from error
+    return ids, None if where.is_empty else where
 
 
 def _media(content_type: str | None) -> str:
@@ -375,6 +537,17 @@ def _query_index(body: bytes, num_queries: int) -> int:
     return number
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False
+
+
 def _check_dim(dim: int, index_dim: int, what: str) -> None:
     if dim != index_dim:
         raise ReidkitError(f"{what}: dimension {dim}, but the gallery index has dimension {index_dim}; "
@@ -384,7 +557,15 @@ def _check_dim(dim: int, index_dim: int, what: str) -> None:
 def serve(index_path: str | Path, run_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           **options) -> None:
     """Run the search service with uvicorn until interrupted (`options`: the keyword arguments of
-    `create_app`)."""
+    `create_app`, and `insecure_no_auth`: allow a non-loopback `host` without tokens).
+
+    Raises:
+        ReidkitError: a non-loopback `host` without `tokens` unless `insecure_no_auth`.
+    """
+    if not options.pop("insecure_no_auth", False) and options.get("tokens") is None and not _is_loopback(host):
+        raise ReidkitError(f"--host {host} is reachable from other machines, and without --tokens anyone there could "
+                           "search and read the gallery: give --tokens FILE (`reidkit token add`), bind 127.0.0.1, "
+                           "or pass --insecure-no-auth to accept that")
     uvicorn = _require("uvicorn")
     app = create_app(index_path, run_dir, **options)
     uvicorn.run(app, host=host, port=port)

@@ -36,23 +36,29 @@ class ImageFiles:
     def read(self, number: int) -> tuple[bytes, str] | None:
         """(bytes, media type) of file `number`, or None when it is outside the roots, missing, not an image file or
         not the file recorded."""
-        try:
-            resolved = Path(self.paths[number]).resolve(strict=True)
-        except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, unreadable, a NUL byte
+        return read_recorded(self.paths[number], self.identities[number], self.roots)
+
+
+def read_recorded(path: str, recorded: list[int], roots: list[Path]) -> tuple[bytes, str] | None:
+    """(bytes, media type) of the image file `path` if it lies inside one of the resolved `roots` and is the file
+    `recorded` (`ImageFiles` says how), else None."""
+    try:
+        resolved = Path(path).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, unreadable, a NUL byte
+        return None
+    media = MEDIA_TYPES.get(resolved.suffix.lower())
+    if media is None or not any(resolved.is_relative_to(root) for root in roots):
+        return None
+    try:
+        descriptor = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # swapped for a symlink since resolve(), or unreadable
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_IMAGE_FILE_BYTES \
+                or not is_recorded_file(list(recorded), info):
             return None
-        media = MEDIA_TYPES.get(resolved.suffix.lower())
-        if media is None or not any(resolved.is_relative_to(root) for root in self.roots):
-            return None
-        try:
-            descriptor = os.open(resolved, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:  # swapped for a symlink since resolve(), or unreadable
-            return None
-        with os.fdopen(descriptor, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_IMAGE_FILE_BYTES \
-                    or not is_recorded_file(self.identities[number], info):
-                return None
-            return handle.read(), media
+        return handle.read(), media
 
 
 def folders_of(paths: list[str]) -> list[str]:
