@@ -404,7 +404,7 @@ ID_CASES = {
     "folder camera": _image_name_case({"bad": "train/5/ID_a.jpg", "query": "query/4/1_q.jpg",
                                        "gallery": "gallery/4/2_g.jpg"}, load_folder),
     "cuhk03 image": _image_name_case({"bad": "images_labeled/ID_001_1_01.png"}, _cuhk03_images),
-    "msmt17 pid": _list_case({f"list_{split}.txt": f"0002/0002_001_03_0303m_0001_0.jpg 2\n0002/0002_001_03_x.jpg ID\n"
+    "msmt17 pid": _list_case({f"list_{split}.txt": "0002/0002_001_03_0303m_0001_0.jpg 2\n0002/0002_001_03_x.jpg ID\n"
                               for split in ("train", "val", "query", "gallery")},
                              ["train/0002/0002_001_03_0303m_0001_0.jpg", "test/0002/0002_001_03_0303m_0001_0.jpg"],
                              load_msmt17, "list_train.txt"),

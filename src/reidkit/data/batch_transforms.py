@@ -214,7 +214,7 @@ class RandomPatch:
 
     def apply(self, images: Tensor, draws: PatchDraws) -> Tensor:
         """`images [B, C, H, W]` with each drawn patch pasted (a new tensor)."""
-        device, (batch, channels, height, width) = images.device, images.shape
+        device, (_, channels, height, width) = images.device, images.shape
         draws = PatchDraws(*(value.to(device, non_blocking=True) for value in vars(draws).values()))
         row_offset = torch.arange(height, device=device)[None] - draws.top[:, None]  # [B, H]
         column_offset = torch.arange(width, device=device)[None] - draws.left[:, None]  # [B, W]

@@ -9,7 +9,6 @@ from typing import Any
 
 from PIL import Image
 
-from reidkit.errors import ReidkitError
 
 
 @dataclass
