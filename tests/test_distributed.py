@@ -317,7 +317,7 @@ def test_two_process_cli_training_and_distributed_evaluation(tmp_path):
     evaluated = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "eval", "--run", str(run)],
                                capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
-    single = json.loads((run / "eval" / "metrics.json").read_text())
+    single = json.loads((run / "eval" / "synthetic" / "metrics.json").read_text())  # eval/<test set>/
     for key in ("rank1", "mAP", "mINP", "num_valid_queries"):
         assert single[key] == pytest.approx(trained[key], abs=1e-6), key
 
