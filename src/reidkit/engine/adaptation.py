@@ -141,6 +141,7 @@ class AdaptationRun(TrainingRun):
         distributed.barrier()
         seed_everything(config.train.seed)
         self.amp = uses_amp(config.train, device)
+        self.teacher = None  # TrainingRun's distillation teacher: adaptation trains without one
         self.samples, self.test_sets = load_unlabeled_data(config, progress, log)
         self.train_set = training_set_fingerprint(self.samples)
         if restored and restored[1].get("train_set") != self.train_set and not force:
