@@ -328,8 +328,7 @@ class TrainingRun:
             torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
         freeze = BackboneFreeze(model.backbone, train_cfg.freeze_iters) if train_cfg.freeze_iters else None
         self.trainer = Trainer(forward_model, self.objective, self.optimizer, device, self.amp,
-                               camids=camids, schedule=schedule_from_config(train_cfg),
-                               steps_per_epoch=len(self.loader), freeze=freeze)
+                               camids=camids, schedule=schedule_from_config(train_cfg), freeze=freeze)
         self.metadata = model_metadata(model, config)
 
     def _restore(self, weights, state: dict) -> None:
@@ -401,6 +400,8 @@ class TrainingRun:
         train_cfg, position, loader = self.config.train, self.position, self.loader
         epoch = position.epoch
         loader.batch_sampler.set_epoch(epoch)
+        # the schedule counts epochs of this length (read before skipping; an adaptation round's loader has its own)
+        steps = self.trainer.steps_per_epoch = len(loader)
         loader.batch_sampler.skip(position.step_in_epoch)
         start = time.perf_counter()
         self.trainer.start_epoch()
@@ -411,9 +412,9 @@ class TrainingRun:
             position.step_in_epoch += 1
             position.global_step += 1
             if "images" in batch:  # else every image of the batch was unreadable
-                done = epoch - 1 + (position.step_in_epoch - 1) / len(loader)  # epochs before this step
+                done = epoch - 1 + (position.step_in_epoch - 1) / steps  # epochs before this step
                 self.objective.set_progress(done / train_cfg.epochs)
-                self.trainer.run_step(batch, step=position.global_step)
+                self.trainer.run_step(batch, step=(epoch - 1) * steps + position.step_in_epoch)
             else:
                 position.skipped_batches += 1
             checkpoint_now = bool(train_cfg.checkpoint_every_steps) and \
