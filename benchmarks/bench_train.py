@@ -17,7 +17,6 @@ import dataclasses
 import time
 
 import torch
-from torch import nn
 
 from reidkit.config import load_config
 from reidkit.data.build import build_dataset
@@ -39,8 +38,7 @@ def _parts(config, num_classes: int, device: torch.device):
         torch.backends.cudnn.benchmark = True
     objective = build_objective(config.loss, num_classes, model.feat_dim).to(device)
     model.freeze_unused(objective.input_keys.values())
-    optimizer = build_optimizer(nn.ModuleList([model, objective]), config.train.optimizer, config.train.lr,
-                                config.train.weight_decay)
+    optimizer = build_optimizer(model, objective, config.train)
     return model, objective, optimizer
 
 

@@ -197,6 +197,22 @@ def test_re_ranking_keys_are_checked():
     (["train.momentum=1"], r"train\.momentum: 1\.0 is not allowed"),
     (["train.warmup_epochs=-1"], r"train\.warmup_epochs: -1 is not allowed; use 0 or more"),
     (["train.warmup_factor=0"], r"train\.warmup_factor: 0\.0 is not allowed; use a value in \(0, 1\]"),
+    (["train.warmup_iters=2000"], r"train\.warmup_iters: 2000 is not allowed; warm up by epochs or by steps, "
+                                  r"not both: set train\.warmup_epochs=0 \(it is 10\)"),
+    (["train.warmup_iters=-1", "train.warmup_epochs=0"], r"train\.warmup_iters: -1 is not allowed; use 0"),
+    (["train.nesterov=true"], r"train\.nesterov: True is not allowed; Nesterov momentum needs train\.optimizer=sgd"),
+    (["train.optimizer=sgd", "train.momentum=0", "train.nesterov=true"], r"and train\.momentum > 0"),
+    (["train.adam_beta2=1"], r"train\.adam_beta2: 1\.0 is not allowed; use a value in \[0, 1\)"),
+    (["train.adam_eps=0"], r"train\.adam_eps: 0\.0 is not allowed; use a small number > 0"),
+    (["train.bias_lr_factor=-2"], r"train\.bias_lr_factor: -2\.0 is not allowed"),
+    (["train.weight_decay_norm=2"], r"train\.weight_decay_norm: 2\.0 is not allowed; use null"),
+    (["train.heads_lr_factor=0"], r"train\.heads_lr_factor: 0\.0 is not allowed"),
+    (["train.freeze_iters=-1"], r"train\.freeze_iters: -1 is not allowed; use 0 \(off\) or more steps"),
+    (["train.stepsize=0"], r"train\.stepsize: 0 is not allowed; use 1 or more epochs"),
+    (["train.epochs=5", "train.delay_epochs=5"], r"train\.delay_epochs: 5 is not allowed; use 0 \(none\) or fewer"),
+    (["train.eta_min_lr=1"], r"train\.eta_min_lr: 1\.0 is not allowed; use a number in \[0, train\.lr\]"),
+    (["train.warmup_method=cos"], r"train\.warmup_method: 'cos' is not allowed; choose one of 'linear', 'constant', "
+                                  r"'exp'"),
     (["train.warmup_factor=1.5"], r"train\.warmup_factor: 1\.5 is not allowed"),
     (["train.milestones=[70, 40]"], r"train\.milestones: \[70, 40\] is not allowed; use increasing epochs >= 1"),
     (["train.milestones=[40, 40]"], r"train\.milestones: \[40, 40\] is not allowed"),
@@ -279,6 +295,8 @@ def test_values_at_the_edges_of_their_ranges_load():
     config = load_config(None, [
         "train.epochs=1", "train.warmup_epochs=0", "train.warmup_factor=1", "train.momentum=0", "train.weight_decay=0",
         "train.milestones=[]", "train.gamma=1", "train.checkpoint_every_steps=0", "train.keep_checkpoints=1",
+        "train.adam_beta1=0", "train.bias_lr_factor=0", "train.weight_decay_bias=0", "train.weight_decay_norm=null",
+        "train.eta_min_lr=3.5e-4", "train.delay_epochs=0", "train.freeze_iters=0", "train.stepsize=1",
         "train.device=cuda:1", "data.height=16", "data.width=8", "data.p=2", "data.k=1", "data.workers=0",
         "data.flip_prob=0", "data.pad=0", "data.erasing_prob=1", "eval.ranked_queries=0", "eval.qe_top_k=0",
         "loss.id.label_smoothing=0", "loss.trihard.margin=0", "loss.arcface.weight=1", "loss.arcface.margin_rad=0"])

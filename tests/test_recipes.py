@@ -22,7 +22,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from torch import nn
 
 from reidkit.config import load_config
 from reidkit.data.attributes import attribute_classes, attribute_table, load_attributes
@@ -112,8 +111,7 @@ def test_recipe_loss_falls_on_a_fixed_batch(recipe, tiny_root, fixed_batch):
                                 attribute_table(attributes, dataset.train_raw_pids) if attributes else None,
                                 model.pair_head)
     assert set(objective.terms) == EXPECTED_TERMS[recipe]
-    optimizer = build_optimizer(nn.ModuleList([model, objective]), config.train.optimizer, config.train.lr,
-                                config.train.weight_decay, config.train.momentum)
+    optimizer = build_optimizer(model, objective, config.train)
     trainer = Trainer(model, objective, optimizer, torch.device("cpu"))
     losses = [trainer.run_step(batch)[0].item() for _ in range(STEPS)]
     assert all(math.isfinite(loss) for loss in losses)

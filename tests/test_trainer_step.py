@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from reidkit.config import TrainConfig
 from reidkit.engine.optim import build_optimizer
 from reidkit.engine.trainer import Trainer
 from reidkit.losses.objective import LossTerm, Objective
@@ -38,11 +39,17 @@ class Linear(nn.Module):
         return {"logits": self.fc(images.flatten(1))}
 
 
+# the fused kernels the trainer builds (amsgrad keeps a running maximum, nesterov a look-ahead: both must skip)
+OPTIMIZERS = {"adam": {"optimizer": "adam"}, "amsgrad": {"optimizer": "adam", "amsgrad": True},
+              "sgd": {"optimizer": "sgd"}, "nesterov": {"optimizer": "sgd", "nesterov": True}}
+
+
 def _trainer(optimizer: str) -> tuple[Trainer, Scaled]:
     torch.manual_seed(0)
     model, term = Linear(), Scaled()
     objective = Objective([LossTerm("id", 1.0, term, "logits")])
-    return Trainer(model, objective, build_optimizer(model, optimizer, 0.1, 5e-4), torch.device("cpu")), term
+    train = TrainConfig(lr=0.1, **OPTIMIZERS[optimizer])
+    return Trainer(model, objective, build_optimizer(model, None, train), torch.device("cpu")), term
 
 
 def _state(trainer: Trainer) -> dict:
@@ -54,7 +61,7 @@ BATCH = {"images": torch.randn(4, 6, 1, 1, generator=torch.Generator().manual_se
          "pids": torch.tensor([0, 1, 2, 0])}
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_a_nonfinite_step_changes_nothing_and_is_counted(optimizer: str) -> None:
     trainer, term = _trainer(optimizer)
     values = trainer.run_step(BATCH, step=1)
@@ -64,7 +71,7 @@ def test_a_nonfinite_step_changes_nothing_and_is_counted(optimizer: str) -> None
     trainer.run_step(BATCH, step=2)
     after = _state(trainer)
     assert before.keys() == after.keys()
-    for name, value in before.items():  # weights, Adam's moments and step count, SGD's momentum
+    for name, value in before.items():  # weights, Adam's moments, maximum and step count, SGD's momentum
         assert torch.equal(after[name], value), name
     term.factor = 1.0
     third = trainer.run_step(BATCH, step=3)

@@ -237,16 +237,50 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    # Each option that a peer toolkit has carries its name there: fast-reid's SOLVER.* keys, Torchreid's arguments.
     epochs: int = 120
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
     momentum: float = 0.9  # SGD only
-    warmup_epochs: int = 10  # linear warm-up from lr * warmup_factor
+    nesterov: bool = False  # SGD only: Nesterov momentum (fast-reid NESTEROV, Torchreid sgd_nesterov)
+    # Adam only: its betas and epsilon, and the AMSGrad variant (Torchreid's optim "amsgrad"; Torchreid's
+    # adam_beta2 default is 0.99, torch's and fast-reid's 0.999)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    amsgrad: bool = False
+    # Parameter groups as fast-reid builds them: biases learn at lr × bias_lr_factor (BIAS_LR_FACTOR) with weight
+    # decay weight_decay_bias (WEIGHT_DECAY_BIAS); the weights of normalisation layers decay by weight_decay_norm
+    # (WEIGHT_DECAY_NORM); null: train.weight_decay. Everything but the backbone (necks, classifiers, the loss
+    # terms' own parameters) learns at lr × heads_lr_factor (HEADS_LR_FACTOR; Torchreid's staged_lr with
+    # base_lr_mult m is lr × m with heads_lr_factor 1/m).
+    bias_lr_factor: float = 1.0
+    weight_decay_bias: float | None = None
+    weight_decay_norm: float | None = None
+    heads_lr_factor: float = 1.0
+    # fast-reid's FREEZE_ITERS with FREEZE_LAYERS [backbone]: the first freeze_iters steps train the heads only;
+    # the backbone gets no update (nor optimiser state) and its BatchNorm layers keep their statistics.
+    freeze_iters: int = 0
+    # Warm-up from lr × warmup_factor: per epoch over warmup_epochs (BoT), or per step over warmup_iters
+    # (fast-reid's WARMUP_ITERS; set warmup_epochs=0). warmup_method (WARMUP_METHOD): "linear" rises linearly to
+    # lr, "constant" stays at lr × warmup_factor, "exp" rises as warmup_factor^(1 − progress).
+    warmup_epochs: int = 10
+    warmup_iters: int = 0
+    warmup_method: Literal["linear", "constant", "exp"] = "linear"
     warmup_factor: float = 0.01
-    scheduler: Literal["step", "cosine"] = "step"
+    # After warm-up: "step" multiplies lr by gamma at each of the milestones (epochs; Torchreid's multi_step,
+    # fast-reid's MultiStepLR), "single_step" every stepsize epochs (Torchreid's single_step), "cosine" anneals to
+    # eta_min_lr (fast-reid's ETA_MIN_LR; Torchreid: 0) by the last epoch. Milestones and stepsize count epochs
+    # from the start of training, or, as fast-reid counts them, from where delay_epochs (DELAY_EPOCHS: lr held
+    # before the schedule starts) or warmup_iters end; the cosine starts after the warm-up and the delay. See
+    # reidkit.engine.schedule for the exact rule.
+    scheduler: Literal["step", "single_step", "cosine"] = "step"
     milestones: list[int] = field(default_factory=lambda: [40, 70])  # step scheduler
-    gamma: float = 0.1  # step scheduler decay
+    gamma: float = 0.1  # step and single_step decay
+    stepsize: int = 20  # single_step: epochs between decays
+    delay_epochs: int = 0
+    eta_min_lr: float = 0.0
     amp: bool = True  # bfloat16 autocast on CUDA; on the CPU only with amp_cpu
     amp_cpu: bool = False  # bf16 autocast on the CPU too (with amp): bf16's effect on accuracy without a GPU
     compile: bool = False  # torch.compile the training forward (the first steps compile: minutes on a CPU)
@@ -272,10 +306,30 @@ class TrainConfig:
             ("lr", 0 < self.lr <= MAX_LR, f"use a number > 0 and at most {MAX_LR:g} (e.g. 3.5e-4 for Adam)"),
             ("weight_decay", 0 <= self.weight_decay <= 1, "use a number in [0, 1] (0: none; e.g. 5e-4)"),
             ("momentum", 0 <= self.momentum < 1, "use a value in [0, 1)"),
+            ("nesterov", not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+             "Nesterov momentum needs train.optimizer=sgd and train.momentum > 0"),
+            ("adam_beta1", 0 <= self.adam_beta1 < 1, "use a value in [0, 1) (e.g. 0.9)"),
+            ("adam_beta2", 0 <= self.adam_beta2 < 1, "use a value in [0, 1) (e.g. 0.999; Torchreid: 0.99)"),
+            ("adam_eps", 0 < self.adam_eps <= 1, "use a small number > 0 (e.g. 1e-8)"),
+            ("bias_lr_factor", 0 <= self.bias_lr_factor <= 100, "use a number in [0, 100] (1: as the weights; "
+                                                                "Detectron's and BoT's 2)"),
+            ("weight_decay_bias", self.weight_decay_bias is None or 0 <= self.weight_decay_bias <= 1,
+             "use null (train.weight_decay) or a number in [0, 1]"),
+            ("weight_decay_norm", self.weight_decay_norm is None or 0 <= self.weight_decay_norm <= 1,
+             "use null (train.weight_decay) or a number in [0, 1]"),
+            ("heads_lr_factor", 0 < self.heads_lr_factor <= 1000, "use a number in (0, 1000] (1: as the backbone; "
+                                                                  "e.g. 10 when fine-tuning a pretrained backbone)"),
+            ("freeze_iters", self.freeze_iters >= 0, "use 0 (off) or more steps"),
             ("warmup_epochs", self.warmup_epochs >= 0, "use 0 or more (0: no warm-up)"),
+            ("warmup_iters", self.warmup_iters >= 0, "use 0 (warm up by epochs, or not) or more steps"),
+            ("warmup_iters", not (self.warmup_iters and self.warmup_epochs),
+             f"warm up by epochs or by steps, not both: set train.warmup_epochs=0 (it is {self.warmup_epochs})"),
             ("warmup_factor", 0 < self.warmup_factor <= 1, "use a value in (0, 1] (the first epoch's share of lr)"),
             ("milestones", self.scheduler != "step" or all(a < b for a, b in zip([0, *steps], steps)),
              "use increasing epochs >= 1 for train.scheduler=step, e.g. [40, 70] (or [] for no decay)"),
+            ("stepsize", self.stepsize >= 1, "use 1 or more epochs"),
+            ("delay_epochs", 0 <= self.delay_epochs < self.epochs, "use 0 (none) or fewer epochs than train.epochs"),
+            ("eta_min_lr", 0 <= self.eta_min_lr <= self.lr, "use a number in [0, train.lr] (fast-reid: 1e-7)"),
             ("gamma", 0 < self.gamma < math.inf, "use a number > 0 (e.g. 0.1: the rate is multiplied by it at "
                                                  "each milestone)"),
             ("device", is_device(self.device), "use auto, cpu, cuda or cuda:N"),

@@ -1,5 +1,5 @@
 """Checkpoints on disk: model weights in `*.safetensors` (no pickled code) with a small string header,
-training state (optimiser, scheduler, RNG, position) in a side file read with `weights_only=True`.
+training state (optimiser, RNG, position) in a side file read with `weights_only=True`.
 
 Files go through `reidkit.outputs.write_file` (temporary name, fsync, rename), so a crash or a full disk never
 leaves a half-written checkpoint under the final name, and the earlier checkpoints stay intact.

@@ -1,54 +1,92 @@
-"""Optimiser and learning-rate schedule: linear warm-up, then step decay or cosine annealing.
+"""The optimiser: parameter groups as fast-reid and BoT build them, fused Adam (with AMSGrad) or SGD (with
+Nesterov momentum), and fast-reid's backbone freeze for the first steps.
 
-Warm-up follows the BoT recipe (Luo et al. 2019): the rate grows linearly from lr·warmup_factor to lr over
-the first epochs. The schedule is a factor per epoch, applied with `torch.optim.lr_scheduler.LambdaLR`.
+Groups (fast-reid's `get_default_optimizer_params`): a parameter named "bias" learns at lr × bias_lr_factor
+with weight decay weight_decay_bias; another parameter of a normalisation layer decays by weight_decay_norm;
+every parameter outside the model's `backbone` (necks, classifiers, the loss terms' own parameters) learns at
+lr × heads_lr_factor. The learning-rate schedule is `reidkit.engine.schedule`.
 """
 
 from __future__ import annotations
 
-import bisect
-import functools
-import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
-    """Fused Adam or SGD (with momentum) over the trainable parameters of `model`, each once (a head shared
-    by the model and a loss term, like the verification pair head, appears once)."""
-    params = [p for p in model.parameters() if p.requires_grad]  # nn.Module.parameters() deduplicates
-    # fused: one kernel for all parameters, and a step skipped on the device when `found_inf` is set
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, fused=True)
-    raise ValueError(f"unknown optimizer '{name}'; choose adam or sgd")
+# fast-reid's list of normalisation layers (its weight_decay_norm applies to their weights and biases)
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
+               nn.LocalResponseNorm)
 
 
-def lr_factor(epoch: int, epochs: int, warmup_epochs: int, warmup_factor: float, scheduler: str,
-              milestones: list[int], gamma: float) -> float:
-    """Multiplier of the base rate for a 0-based `epoch`.
+def parameter_groups(model: nn.Module, objective: nn.Module | None, train) -> list[dict]:
+    """The trainable parameters of `model` and `objective`, each once, in groups of equal rate and decay.
 
-    warm-up: factor = w + (1 − w)·epoch/warmup_epochs while epoch < warmup_epochs;
-    step: gamma^(number of milestones ≤ epoch); cosine: ½(1 + cos(π·t)), t the fraction of the
-    epochs after warm-up that have passed.
+    Args:
+        model: a network; the parameters under its `backbone` attribute (if any) are the backbone.
+        objective: the loss terms (their parameters, such as class weights or centres, are heads), or None.
+        train: a `reidkit.config.TrainConfig` (lr, weight_decay and the factors named in the module docstring).
+
+    Returns:
+        Dicts with "params", "lr" (= "base_lr", the rate before the schedule), "weight_decay" and "backbone"
+        (whether the group belongs to the backbone, which `BackboneFreeze` freezes), in the order of first use.
     """
-    if epoch < warmup_epochs:
-        return warmup_factor + (1.0 - warmup_factor) * epoch / warmup_epochs
-    if scheduler == "step":
-        return gamma ** bisect.bisect_right(sorted(milestones), epoch)
-    if scheduler == "cosine":
-        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown scheduler '{scheduler}'; choose step or cosine")
+    backbone = getattr(model, "backbone", None)
+    backbone_ids = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    decay_bias = train.weight_decay if train.weight_decay_bias is None else train.weight_decay_bias
+    decay_norm = train.weight_decay if train.weight_decay_norm is None else train.weight_decay_norm
+    groups: dict[tuple, dict] = {}
+    seen: set[int] = set()
+    for module in (m for owner in (model, objective) if owner is not None for m in owner.modules()):
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            in_backbone = id(parameter) in backbone_ids
+            lr = train.lr * (1.0 if in_backbone else train.heads_lr_factor)
+            decay = decay_norm if isinstance(module, NORM_LAYERS) else train.weight_decay
+            if name == "bias":
+                lr, decay = lr * train.bias_lr_factor, decay_bias
+            key = (lr, decay, in_backbone)
+            groups.setdefault(key, {"params": [], "lr": lr, "base_lr": lr, "weight_decay": decay,
+                                    "backbone": in_backbone})["params"].append(parameter)
+    return list(groups.values())
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, warmup_factor: float,
-                    scheduler: str, milestones: list[int], gamma: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per epoch with the factors of `lr_factor`."""
-    lr_factor(0, epochs, warmup_epochs, warmup_factor, scheduler, milestones, gamma)  # fail early on a bad name
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        lr_factor, epochs=epochs, warmup_epochs=warmup_epochs, warmup_factor=warmup_factor,
-        scheduler=scheduler, milestones=milestones, gamma=gamma))
+def build_optimizer(model: nn.Module, objective: nn.Module | None, train) -> torch.optim.Optimizer:
+    """Fused Adam or SGD over `parameter_groups(model, objective, train)`, as `train` (a TrainConfig) says.
+
+    Fused: one kernel for all parameters, and a step skipped on the device when the trainer sets `found_inf`.
+    """
+    groups = parameter_groups(model, objective, train)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), eps=train.adam_eps,
+                                amsgrad=train.amsgrad, fused=True)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov, fused=True)
+    raise ValueError(f"unknown optimizer '{train.optimizer}'; choose adam or sgd")
+
+
+@dataclass
+class BackboneFreeze:
+    """fast-reid's FREEZE_ITERS with FREEZE_LAYERS [backbone]: during the first `iters` steps the backbone runs
+    in eval mode (its BatchNorm layers use and keep their statistics) and its gradients are dropped before the
+    optimiser step, so neither its parameters nor its optimiser state change; only the heads train."""
+
+    backbone: nn.Module
+    iters: int
+
+    def frozen(self, step: int) -> bool:
+        """Whether the 0-based optimiser `step` is inside the freeze."""
+        return step < self.iters
+
+    def before_forward(self, step: int) -> None:
+        """Eval mode for the backbone while frozen; training mode again at the first step after."""
+        if step <= self.iters:
+            self.backbone.train(not self.frozen(step))
+
+    def drop_gradients(self, step: int) -> None:
+        """Called between backward and the optimiser step."""
+        if self.frozen(step):
+            for parameter in self.backbone.parameters():
+                parameter.grad = None

@@ -5,9 +5,9 @@ checkpoints and exact resume.
 `TrainingRun`, which wires a whole run from a Config into a run folder (`config.yaml`, `metrics.jsonl`,
 `checkpoints/`, `model.safetensors`, `metrics.json`, `plots/`, `ranked/`; its data comes from
 `reidkit.engine.training_data`, its files are written by `reidkit.engine.run_writer`). A run resumed from its
-last checkpoint continues bitwise identically on CPU: the checkpoint holds the model, objective, optimiser,
-scheduler, random states and the position in the epoch, and every image's augmentation is seeded by its
-position.
+last checkpoint continues bitwise identically on CPU: the checkpoint holds the model, objective, optimiser
+(with each parameter group's base rate), random states and the position in the epoch, the learning rate is a
+function of the position, and every image's augmentation is seeded by its position.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from reidkit.devices import autocast_context, resolve_device, uses_amp
 from reidkit.engine.activation import activation_of_files
 from reidkit.engine.checkpoint import CheckpointManager, capture_rng_state, load_into, restore_rng_state, save_weights
 from reidkit.engine.evaluation import Evaluation, describe_metrics, eval_record, evaluate_model
-from reidkit.engine.optim import build_optimizer, build_scheduler
+from reidkit.engine.optim import BackboneFreeze, build_optimizer
 from reidkit.engine.run_writer import MetricsLog, check_writable, finish_run, write_baselines
 from reidkit.engine.saved_runs import model_metadata
+from reidkit.engine.schedule import Schedule, schedule_from_config, set_learning_rates
 from reidkit.engine.tensorboard_events import TensorBoardEvents
 from reidkit.engine.training_data import (cached_test_images, load_training_data, training_batches,
                                           training_set_fingerprint)
@@ -81,18 +82,23 @@ class Trainer:
     weights, centres) have their gradients averaged over ranks like DDP does for the model, except a
     class-sharded classifier, whose rows are not replicated.
 
+    With a `schedule`, each step first sets the optimiser's rates for its number (`steps_per_epoch` steps make
+    an epoch); with a `freeze`, the backbone trains only after the freeze's first steps.
+
     Raises:
         ValueError: `optimizer` is not fused (it could not skip a non-finite step on the device).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer,
-                 device: torch.device, amp: bool = False, camids: bool = False) -> None:
+                 device: torch.device, amp: bool = False, camids: bool = False, schedule: Schedule | None = None,
+                 steps_per_epoch: int = 1, freeze: BackboneFreeze | None = None) -> None:
         if not all(group.get("fused") for group in optimizer.param_groups):
             raise ValueError("the trainer needs a fused optimiser (reidkit.engine.optim.build_optimizer) to skip "
                              "non-finite steps on the device")
         self.model, self.objective, self.optimizer = model, objective, optimizer
         self.device, self.amp = device, amp
         self.camids = camids  # the model takes the batch's camera ids (a camera embedding)
+        self.schedule, self.steps_per_epoch, self.freeze = schedule, steps_per_epoch, freeze
         sharded = [m for m in objective.modules() if isinstance(m, ShardedLinearCrossEntropy)]
         own = {id(p) for m in sharded for p in m.parameters()}
         self.replicated = [p for p in objective.parameters() if id(p) not in own]
@@ -112,11 +118,17 @@ class Trainer:
         self._first_bad_values = torch.zeros(len(self.names), device=self.device)
 
     def run_step(self, batch: dict, step: int = 0) -> torch.Tensor:
-        """One forward/backward/update on a batch dict (`step`: its global number, for reports).
+        """One forward/backward/update on a batch dict (`step`: its 1-based global number, for the schedule,
+        the freeze and reports).
 
         Returns:
             `[1 + T]` float32 on the device: the total and each unweighted term, means over ranks.
         """
+        done = step - 1  # steps before this one
+        if self.schedule is not None:
+            set_learning_rates(self.optimizer, self.schedule, done, self.steps_per_epoch)
+        if self.freeze is not None:
+            self.freeze.before_forward(done)
         images = batch["images"].to(self.device, non_blocking=True)
         labels = batch["pids"].to(self.device, non_blocking=True)
         if self.device.type == "cuda":
@@ -131,6 +143,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         distributed.average_gradients(self.replicated)
+        if self.freeze is not None:
+            self.freeze.drop_gradients(done)
         self.optimizer.found_inf = (~finite).float()  # read by the fused kernels: no update where 1
         self.optimizer.step()
         self._last = values
@@ -264,7 +278,7 @@ class TrainingRun:
         return restored
 
     def _build_model(self, training) -> None:
-        """The model, objective, optimiser, scheduler and step runner of the run."""
+        """The model, objective, optimiser (its parameter groups) and step runner (with the schedule)."""
         config, device, train_cfg = self.config, self.device, self.config.train
         table, classes = None, None
         if config.loss.attribute.weight:
@@ -291,11 +305,7 @@ class TrainingRun:
         if config.model.sync_bn and distributed.world_size() > 1:
             model = convert_sync_batchnorm(model, device)
         self.model = model
-        self.optimizer = build_optimizer(nn.ModuleList([model, self.objective]), train_cfg.optimizer, train_cfg.lr,
-                                         train_cfg.weight_decay, train_cfg.momentum)
-        self.scheduler = build_scheduler(self.optimizer, train_cfg.epochs, train_cfg.warmup_epochs,
-                                         train_cfg.warmup_factor, train_cfg.scheduler, train_cfg.milestones,
-                                         train_cfg.gamma)
+        self.optimizer = build_optimizer(model, self.objective, train_cfg)
         forward_model = model
         if distributed.is_distributed():
             forward_model = nn.parallel.DistributedDataParallel(
@@ -304,19 +314,21 @@ class TrainingRun:
             forward_model = torch.compile(forward_model)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training shapes are fixed: pick the fastest kernels once
+        freeze = BackboneFreeze(model.backbone, train_cfg.freeze_iters) if train_cfg.freeze_iters else None
         self.trainer = Trainer(forward_model, self.objective, self.optimizer, device, self.amp,
-                               camids=model.uses_camids)
+                               camids=model.uses_camids, schedule=schedule_from_config(train_cfg),
+                               steps_per_epoch=len(self.loader), freeze=freeze)
         self.metadata = model_metadata(model, config)
 
     def _restore(self, weights, state: dict) -> None:
-        """Continue from a checkpoint: model, objective, optimiser, scheduler, position and random states."""
+        """Continue from a checkpoint: model, objective, optimiser, position and random states (the learning
+        rate is a function of the position: `reidkit.engine.schedule`)."""
         load_into(self.model, weights, self.checkpoints.directory)
         try:
             load_sharded_state(self.objective, self.optimizer, state["objective"], state["optimizer"])
         except (ValueError, RuntimeError, KeyError) as error:  # another loss or head set, or an older layout
             raise ReidkitError(f"the checkpoint's loss or optimiser state does not fit this run ({error}); "
                                "resume with the config the run was trained with, or train a new run") from error
-        self.scheduler.load_state_dict(state["scheduler"])
         self.position = Position(**state["position"])
         restore_rng_state(state["rng"])
         self.log(f"resumed from epoch {self.position.epoch}, step {self.position.global_step}")
@@ -351,8 +363,7 @@ class TrainingRun:
             return
         self.checkpoints.save(name, self.model, self.metadata, {
             "position": asdict(self.position), "config": self.config.to_dict(), "rng": capture_rng_state(),
-            "train_set": self.train_set, "objective": objective_state, "optimizer": optimizer_state,
-            "scheduler": self.scheduler.state_dict()})
+            "train_set": self.train_set, "objective": objective_state, "optimizer": optimizer_state})
 
     def read_steps(self, epoch: int) -> StepReport:
         """The trainer's step values on the host; counts skipped steps, and stops at a non-finite one if
@@ -400,7 +411,6 @@ class TrainingRun:
                 with distributed.wait_for_main_process():
                     self.checkpoint(f"step_{position.global_step:08d}")
         report = self.read_steps(epoch)
-        self.scheduler.step()
         self.log(_log_line(epoch, train_cfg.epochs, report.means, time.perf_counter() - start,
                            report.finite_steps * self.config.data.p * self.config.data.k))
         position.epoch, position.step_in_epoch = epoch + 1, 0
