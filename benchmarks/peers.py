@@ -1,21 +1,22 @@
 """Side by side with the peers' own engines: fast-reid 1.4.0 and Torchreid 0.2.5 against reidkit, same data, same
 budget, same recipe, several seeds.
 
-Run: ``python benchmarks/peers.py [--epochs 12] [--seeds 0 1] [--recipes bot_r18 osnet_torchreid] [--threads 1]
-[--workers 1] [--out runs/peers]``. Each (recipe, system, seed) run writes ``OUT/<recipe>/<system>_seed<S>.json``;
-finished runs (same budget) are skipped, so an interrupted table continues where it stopped, and two processes
-with different ``--seeds`` may share one ``--out``. Writes ``OUT/table.md`` from every finished run.
+Run: ``python benchmarks/peers.py [--epochs 12] [--seeds 0 1] [--recipes bot_r18 osnet_torchreid] [--systems peer
+reidkit] [--threads 1] [--workers 1] [--out runs/peers] [--set data.KEY=VALUE ...]``. Each (recipe, system, seed)
+run writes ``OUT/<recipe>/<system>_seed<S>.json``; finished runs (same budget) are skipped, so an interrupted table
+continues where it stopped, and processes given different ``--seeds``, ``--recipes`` or ``--systems`` may share one
+``--out``. Writes ``OUT/table.md`` from every finished run.
 
 The data: configs/demo.yaml's synthetic set (300 identities, 6 cameras, 128×64), generated when absent. Recipes:
 
 - ``bot_r18``: ResNet-18 in BoT shape (last stride 1, BNNeck, CE with label smoothing 0.1 + batch-hard triplet
   0.3, P×K 16×4, flip, pad-and-crop, random erasing), fast-reid's Base-bagtricks in its own terms on the demo's
-  budget: Adam lr 1e-3, weight decay 5e-4 on every parameter, linear warm-up from 0.1 over two epochs of steps,
-  cosine to 1e-7, bicubic resizing, evaluated on the features before the BNNeck (NECK_FEAT before), cosine
-  distance. fast-reid runs as its DefaultTrainer would — its build_model, build_optimizer (contiguous
-  parameters), build_lr_scheduler, build_transforms, NaiveIdentitySampler, CommDataset and the model's own
-  losses — in a loop that mirrors SimpleTrainer.run_step and its LRScheduler hook (DefaultTrainer and its
-  DataLoaderX need CUDA; a plain DataLoader with its batch collator stands in).
+  budget: Adam lr 1e-3, weight decay 5e-4 on every parameter, linear warm-up from 0.1 over a sixth of the
+  epochs (2 of 12, at least 1) counted in steps, cosine to 1e-7, bicubic resizing, evaluated on the features
+  before the BNNeck (NECK_FEAT before), cosine distance. fast-reid runs as its DefaultTrainer would — its
+  build_model, build_optimizer (contiguous parameters), build_lr_scheduler, build_transforms, NaiveIdentitySampler,
+  CommDataset and the model's own losses — in a loop that mirrors SimpleTrainer.run_step and its LRScheduler hook
+  (DefaultTrainer and its DataLoaderX need CUDA; a plain DataLoader with its batch collator stands in).
 - ``osnet_torchreid``: OSNet x0.25 in Torchreid's own recipe: softmax with label smoothing, AMSGrad lr 0.0015
   (betas 0.9, 0.99), weight decay 5e-4, cosine over the run, no warm-up, random flip only, the 512-d FC head,
   evaluated on that 512-d feature with Euclidean distance. Torchreid runs its ImageDataManager (P×K batches: its
@@ -27,13 +28,15 @@ reidkit trains each recipe with `reidkit.engine.trainer` and the matched config 
 - accuracy: rank-1, mAP, mINP of every system's query/gallery features (each extracted by that system's own
   test pipeline) under one evaluator, reidkit's `evaluate_feature_sets` (the Market-1501 protocol);
 - training images/s: batch images over the wall time of the training loops of epochs 2..E (the first epoch
-  warms up), all systems in one process with ``torch.set_num_threads(--threads)``, peer and reidkit runs
-  alternating (the peer first for even seeds, reidkit first for odd ones);
+  warms up), every system with ``torch.set_num_threads(--threads)`` and ``--workers`` loader processes; in one
+  process the peer and reidkit runs alternate (the peer first for even seeds, reidkit first for odd ones);
+  ``--systems peer`` and ``--systems reidkit`` in two processes run them side by side under the same load;
 - ranking time: the peer's own distance + ranking code on its features against reidkit's on the same
   features, best of 3.
 
-The peers need, beside the venv: ``pip install --no-deps torchreid==0.2.5 fastreid==1.4.0``, ``opencv-python-headless
-gdown tabulate`` (their imports); `make bench` installs them. Their shims for Python >= 3.10 live here, not in src/.
+The peers need, beside the venv: ``pip install --no-deps torchreid==0.2.5 fastreid==1.4.0`` and, for their imports,
+``opencv-python-headless gdown tabulate scikit-learn`` (``cython`` builds fast-reid's ranker); `make bench` installs
+them. Their shims for Python >= 3.10 live here, not in src/.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from reidkit.engine.trainer import TrainingRun
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 BATCH, INSTANCES = 64, 4  # P×K = 16×4 for every system
-BOT_LR, BOT_WARMUP_EPOCHS, BOT_ETA_MIN = 1e-3, 2, 1e-7
+BOT_LR, BOT_ETA_MIN = 1e-3, 1e-7
 OSNET_LR = 0.0015
 COMMON = ["eval.baselines=false", "train.device=cpu", "train.log_every=1000000", "eval.feature=features"]
 # reidkit's side of each recipe (configs/demo.yaml + these); warm-up steps are filled in from the data
@@ -81,6 +84,11 @@ RECIPES = {
                         "train.scheduler=cosine", "eval.metric=euclidean"],
 }
 PEER = {"bot_r18": "fast-reid", "osnet_torchreid": "Torchreid"}
+
+
+def warmup_epochs(epochs: int) -> int:
+    """BoT's warm-up on the demo's budget: 2 of 12 epochs, at least 1."""
+    return max(1, round(epochs / 6))
 
 
 def metric_of(recipe: str) -> str:
@@ -169,7 +177,8 @@ def run_fastreid(dataset, epochs: int, seed: int, workers: int, height: int, wid
 
     seed_all(seed)
     iters_per_epoch = len(dataset.train) // BATCH  # DefaultTrainer's
-    cfg = fastreid_config(dataset.num_train_pids, epochs, BOT_WARMUP_EPOCHS * iters_per_epoch, workers, height, width)
+    cfg = fastreid_config(dataset.num_train_pids, epochs, warmup_epochs(epochs) * iters_per_epoch, workers, height,
+                          width)
     train_set = CommDataset(list(dataset.train), build_transforms(cfg, is_train=True), relabel=True)
     sampler = NaiveIdentitySampler(train_set.img_items, BATCH, INSTANCES, seed=seed)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=torch.utils.data.BatchSampler(sampler, BATCH, True),
@@ -306,7 +315,8 @@ def measure(outcome: dict, dataset, metric: str) -> dict:
     return result
 
 
-def run_one(recipe: str, system: str, seed: int, args, dataset, demo, budget: dict) -> None:
+def run_one(recipe: str, which: str, seed: int, args, dataset, demo, budget: dict) -> None:
+    system = "reidkit" if which == "reidkit" else PEER[recipe]
     path = args.out / recipe / f"{system}_seed{seed}.json"
     if path.is_file() and json.loads(path.read_text()).get("budget") == budget:
         return
@@ -314,7 +324,7 @@ def run_one(recipe: str, system: str, seed: int, args, dataset, demo, budget: di
     print(f"{recipe} {system} seed {seed}: training", flush=True)
     height, width, data_root = demo.data.height, demo.data.width, demo.data.root
     if system == "reidkit":
-        warmup = [f"train.warmup_iters={BOT_WARMUP_EPOCHS * (len(dataset.train) // BATCH)}"] \
+        warmup = [f"train.warmup_iters={warmup_epochs(args.epochs) * (len(dataset.train) // BATCH)}"] \
             if recipe == "bot_r18" else []
         overrides = [*RECIPES[recipe], *COMMON, *warmup, f"train.epochs={args.epochs}", f"train.seed={seed}",
                      f"train.eval_every={args.epochs}", f"train.checkpoint_every={args.epochs}",
@@ -373,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--systems", nargs="+", choices=["peer", "reidkit"], default=["peer", "reidkit"],
+                        help="train only these (e.g. one process per system, sharing --out)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every system")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for every system")
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
@@ -383,13 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = load_config(DEMO, args.set)
     dataset = build_dataset(demo.data, progress=False)
     budget = {"epochs": args.epochs, "threads": args.threads, "workers": args.workers, "set": args.set}
-    if "bot_r18" in args.recipes:
+    if "bot_r18" in args.recipes and "peer" in args.systems:
         with tempfile.TemporaryDirectory() as folder:
             args.fastreid_ranker = use_fastreid_cython(Path(folder))
     for recipe in args.recipes:
         for seed in args.seeds:
-            systems = [PEER[recipe], "reidkit"] if seed % 2 == 0 else ["reidkit", PEER[recipe]]
-            for system in systems:
+            order = ["peer", "reidkit"] if seed % 2 == 0 else ["reidkit", "peer"]
+            for system in (system for system in order if system in args.systems):
                 run_one(recipe, system, seed, args, dataset, demo, budget)
     table = format_table(args.out)
     (args.out / "table.md").write_text(f"Budget: {json.dumps(budget)}.\n\n{table}")
