@@ -39,9 +39,11 @@ test-other-kernels: install
 	echo "numerics tests on other kernels: $$kernels"; \
 	env $$kernels $(PY) -m pytest -m numerics
 
-# Speed and memory tables, each against a reference measured in the same run (see docs/benchmarks.md).
+# Speed and memory tables, each against a reference measured in the same run (see docs/benchmarks.md). Beside the
+# peers: cython builds fast-reid's ranker; opencv and gdown are `import torchreid`'s, tabulate and scikit-learn
+# those of fast-reid's data and evaluation packages (benchmarks/peers.py trains with both peers' own engines).
 bench: install
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir cython
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir cython opencv-python-headless gdown tabulate scikit-learn
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps torchreid==0.2.5 fastreid==1.4.0
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_train.py --config configs/demo.yaml
@@ -50,6 +52,7 @@ bench: install
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_gallery.py --gallery 1000000  # 1M x 512: hours on 2 loaded cores; --gallery 200000 is the measured row
 	$(PY) benchmarks/bench_export.py
+	$(PY) benchmarks/peers.py
 
 # Every recipe of configs/recipes/ on the synthetic set, same budget, seeds 0 and 1 (hours on 2 CPU cores;
 # resumable: finished runs are skipped). Writes runs/ablation/{results.json,table.md,ablation.png}.
