@@ -256,7 +256,6 @@ def test_a_two_process_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.numerics  # the first steps after the resume against the uninterrupted run
 @pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)])
 def test_a_sharded_run_resumes_into_another_number_of_processes(tmp_path, data_root, uninterrupted,
                                                                  first: int, then: int) -> None:
