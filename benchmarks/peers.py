@@ -184,7 +184,7 @@ def run_fastreid(dataset, epochs: int, seed: int, workers: int, height: int, wid
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=torch.utils.data.BatchSampler(sampler, BATCH, True),
                                          num_workers=workers, collate_fn=fast_batch_collator)
     model = build_model(cfg)
-    optimizer, _ = build_optimizer(cfg, model)
+    optimizer, param_wrapper = build_optimizer(cfg, model)
     schedulers = build_lr_scheduler(cfg, optimizer, iters_per_epoch)
     model.train()
     batches, loop_seconds = iter(loader), []
@@ -196,13 +196,16 @@ def run_fastreid(dataset, epochs: int, seed: int, workers: int, height: int, wid
                 iteration = storage.iter
                 loss_dict = model(next(batches))  # SimpleTrainer.run_step
                 losses = sum(loss_dict.values())
-                optimizer.zero_grad()
+                # torch 1.13's default (fast-reid pins it): torch 2's zero_grad(set_to_none=True) drops the gradient
+                # of ContiguousParams' buffer, and then the optimiser never updates a parameter
+                optimizer.zero_grad(set_to_none=False)
                 losses.backward()
                 values = {name: value.detach().cpu().item() for name, value in loss_dict.items()}  # _write_metrics
                 if not np.isfinite(sum(values.values())):
                     raise FloatingPointError(f"fast-reid: the loss became infinite or NaN at step {iteration}")
                 storage.put_scalars(total_loss=sum(values.values()), **values)
                 optimizer.step()
+                param_wrapper.assert_buffer_is_valid()
                 if iteration + 1 <= cfg.SOLVER.WARMUP_ITERS:  # LRScheduler.after_step
                     schedulers["warmup_sched"].step()
                 storage.iter = iteration + 1
