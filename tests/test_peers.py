@@ -199,7 +199,7 @@ def test_import_then_eval_extract_export_from_the_cli(tmp_path, capsys):
                  "--config", TINY, data]) == 0
     assert "osnet_x0_25 + 512-d embedding, 7 classes, feature features" in capsys.readouterr().out
     assert main(["--quiet", "eval", "--run", str(run)]) == 0
-    assert "mAP" in (run / "eval" / "metrics.json").read_text()
+    assert "mAP" in (run / "eval" / "synthetic" / "metrics.json").read_text()
     assert main(["--quiet", "extract", "--run", str(run), "--split", "query", "--out", str(tmp_path / "q.safetensors")]) == 0
     features, _, _, paths = load_feature_file(tmp_path / "q.safetensors")
     images = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((WIDTH, HEIGHT),

@@ -87,3 +87,37 @@ def test_extract_writes_one_feature_per_tracklet(video_run, tmp_path):
     query = load_mars(base / "data").query
     assert features.shape[0] == len(query) and pids.tolist() == [pid for _, pid, _ in query]
     assert paths == [frames[0] for frames, _, _ in query]
+
+
+def test_the_service_takes_several_uploaded_frames_as_one_query(video_run, tmp_path):
+    """POST /search/tracklet answers what `reidkit search --tracklet` finds for the same frames: 6 frames in
+    chunks of eval.chunk_frames = 4, so the chunk merge is exercised."""
+    from fastapi.testclient import TestClient
+
+    from reidkit.retrieval.gallery import open_gallery
+    from reidkit.serve.app import create_app
+
+    base, run = video_run
+    index = tmp_path / "index.safetensors"
+    assert main(["index", "--quiet", "--run", str(run), "--gallery", str(base / "data" / "bbox_test"),
+                 "--out", str(index)]) == 0
+    frames = load_mars(base / "data").query[0][0]
+    paths = [frames[i % len(frames)] for i in range(6)]
+    client = TestClient(create_app(index, run, topk=3))
+    files = [("frames", (f"{i}.jpg", open(path, "rb").read(), "image/jpeg")) for i, path in enumerate(paths)]
+    answer = client.post("/search/tracklet", files=files).json()
+    expected = open_gallery(index).search(embed_tracklet(run, paths), k=3)
+    assert answer["query"]["tracklet"] and [f["name"] for f in answer["query"]["frames"]] == [f"{i}.jpg" for i in range(6)]
+    assert [r["index"] for r in answer["results"]] == expected.ids[0].tolist()
+    np.testing.assert_allclose([r["distance"] for r in answer["results"]], expected.distances[0], atol=1e-5)
+    single = client.post("/search/tracklet", files=files[:1]).json()
+    one = open_gallery(index).search(embed_tracklet(run, paths[:1]), k=3)
+    assert [r["index"] for r in single["results"]] == one.ids[0].tolist()
+    broken = client.post("/search/tracklet", files=files[:2] + [("frames", ("x.jpg", b"not a jpeg", "image/jpeg"))])
+    assert broken.status_code == 400 and broken.json()["detail"].startswith("file 3 of 3:")
+    too_many = client.post("/search/tracklet", files=files * 2)  # 12 frames > max_batch 8
+    assert too_many.status_code == 400 and "Too many files" in too_many.json()["detail"]
+    assert client.post("/search/tracklet", json={"query_index": 0}).status_code == 415
+    picked = client.post("/search", json={"query_index": 0}).json()  # the run's query tracklets, embedded at start
+    whole = open_gallery(index).search(embed_tracklet(run, list(frames)), k=3)
+    assert picked["query"]["path"] == frames[0] and [r["index"] for r in picked["results"]] == whole.ids[0].tolist()

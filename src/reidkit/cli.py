@@ -689,8 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--body-timeout); more are answered 503 with Retry-After (default 256)")
     serve.add_argument("--max-decodes", type=int_in(1), default=2, help="images decoded at once, in worker threads "
                        "(default 2)")
-    serve.add_argument("--max-batch", type=int_in(1), default=8, help="files per /search/batch or /gallery request "
-                       "(default 8)")
+    serve.add_argument("--max-batch", type=int_in(1), default=8, help="files per /search/batch, /search/tracklet or "
+                       "/gallery request (default 8)")
     serve.add_argument("--body-timeout", type=positive_seconds, default=30.0,
                        help="seconds a request body may take to arrive; slower bodies are answered 408 (default 30)")
     serve.add_argument("--allow-add", action="store_true", help="enable POST /gallery: add images to the gallery "

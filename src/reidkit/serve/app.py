@@ -14,6 +14,9 @@ Endpoints of `create_app`:
                                 "same_person"}, ...]}.
     POST /search/batch          multipart/form-data with 1..max_batch files, embedded in one pass; answers
                                 {"answers": [one /search answer per file, in order]}.
+    POST /search/tracklet       multipart/form-data with 1..max_batch files taken as the frames of one person
+                                (a tracklet): one query, embedded as `reidkit search --tracklet` embeds it;
+                                answers as /search, "query" holding {"tracklet": true, "frames": [...]}.
     POST /gallery               (with `allow_add`) multipart/form-data with 1..max_batch files added to the
                                 gallery: stored under `added_images`, embedded, appended to the index, and the
                                 index file replaced atomically; answers {"added": [...], "gallery_size"}.
@@ -92,8 +95,8 @@ THRESHOLD_CEILINGS = {"cosine": 2.0, "euclidean": 1e6}  # largest ?threshold= pe
 # past authentication; tests/test_security.py walks the route table against this.
 ROUTE_SCOPES = {("GET", "/"): None, ("GET", "/health"): "search", ("GET", "/info"): "search",
                 ("GET", "/queries"): "search", ("POST", "/search"): "search", ("POST", "/search/batch"): "search",
-                ("GET", "/image/{split}/{number}"): "search", ("POST", "/gallery"): "write",
-                ("POST", "/gallery/delete"): "write"}
+                ("POST", "/search/tracklet"): "search", ("GET", "/image/{split}/{number}"): "search",
+                ("POST", "/gallery"): "write", ("POST", "/gallery/delete"): "write"}
 CAMERA_LIST = re.compile(r"[0-9]{1,6}(?:,[0-9]{1,6}){0,63}")
 NO_IMAGE_FOLDERS = ("this gallery index records no image folders (made by an older reidkit), so its images are not "
                     "served; searching works. Re-index to serve them: `reidkit index --run RUN --gallery DIR`")
@@ -310,8 +313,9 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         body = await read_body(request, max_files * max_upload_bytes + MULTIPART_OVERHEAD, body_timeout)
         return await uploaded_files(request.headers, body, max_files)
 
-    async def embed_files(files: list[tuple[str, bytes, str | None]]) -> tuple[list[dict], object]:
-        """(query records, features [N, D]) of uploaded files, decoded `max_decodes` at a time in threads."""
+    async def embed_files(files: list[tuple[str, bytes, str | None]], embed: bool = True) -> tuple[list[dict], object]:
+        """(query records, features [N, D]) of uploaded files, decoded `max_decodes` at a time in threads;
+        without `embed`, (records holding the decoded "image", None)."""
         images = []
         for number, (_, data, content_type) in enumerate(files):
             try:
@@ -323,6 +327,8 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                 raise UploadError(error.status, f"file {number + 1} of {len(files)}: {error}") from error
         records = [{"upload": True, "name": Path(name).name, "width": image.width, "height": image.height,
                     "sha256": hashlib.sha256(data).hexdigest()} for (name, data, _), image in zip(files, images)]
+        if not embed:
+            return [dict(record, image=image) for record, image in zip(records, images)], None
         return records, await run_in_threadpool(embedder, images)
 
     @app.post("/search")
@@ -362,6 +368,22 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         request.state.audit.update(query=[{"sha256": query["sha256"]} for query in records],
                                    returned=[[record["index"] for record in answer["results"]] for answer in answers])
         return {"answers": answers}
+
+    @app.post("/search/tracklet")
+    async def search_tracklet(request: fastapi.Request) -> dict:
+        _require_multipart(request)
+        limit, source_of = decision_threshold(request)
+        where = _search_filter(request)
+        async with gate.admit(max_batch):
+            files = await read_files(request, max_batch)
+            records, _ = await embed_files(files, embed=False)
+            features = await run_in_threadpool(embedder.tracklet, [record.pop("image") for record in records])
+        query = {"tracklet": True, "frames": records}
+        result = await run_in_threadpool(index.search, features, topk, 1024, where)
+        answer = _answer(query, index, result.ids[0], result.distances[0], limit, source_of)
+        request.state.audit.update(query=[{"sha256": record["sha256"]} for record in records],
+                                   returned=[record["index"] for record in answer["results"]])
+        return answer
 
     @app.post("/gallery")
     async def add_to_gallery(request: fastapi.Request) -> dict:

@@ -10,7 +10,6 @@ from typing import Any
 from PIL import Image
 
 
-
 @dataclass
 class QuerySet:
     """The pickable queries: features [Q, D] (torch, float32) and their paths, pids and camids."""
@@ -51,14 +50,44 @@ class Embedder:
         return extract_outputs(self.model, batches, (key,), flip=config.eval.flip, device=self.device,
                                amp=uses_amp(config.train, self.device), progress=False)[key]
 
-    def query_set(self) -> QuerySet:
-        """The run's query split, embedded now (one pass of the model over every query image)."""
-        from reidkit.data.build import build_dataset
-        from reidkit.engine.extraction import image_outputs
+    def tracklet(self, images: list[Image.Image]):
+        """The feature [1, D] of `images` taken as the frames of one person, as `reidkit search --tracklet`
+        computes it: every frame, in chunks of `eval.chunk_frames` aggregated by the model (`model.temporal`,
+        average pooling for an image model), the chunks averaged weighted by their numbers of frames."""
+        import torch
 
-        samples = build_dataset(self.config.data, progress=False).query
-        key = self.config.eval.feature
-        features = image_outputs(self.model, [s[0] for s in samples], self.config, self.device, (key,))[key]
+        from reidkit.data.tracklet_loading import collate_tracklets, frame_chunks
+        from reidkit.devices import uses_amp
+        from reidkit.engine.extraction import extract_outputs
+        from reidkit.engine.tracklet_extraction import merge_chunks
+
+        key, config = self.config.eval.feature, self.config
+        frames = torch.stack([self.transform(image) for image in images])
+        chunks = frame_chunks(range(len(images)), config.eval.chunk_frames)
+        batch = collate_tracklets([{"images": frames[chunk], "pids": -1, "camids": -1, "indices": 0}
+                                   for chunk in chunks])
+        outputs = extract_outputs(self.model, [batch], (key,), flip=config.eval.flip, device=self.device,
+                                  amp=uses_amp(config.train, self.device), progress=False)[key]
+        return merge_chunks(outputs, torch.zeros(len(chunks), dtype=torch.long),
+                            torch.tensor([len(chunk) for chunk in chunks]), 1)
+
+    def query_set(self) -> QuerySet:
+        """The run's query split, embedded now (one pass of the model over every query image); a tracklet
+        split gives one feature per tracklet, shown by its first frame, as `reidkit extract` lists it."""
+        from reidkit.data.build import build_dataset
+        from reidkit.data.tracklets import is_tracklet_split
+        from reidkit.engine.extraction import image_outputs
+        from reidkit.engine.tracklet_extraction import tracklet_outputs
+
+        config, key = self.config, self.config.eval.feature
+        samples = build_dataset(config.data, progress=False).query
+        if is_tracklet_split(samples):
+            features = tracklet_outputs(self.model, samples, (key,), config.eval, config.data.height, config.data.width,
+                                        config.data.seq_len, self.device, progress=False,
+                                        interpolation=config.data.interpolation)[key].cpu()
+            samples = [(paths[0], pid, camid) for paths, pid, camid in samples]
+        else:
+            features = image_outputs(self.model, [s[0] for s in samples], config, self.device, (key,))[key]
         return QuerySet(features, [s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples])
 
 
