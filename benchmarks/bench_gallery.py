@@ -1,7 +1,8 @@
 """Gallery backends at scale: build time, memory, single-query QPS and recall@10 against exact search, for exact
 torch search, faiss IVF / HNSW and Milvus Lite (flat, IVF, HNSW) (reidkit.retrieval).
 
-Run: ``python benchmarks/bench_gallery.py [--gallery 1000000] [--dim 512] [--queries 200]`` (``make bench``).
+Run: ``python benchmarks/bench_gallery.py [--gallery 1000000] [--dim 512] [--queries 200] [--nlist N]
+[--hnsw-m M] [--backends ...]`` (``make bench``).
 Features are the clustered random vectors of bench_search.py (about 20 items per centre, like identities;
 queries around the same centres), from a fixed seed. Per backend: build seconds (insertion plus index
 construction), the growth of this process's resident memory over the build (``VmRSS``; Milvus Lite keeps its
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="most seconds of single-query timing per row")
     parser.add_argument("--backends", nargs="+", default=["faiss-ivf", "faiss-hnsw", "milvus-flat", "milvus-ivf",
                                                             "milvus-hnsw"])
+    parser.add_argument("--nlist", type=int, default=None, help="faiss-ivf cells (default round(4·√N))")
+    parser.add_argument("--hnsw-m", type=int, default=None, help="faiss-hnsw neighbours per node (default 32)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -82,7 +85,8 @@ def main() -> None:
         before, start = rss_mib(), time.perf_counter()
         folder = None
         if backend.startswith("faiss"):
-            index = GalleryIndex(gallery, labels, camids, [""] * args.gallery, args.metric, backend)
+            given = {"nlist": args.nlist} if backend == "faiss-ivf" else {"hnsw_m": args.hnsw_m}
+            index = GalleryIndex(gallery, labels, camids, [""] * args.gallery, args.metric, backend, **given)
             sweep = [("nprobe", value) for value in (8, 32, 64)] if backend == "faiss-ivf" else \
                 [("ef_search", value) for value in (64, 128, 256)]
         else:

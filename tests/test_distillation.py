@@ -230,6 +230,11 @@ def test_convert_batch_renormalises_and_resizes_as_the_teacher_would() -> None:
     assert converted.shape == (2, 3, 16, 8) and torch.allclose(converted, expected, atol=1e-5, rtol=0)
     same = normalise(pixels, student)
     assert convert_batch(same, student, student) is same
+    bicubic = Preprocessing(16, 8, interpolation="bicubic")  # a fast-reid teacher's
+    expected = TF.resize(normalise(pixels, teacher), [16, 8], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    converted = convert_batch(normalise(pixels, student), student, bicubic)
+    assert torch.allclose(converted, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(converted, convert_batch(normalise(pixels, student), student, teacher), atol=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -27,25 +27,30 @@ from reidkit.models.reid import ReidModel
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model expects of its input images: size, and per-channel normalisation (RGB, [0, 1] scale)."""
+    """What a model expects of its input images: size, per-channel normalisation (RGB, [0, 1] scale) and the
+    resize interpolation (`data.interpolation`)."""
 
     height: int
     width: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
 
 
 def run_preprocessing(config: Config) -> Preprocessing:
-    """The preprocessing a run's model was trained with: its data size (the normalisation is ImageNet's)."""
-    return Preprocessing(config.data.height, config.data.width)
+    """The preprocessing a run's model was trained with: its data size and interpolation (the normalisation is
+    ImageNet's)."""
+    return Preprocessing(config.data.height, config.data.width, interpolation=config.data.interpolation)
 
 
 def convert_batch(images: Tensor, source: Preprocessing, target: Preprocessing) -> Tensor:
     """A normalised batch of `source` preprocessing as `target` would have made it, on the images' device.
 
-    x_target = (x_source · std_s + mean_s − mean_t) / std_t per channel, then a bilinear, antialiased resize to
-    the target size (`torch.nn.functional.interpolate`, as torchvision's tensor Resize); each step only where
-    the two differ, so equal preprocessing returns `images` itself.
+    x_target = (x_source · std_s + mean_s − mean_t) / std_t per channel, then an antialiased resize to the
+    target size with the target's interpolation (bilinear or bicubic: `torch.nn.functional.interpolate`, as
+    torchvision's tensor Resize); each step only where the two differ, so equal preprocessing returns `images`
+    itself. (The student's batch was already resized once from the image file: the teacher sees a resize of
+    that, not of the file.)
 
     Args:
         images: `[N, 3, H_s, W_s]` float, normalised as `source` says.
@@ -58,8 +63,8 @@ def convert_batch(images: Tensor, source: Preprocessing, target: Preprocessing) 
         shift = (torch.tensor(source.mean) - torch.tensor(target.mean)) / torch.tensor(target.std)
         images = images * scale.to(images)[None, :, None, None] + shift.to(images)[None, :, None, None]
     if (source.height, source.width) != (target.height, target.width):
-        images = F.interpolate(images, size=(target.height, target.width), mode="bilinear", align_corners=False,
-                               antialias=True)
+        images = F.interpolate(images, size=(target.height, target.width), mode=target.interpolation,
+                               align_corners=False, antialias=True)
     return images
 
 
