@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from reidkit.errors import ReidkitError
-from reidkit.metrics.rerank import _local_query_expansion, _reciprocal_weights
+from reidkit.metrics.rerank import local_query_expansion, reciprocal_weights
 from reidkit.metrics.rerank_blocks import FeatureBlocks
 
 _EXTRA_CANDIDATES = 8  # neighbours fetched beyond k, so that near-ties at the k-th place are ordered exactly
@@ -89,10 +89,10 @@ def jaccard_distance_graph(features: Any, k1: int = 30, k2: int = 6, max_distanc
     row_chunks = blocks.row_chunks(chunk_size)
     with tqdm(total=2 * len(row_chunks), desc="jaccard", disable=None if progress else True) as bar:
         neighbours = nearest_neighbours(blocks, max(num_forward, num_expand))
-        weights = _reciprocal_weights(blocks, neighbours, np.ones(size, np.float32), num_forward, num_half,
+        weights = reciprocal_weights(blocks, neighbours, np.ones(size, np.float32), num_forward, num_half,
                                       row_chunks, bar)
         if k2 != 1:
-            weights = _local_query_expansion(weights, neighbours[:, :num_expand])
+            weights = local_query_expansion(weights, neighbours[:, :num_expand])
         columns = weights.tocsc()  # inverted index: column x → the items with V[·, x] ≠ 0
         pieces = []
         for start, stop in row_chunks:

@@ -139,9 +139,9 @@ def _re_rank(blocks: DistanceBlocks | FeatureBlocks, k1: int, k2: int, lambda_va
     query_chunks = [(start, min(start + chunk_size, blocks.num_q)) for start in range(0, blocks.num_q, chunk_size)]
     with tqdm(total=2 * len(row_chunks) + len(query_chunks), desc="re-ranking", disable=None if progress else True) as bar:
         neighbours, row_max = _nearest(blocks, row_chunks, max(num_forward, num_expand), bar)
-        weights = _reciprocal_weights(blocks, neighbours, row_max, num_forward, num_half, row_chunks, bar)
+        weights = reciprocal_weights(blocks, neighbours, row_max, num_forward, num_half, row_chunks, bar)
         if k2 != 1:
-            weights = _local_query_expansion(weights, neighbours[:, :num_expand])
+            weights = local_query_expansion(weights, neighbours[:, :num_expand])
         return _combine(blocks, weights, row_max, lambda_value, query_chunks, bar)
 
 
@@ -213,7 +213,7 @@ def _reciprocal_mask(neighbours: np.ndarray, row_chunks: list) -> np.ndarray:
     return mask
 
 
-def _reciprocal_weights(blocks: DistanceBlocks, neighbours: np.ndarray, row_max: np.ndarray, num_forward: int,
+def reciprocal_weights(blocks: DistanceBlocks, neighbours: np.ndarray, row_max: np.ndarray, num_forward: int,
                         num_half: int, row_chunks: list, bar: tqdm) -> sp.csr_matrix:
     """V ``[Q+G, Q+G]``: exp(−d) over the expanded k-reciprocal set of each row, rows summing to 1."""
     size = blocks.size
@@ -243,7 +243,7 @@ def _reciprocal_weights(blocks: DistanceBlocks, neighbours: np.ndarray, row_max:
     return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(size, size))
 
 
-def _local_query_expansion(weights: sp.csr_matrix, nearest: np.ndarray) -> sp.csr_matrix:
+def local_query_expansion(weights: sp.csr_matrix, nearest: np.ndarray) -> sp.csr_matrix:
     """Mean of the rows ``nearest[i]`` ``[N, k2]`` of ``weights``, for every row i (a sparse product)."""
     size, num = nearest.shape
     average = sp.csr_matrix((np.ones(nearest.size, np.float32), nearest.ravel(), np.arange(0, nearest.size + 1, num)),

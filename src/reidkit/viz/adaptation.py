@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reidkit.viz.curves import _figure, _save
+from reidkit.viz.curves import new_figure, save_figure
 
 SCORES = ("cluster/purity", "cluster/nmi", "cluster/ari")
 
@@ -26,7 +26,7 @@ def plot_pseudo_label_rounds(records: list[dict], path: str | Path) -> Path:
     if not rounds:
         raise ValueError("no 'cluster' record in metrics.jsonl: not an adaptation run")
     scored = any(key in record for record in rounds for key in SCORES)
-    figure, axes = _figure(1, 2 if scored else 1, (9.0 if scored else 4.5, 3.2))
+    figure, axes = new_figure(1, 2 if scored else 1, (9.0 if scored else 4.5, 3.2))
     counts = axes[0] if scored else axes
     epochs = [record["epoch"] for record in rounds]
     for key in ("cluster/clusters", "cluster/outliers"):
@@ -41,4 +41,4 @@ def plot_pseudo_label_rounds(records: list[dict], path: str | Path) -> Path:
         axes[1].legend(loc="best")
         axes[1].grid(alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -32,7 +32,7 @@ def plot_cmc(cmc: Any, path: str | Path, label: str | None = None) -> Path:
     cmc = np.asarray(cmc, dtype=np.float64).reshape(-1)
     if cmc.size == 0:
         raise ValueError("cmc is empty")
-    figure, axes = _figure(1, 1, (6.0, 4.5))
+    figure, axes = new_figure(1, 1, (6.0, 4.5))
     ranks = np.arange(1, cmc.size + 1)
     axes.plot(ranks, 100 * cmc, marker="." if cmc.size <= 50 else None, label=label)
     for rank in (1, 5, 10):
@@ -46,7 +46,7 @@ def plot_cmc(cmc: Any, path: str | Path, label: str | None = None) -> Path:
     axes.grid(alpha=0.3)
     if label is not None:
         axes.legend(loc="lower right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_training_curves(records: list[dict], path: str | Path) -> Path:
@@ -82,7 +82,7 @@ def plot_training_curves(records: list[dict], path: str | Path) -> Path:
         raise ValueError("no 'train' record with a loss or lr, and no 'eval' record: nothing to plot")
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    figure, axes = _figure(rows, columns, (4.5 * columns, 3.2 * rows))
+    figure, axes = new_figure(rows, columns, (4.5 * columns, 3.2 * rows))
     axes = np.atleast_1d(axes).reshape(-1)
     for ax, (key, x_label) in zip(axes, panels):
         if key == "eval":
@@ -105,7 +105,7 @@ def plot_training_curves(records: list[dict], path: str | Path) -> Path:
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_roc(figures: dict, path: str | Path) -> Path:
@@ -119,7 +119,7 @@ def plot_roc(figures: dict, path: str | Path) -> Path:
     roc = figures["roc"]
     floor = 0.5 / figures["num_impostor"]  # FPR 0 drawn at half the smallest non-zero FPR
     fpr = np.maximum(np.asarray(roc["fpr"], np.float64), floor)
-    figure, axes = _figure(1, 1, (6.0, 4.5))
+    figure, axes = new_figure(1, 1, (6.0, 4.5))
     axes.step(fpr, 100 * np.asarray(roc["tpr"]), where="post", label="ROC")
     point = (max(figures["fpr_at_threshold"], floor), 100 * figures["tpr_at_threshold"])
     axes.scatter(*point, color="black", zorder=3,
@@ -132,7 +132,7 @@ def plot_roc(figures: dict, path: str | Path) -> Path:
              ylim=(0, 101))
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="upper left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_distance_histograms(figures: dict, path: str | Path) -> Path:
@@ -140,7 +140,7 @@ def plot_distance_histograms(figures: dict, path: str | Path) -> Path:
     count) with the threshold as a vertical line."""
     histogram = figures["histogram"]
     edges = np.asarray(histogram["edges"])
-    figure, axes = _figure(1, 1, (6.0, 4.0))
+    figure, axes = new_figure(1, 1, (6.0, 4.0))
     for key, label, colour in (("same", "same identity", "tab:green"), ("different", "different identities",
                                                                           "tab:red")):
         counts = np.asarray(histogram[key], np.float64)
@@ -149,7 +149,7 @@ def plot_distance_histograms(figures: dict, path: str | Path) -> Path:
     axes.axvline(figures["threshold"], color="black", linestyle="--", label=f"threshold {figures['threshold']:.4f}")
     axes.set(xlabel=f"{figures['metric']} distance", ylabel="share of pairs", title="Pair distances")
     axes.legend(loc="upper right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _global_steps(steps: list[int]) -> list[int]:
@@ -163,7 +163,7 @@ def _global_steps(steps: list[int]) -> list[int]:
     return result
 
 
-def _figure(rows: int, columns: int, size: tuple[float, float]):
+def new_figure(rows: int, columns: int, size: tuple[float, float]):
     """A matplotlib Figure on an Agg canvas, and its axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -173,6 +173,6 @@ def _figure(rows: int, columns: int, size: tuple[float, float]):
     return figure, figure.subplots(rows, columns, squeeze=True)
 
 
-def _save(figure: Any, path: str | Path) -> Path:
+def save_figure(figure: Any, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` as a PNG."""
     return write_file(path, lambda temporary: figure.savefig(temporary, format="png"))
