@@ -11,15 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save_file as save_weights_file
 
+from _cli import reidkit
+
 from reidkit.cli import main
 from reidkit.engine.checkpoint import load_weights
 from reidkit.retrieval.feature_files import load_feature_file
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-
-
-def reidkit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +160,9 @@ def test_training_is_reproducible_on_cpu(tiny_run, tmp_path):
       "data.cuhk03_split=20"], "data.cuhk03_split: 20 is not allowed"),
     (["train", "--config", TINY, "--out", "x", "data.synthetic_cameras=1"], "cameras must be in 2..9"),
 ])
-def test_errors_are_one_clear_line(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True,
-                            cwd=tmp_path)
+def test_errors_are_one_clear_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = reidkit(*args)
     assert result.returncode == 2
     assert result.stderr.startswith("reidkit: error:") and message in result.stderr
     assert "Traceback" not in result.stderr
@@ -217,7 +215,7 @@ def test_overrides_may_follow_the_options(tmp_path):
 
 
 def test_help_lists_the_commands():
-    result = reidkit("--help")
+    result = subprocess.run([sys.executable, "-m", "reidkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("synth", "train", "eval", "extract", "rerank", "verify", "index", "search", "report", "export",
                     "serve"):

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import reidkit
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import CheckpointManager, load_weights
 from reidkit.errors import ReidkitError
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-
-
-def reidkit(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
