@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import reidkit
 from PIL import Image
 from torchvision.transforms import v2
 
@@ -191,9 +192,8 @@ def test_training_from_the_cache_is_the_training_from_pil_workers(tmp_path) -> N
     logs = {}
     for mode in ("none", "memory"):
         run = tmp_path / mode
-        result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "train", "--config",
-                                 str(ROOT / "configs" / "tiny.yaml"), "--out", str(run), f"data.root={tmp_path / 'data'}",
-                                 "train.epochs=1", f"data.cache={mode}"], capture_output=True, text=True, timeout=600)
+        result = reidkit("train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--out", str(run),
+                         f"data.root={tmp_path / 'data'}", "train.epochs=1", f"data.cache={mode}")
         assert result.returncode == 0, result.stderr[-3000:]
         logs[mode] = (run / "metrics.jsonl").read_text()
     assert logs["none"] == logs["memory"] and logs["none"].count('"kind": "train"') >= 5

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import reidkit
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import CheckpointManager
@@ -21,9 +22,8 @@ TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 def tiny_run(tmp_path_factory):
     """One finished tiny run (2 epochs: checkpoints epoch_001 and epoch_002), copied per damage."""
     root = tmp_path_factory.mktemp("damaged")
-    result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "train", "--config", TINY, "--out",
-                             str(root / "run"), f"data.root={root / 'data'}", "data.height=32", "data.width=16"],
-                            capture_output=True, text=True)
+    result = reidkit("train", "--config", TINY, "--out", str(root / "run"), f"data.root={root / 'data'}",
+                     "data.height=32", "data.width=16")
     assert result.returncode == 0, result.stderr
     return root / "run"
 

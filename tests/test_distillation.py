@@ -7,12 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import reidkit
 from torchvision.transforms.v2 import functional as TF
 
 from reidkit.config import load_config
@@ -275,11 +274,6 @@ def test_a_teacher_term_without_a_teacher_and_a_teacher_without_a_term_are_refus
         load_config(TINY, ["model.teacher=runs/t"])
     with pytest.raises(ConfigError, match=r"loss.logit_kd.temperature: 0.0 is not allowed"):
         load_config(TINY, ["model.teacher=runs/t", "loss.logit_kd.weight=1", "loss.logit_kd.temperature=0"])
-
-
-def reidkit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reidkit", "--quiet", *args], capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """TransReID-style ViT (reidkit.models.timm_backbone): overlapping patches, camera embedding, the recipe."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import reidkit
 from _recipe_run import train_recipe
 
 from reidkit.errors import ConfigError
@@ -79,8 +78,7 @@ def test_transreid_recipe_trains_on_the_synthetic_set_from_the_cli(tmp_path):
     assert any("loss/jigsaw" in record for record in logged)
     # retrieval on the global + 4 local features; the export carries the same feature (its parity check passes)
     onnx = tmp_path / "model.onnx"
-    result = subprocess.run([sys.executable, "-m", "reidkit", "--quiet", "export", "--run", str(run), "--out", str(onnx)],
-                            capture_output=True, text=True, timeout=600)
+    result = reidkit("export", "--run", str(run), "--out", str(onnx))
     assert result.returncode == 0, result.stderr[-3000:]
     import onnxruntime
 
