@@ -32,6 +32,9 @@ EXTRA_RUNS = {
     "bot_sync_bn_cross_rank": ("bot.yaml", ["model.sync_bn=true", "loss.trihard.cross_rank=true"]),
     "distill_cross_rank": ("distill_resnet18.yaml", ["loss.rkd_distance.cross_rank=true",
                                                      "loss.rkd_angle.cross_rank=true"]),
+    # tracklets: P×K over tracklet identities split over the ranks, learned temporal attention, MARS evaluation
+    "bot_tracklets": ("bot.yaml", ["data.dataset=synthetic_video", "data.root={out}/video", "data.k=2",
+                                   "data.seq_len=2", "model.temporal=attention"]),
 }
 # The distillation recipes' teacher: the tiny run of this recipe, trained first in the same group (its
 # identities are the students', as their logit distillation needs).
@@ -45,7 +48,7 @@ def recipe_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("recipes")
     data = [f"data.root={out / 'data'}"]
     jobs = [(path.stem, str(path), [*TINY, *data]) for path in RECIPES]
-    jobs += [(name, str(ROOT / "configs" / "recipes" / recipe), [*TINY, *data, *extra])
+    jobs += [(name, str(ROOT / "configs" / "recipes" / recipe), [*TINY, *data, *(o.format(out=out) for o in extra)])
              for name, (recipe, extra) in EXTRA_RUNS.items()]
     teacher = [f"model.teacher={out / TEACHER_RUN}"]
     jobs = sorted(jobs, key=lambda job: job[0].startswith("distill_"))  # the teacher's run first
