@@ -50,7 +50,7 @@ bench: install
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_rerank.py --market --msmt
 	$(PY) benchmarks/bench_search.py
-	$(PY) benchmarks/bench_gallery.py --gallery 1000000  # 1M x 512: hours on 2 loaded cores; --gallery 200000 is the measured row
+	$(PY) benchmarks/bench_gallery.py --gallery 1000000 --nlist 1024 --hnsw-m 16 --backends faiss-ivf faiss-hnsw  # ~10 min idle; Milvus Lite: --gallery 200000
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/peers.py
 

@@ -2,7 +2,7 @@
 torch search, faiss IVF / HNSW and Milvus Lite (flat, IVF, HNSW) (reidkit.retrieval).
 
 Run: ``python benchmarks/bench_gallery.py [--gallery 1000000] [--dim 512] [--queries 200] [--nlist N]
-[--hnsw-m M] [--backends ...]`` (``make bench``).
+[--nprobe P ...] [--hnsw-m M] [--backends ...]`` (``make bench``).
 Features are the clustered random vectors of bench_search.py (about 20 items per centre, like identities;
 queries around the same centres), from a fixed seed. Per backend: build seconds (insertion plus index
 construction), the growth of this process's resident memory over the build (``VmRSS``; Milvus Lite keeps its
@@ -65,6 +65,8 @@ def main() -> None:
                                                             "milvus-hnsw"])
     parser.add_argument("--nlist", type=int, default=None, help="faiss-ivf cells (default round(4·√N))")
     parser.add_argument("--hnsw-m", type=int, default=None, help="faiss-hnsw neighbours per node (default 32)")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64],
+                        help="faiss-ivf cells visited per query, swept without rebuilding")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -87,7 +89,7 @@ def main() -> None:
         if backend.startswith("faiss"):
             given = {"nlist": args.nlist} if backend == "faiss-ivf" else {"hnsw_m": args.hnsw_m}
             index = GalleryIndex(gallery, labels, camids, [""] * args.gallery, args.metric, backend, **given)
-            sweep = [("nprobe", value) for value in (8, 32, 64)] if backend == "faiss-ivf" else \
+            sweep = [("nprobe", value) for value in args.nprobe] if backend == "faiss-ivf" else \
                 [("ef_search", value) for value in (64, 128, 256)]
         else:
             from reidkit.retrieval.milvus_backend import MilvusGallery

@@ -353,3 +353,23 @@ def test_cuhk03_new_protocol_evaluates_all_gallery_and_eval_overrides_it(cuhk03_
         ("single_gallery_shot", 3, 10)
     assert evaluated["cmc"][4] == 1.0  # 5 gallery identities, one drawn image each
     assert "single-gallery-shot, mean of 3 draws" in capsys.readouterr().out
+
+
+def test_index_takes_the_faiss_settings(tiny_run, tmp_path):
+    """`reidkit index --nlist/--nprobe` reach the saved index; a setting of another backend or out of range for
+    the gallery is one error line."""
+    from reidkit.retrieval import GalleryIndex
+
+    root, _ = tiny_run
+    gallery = str(root / "data" / "bounding_box_test")
+    out = tmp_path / "ivf.safetensors"
+    result = reidkit("index", "--run", str(root / "run"), "--gallery", gallery, "--out", str(out),
+                     "--backend", "faiss-ivf", "--nlist", "4", "--nprobe", "3")
+    assert result.returncode == 0, result.stderr
+    assert GalleryIndex.load(out).params == {"nlist": 4, "nprobe": 3}
+    other = reidkit("index", "--run", str(root / "run"), "--gallery", gallery, "--out", str(tmp_path / "x.safetensors"),
+                    "--nprobe", "3")
+    assert other.returncode == 2 and "--nprobe: not a setting of the exact backend" in other.stderr
+    too_many = reidkit("index", "--run", str(root / "run"), "--gallery", gallery, "--out", str(tmp_path / "y.safetensors"),
+                       "--backend", "faiss-ivf", "--nlist", "100000")
+    assert too_many.returncode == 2 and "nlist must be an int in" in too_many.stderr and "gallery images" in too_many.stderr

@@ -336,8 +336,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise ReidkitError(f"--out {out}: a {args.backend} gallery is " + ("a Milvus Lite file FILE.db or a server URI "
                            "(http://host:19530)" if milvus else "a .safetensors file (.db names a Milvus gallery)"))
     out = out if milvus and not out.endswith(".db") else output_file(out)
+    params = {name: value for name, value in (("nlist", args.nlist), ("nprobe", args.nprobe),
+                                              ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search))
+              if value is not None}
     index = build_gallery_index(args.run, args.gallery, backend=args.backend, metric=args.metric,
-                                progress=not args.quiet, out=out)
+                                progress=not args.quiet, out=out, faiss_params=params)
     index.save(out)
     print(f"indexed {index.count()} images ({index.dim}-d, {index.metric}, {index.backend}) into {out}")
     if index.backend not in ("exact", "milvus-flat") and not milvus:
@@ -593,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exact torch search, faiss (pip install \"reidkit[search]\") or a Milvus gallery that "
                             "add and delete change in place (pip install \"reidkit[milvus]\")")
     index.add_argument("--metric", choices=["cosine", "euclidean"], help="default: the run's eval.metric")
+    index.add_argument("--nlist", type=int_in(1), help="faiss-ivf cells (default round(4·√N))")
+    index.add_argument("--nprobe", type=int_in(1), help="faiss-ivf cells visited per query (default 8)")
+    index.add_argument("--hnsw-m", type=int_in(2), help="faiss-hnsw neighbours per node (default 32)")
+    index.add_argument("--ef-search", type=int_in(1), help="faiss-hnsw candidates per query (default 64)")
     index.set_defaults(func=cmd_index)
 
     search = commands.add_parser("search", parents=[quiet], help="rank the indexed gallery for query images")

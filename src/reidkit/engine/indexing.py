@@ -15,7 +15,7 @@ from reidkit.devices import resolve_device
 from reidkit.engine.extraction import image_outputs
 from reidkit.engine.saved_runs import load_run_config, load_run_model
 from reidkit.engine.tracklet_extraction import tracklet_outputs
-from reidkit.errors import DatasetError
+from reidkit.errors import DatasetError, ReidkitError
 from reidkit.retrieval import GalleryIndex, SearchResult, recall_at_k
 from reidkit.retrieval.file_identity import file_identities
 from reidkit.retrieval.filters import SearchFilter
@@ -42,10 +42,11 @@ def embed_images(run_dir: str | Path, paths: list[str], progress: bool = False,
 
 
 def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: str = "exact",
-                        metric: str | None = None, progress: bool = True, out: str | Path | None = None) -> Gallery:
+                        metric: str | None = None, progress: bool = True, out: str | Path | None = None,
+                        faiss_params: dict[str, int] | None = None) -> Gallery:
     """Embed every image under `gallery_dir` (sorted) with the run's model into a GalleryIndex, or with a
     milvus-* backend into a new Milvus gallery at `out` (a `.db` file or a server URI; the collection must
-    not exist yet).
+    not exist yet). `faiss_params`: nlist / nprobe (faiss-ivf), hnsw_m / ef_search (faiss-hnsw).
 
     pid and camera come from Market/Duke-style file names, else −1; an item's timestamp is its file's
     modification time. The metric defaults to the run's `eval.metric`. Paths are stored absolute (under the
@@ -56,6 +57,11 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
         DatasetError: the folder is missing or holds no image.
         ReidkitError: a Milvus location without pymilvus, unreachable, or already holding the collection.
     """
+    used = {"faiss-ivf": {"nlist", "nprobe"}, "faiss-hnsw": {"hnsw_m", "ef_search"}}.get(backend, set())
+    unused = sorted(set(faiss_params or {}) - used)
+    if unused:
+        raise ReidkitError(f"{', '.join('--' + name.replace('_', '-') for name in unused)}: not a setting of the "
+                           f"{backend} backend (--nlist, --nprobe: faiss-ivf; --hnsw-m, --ef-search: faiss-hnsw)")
     gallery_dir = Path(gallery_dir)
     if not gallery_dir.is_dir():
         problem = "is a file; give the folder that holds the gallery images" if gallery_dir.exists() \
@@ -80,9 +86,12 @@ def build_gallery_index(run_dir: str | Path, gallery_dir: str | Path, backend: s
                                        [-1] * len(paths), paths, identities.numpy()))
         gallery.save()
         return gallery
-    return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], paths,
-                        metric=metric or config.eval.metric, backend=backend, file_ids=identities, timestamps=times,
-                        **settings)
+    try:
+        return GalleryIndex(features, [pid for pid, _ in labels], [cam for _, cam in labels], paths,
+                            metric=metric or config.eval.metric, backend=backend, file_ids=identities,
+                            timestamps=times, **settings, **(faiss_params or {}))
+    except ValueError as error:  # a setting out of range for this gallery, e.g. nlist > its images
+        raise ReidkitError(f"{error} ({len(paths)} gallery images)") from error
 
 
 def model_digest(run_dir: str | Path) -> str:
