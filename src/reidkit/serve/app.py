@@ -313,9 +313,9 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         body = await read_body(request, max_files * max_upload_bytes + MULTIPART_OVERHEAD, body_timeout)
         return await uploaded_files(request.headers, body, max_files)
 
-    async def embed_files(files: list[tuple[str, bytes, str | None]], embed: bool = True) -> tuple[list[dict], object]:
-        """(query records, features [N, D]) of uploaded files, decoded `max_decodes` at a time in threads;
-        without `embed`, (records holding the decoded "image", None)."""
+    async def embed_files(files: list[tuple[str, bytes, str | None]], embed=None) -> tuple[list[dict], object]:
+        """(query records, features) of uploaded files, decoded `max_decodes` at a time in threads: `embed`
+        (default the embedder: [N, D], one per file; `embedder.tracklet`: [1, D]) of the decoded images."""
         images = []
         for number, (_, data, content_type) in enumerate(files):
             try:
@@ -327,9 +327,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
                 raise UploadError(error.status, f"file {number + 1} of {len(files)}: {error}") from error
         records = [{"upload": True, "name": Path(name).name, "width": image.width, "height": image.height,
                     "sha256": hashlib.sha256(data).hexdigest()} for (name, data, _), image in zip(files, images)]
-        if not embed:
-            return [dict(record, image=image) for record, image in zip(records, images)], None
-        return records, await run_in_threadpool(embedder, images)
+        return records, await run_in_threadpool(embed or embedder, images)
 
     @app.post("/search")
     async def search(request: fastapi.Request) -> dict:
@@ -375,9 +373,7 @@ def create_app(index_path: str | Path, run_dir: str | Path | None = None, max_up
         limit, source_of = decision_threshold(request)
         where = _search_filter(request)
         async with gate.admit(max_batch):
-            files = await read_files(request, max_batch)
-            records, _ = await embed_files(files, embed=False)
-            features = await run_in_threadpool(embedder.tracklet, [record.pop("image") for record in records])
+            records, features = await embed_files(await read_files(request, max_batch), embedder.tracklet)
         query = {"tracklet": True, "frames": records}
         result = await run_in_threadpool(index.search, features, topk, 1024, where)
         answer = _answer(query, index, result.ids[0], result.distances[0], limit, source_of)
