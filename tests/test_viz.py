@@ -91,6 +91,19 @@ def test_default_queries_are_valid_ones_and_pictures_share_a_size(samples, tmp_p
     assert one == [tmp_path / "one" / "query_00000.png"]
 
 
+def test_ranked_list_as_jpeg_is_the_same_picture(samples, tmp_path):
+    distmat, query, gallery = samples
+    ranked_lists = lists(distmat, query, gallery)
+    png = save_ranked_lists(ranked_lists, query, gallery, tmp_path / "png", query_indices=[0], topk=3)[0]
+    jpeg = save_ranked_lists(ranked_lists, query, gallery, tmp_path / "jpeg", query_indices=[0], topk=3,
+                             image_format="jpeg")[0]
+    assert jpeg.name == "query_00000.jpg" and jpeg.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG start of image
+    lossless, lossy = (np.asarray(Image.open(path).convert("RGB"), dtype=np.int16) for path in (png, jpeg))
+    assert lossless.shape == lossy.shape and np.abs(lossless - lossy).mean() < 4  # quality 85 of the same picture
+    with pytest.raises(ValueError, match="image_format must be one of png, jpeg"):
+        save_ranked_lists(ranked_lists, query, gallery, tmp_path, query_indices=[0], image_format="gif")
+
+
 def test_ranked_list_rejects_bad_arguments(samples, tmp_path):
     distmat, query, gallery = samples
     with pytest.raises(ValueError, match="for 2 queries"):

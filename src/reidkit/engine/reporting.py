@@ -57,7 +57,7 @@ def report_run(run_dir: str | Path, ranked=None, dataset=None, gallery_features=
     (ranked in blocks: never the query-gallery matrix), and with ``eval.activation_maps`` the activation maps
     of the reloaded model. The trainer passes what it has. Sections needing an unavailable data set or model
     are left out with a note saying why. `drawing`: `num_ranked`, `num_worst`,
-    `num_identities` of `reidkit.viz.report.write_report`.
+    `num_identities`, `training_curves` of `reidkit.viz.report.write_report`.
 
     Raises:
         ReidkitError: as `read_run_summary`.

@@ -84,9 +84,10 @@ def finish_run(run_dir: Path, evaluations: list[Evaluation], test_sets: list[Rei
     evaluation = combine_test_sets([test_set.name for test_set in test_sets], evaluations)
     write_json(run_dir / "metrics.json", evaluation.metrics)
     write_test_set_pictures(run_dir, evaluations, test_sets, config, activation)
-    plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(), run_dir / "plots" / "training_curves.png")
-    report_run(run_dir, ranked=evaluation.ranked, dataset=test_sets[0],
-                 gallery_features=evaluation.gallery_features, activation=activation)
+    curves = plot_training_curves(MetricsLog(run_dir / "metrics.jsonl").records(),
+                                  run_dir / "plots" / "training_curves.png")
+    report_run(run_dir, ranked=evaluation.ranked, dataset=test_sets[0], gallery_features=evaluation.gallery_features,
+               activation=activation, training_curves=curves)
     return evaluation.metrics
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import io
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +48,10 @@ def metrics_table(rows: dict[str, dict]) -> str:
                    for name, values in rows.items()])
 
 
-def image_figure(path: Path, caption: str, photo: bool = False) -> str:
-    """A figure with the PNG at `path` as a data URI; `photo` re-encodes it as JPEG (~8× smaller for photos)."""
-    if photo:
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        with Image.open(path) as image:
-            image.convert("RGB").save(buffer, format="JPEG", quality=85)
-        media, data = "image/jpeg", buffer.getvalue()
-    else:
-        media, data = "image/png", Path(path).read_bytes()
+def image_figure(path: Path, caption: str) -> str:
+    """A figure with the PNG or JPEG picture at `path` as a data URI."""
+    media = "image/jpeg" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "image/png"
+    data = Path(path).read_bytes()
     text = html.escape(caption)
     return (f"<figure><img alt='{text}' src='data:{media};base64,{base64.b64encode(data).decode('ascii')}'>"
             f"<figcaption>{text}</figcaption></figure>")

@@ -49,7 +49,7 @@ class RunSummary:
 
 def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, dataset: Any = None,
                  gallery_features: Any = None, num_ranked: int = 6, num_worst: int = 6, num_identities: int = 20,
-                 activation=None) -> Path:
+                 activation=None, training_curves: Path | None = None) -> Path:
     """Write the HTML report of a run to `out_path`; sections whose inputs are None are left out.
 
     Args:
@@ -63,6 +63,8 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
         num_identities: identities in the PCA scatter.
         activation: image file → activation map `[h, w]` in [0, 1]: the ranked lists then show where the
             feature comes from under each image.
+        training_curves: the picture `plot_training_curves` drew of `summary.records` (the run folder's
+            plots/training_curves.png, when the caller has just drawn it); None draws it.
 
     Returns:
         The path of the report.
@@ -77,6 +79,8 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
         rows["query expansion"] = metrics["query_expanded"]
     if "direct_transfer" in metrics:  # an adaptation run: its source model before adaptation
         rows["direct transfer (the source model)"] = metrics["direct_transfer"]
+    if "target_bn" in metrics:  # the source model with BatchNorm statistics of the unlabelled images (AdaBN)
+        rows["source model, target BatchNorm statistics"] = metrics["target_bn"]
     rows.update({f"baseline: {name.replace('_', ' ')}": values for name, values in summary.baselines.items()})
     with tempfile.TemporaryDirectory() as scratch:
         sections = [
@@ -87,7 +91,7 @@ def write_report(summary: RunSummary, out_path: str | Path, ranked: Any = None, 
             *([("evaluations", "Evaluations", _evaluations_section(summary.evaluations))] if summary.evaluations
               else []),
             ("cmc", "CMC curve", _cmc_section(metrics, Path(scratch), dataset)),
-            ("training", "Training curves", _training_section(summary.records, Path(scratch))),
+            ("training", "Training curves", _training_section(summary.records, Path(scratch), training_curves)),
         ]
         if any(record.get("kind") == "cluster" for record in summary.records):
             sections.append(("pseudo-labels", "Clustering rounds", image_figure(
@@ -158,10 +162,10 @@ def _cmc_section(metrics: dict, scratch: Path, dataset) -> str:
         else "<p class='note'>metrics.json has no CMC curve.</p>"
 
 
-def _training_section(records: list[dict], scratch: Path) -> str:
+def _training_section(records: list[dict], scratch: Path, drawn: Path | None) -> str:
     if not records:
         return "<p class='note'>no metrics.jsonl records.</p>"
-    return image_figure(plot_training_curves(records, scratch / "training.png"),
+    return image_figure(drawn or plot_training_curves(records, scratch / "training.png"),
                   "each loss term and the learning rate per step; evaluation per epoch")
 
 
@@ -202,9 +206,9 @@ def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst:
     worst = valid[np.argsort(precisions[valid], kind="stable")][:num_worst].tolist()
     topk = ranked.top_indices.shape[1]
     sample = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "ranked", num_queries=num_ranked,
-                               topk=topk, activation=activation)
+                               topk=topk, activation=activation, image_format="jpeg")
     hard = save_ranked_lists(ranked, dataset.query, dataset.gallery, scratch / "worst", query_indices=worst,
-                             topk=topk, activation=activation)
+                             topk=topk, activation=activation, image_format="jpeg")
     legend = "<p class='note'>query in blue; green frame: same identity, red: another identity." + (
         " Second row: where the feature comes from (norm of the backbone's last feature map at each position; "
         "blue low, red high)." if activation is not None else "") + "</p>"
@@ -213,7 +217,7 @@ def _ranked_sections(ranked, dataset, scratch: Path, num_ranked: int, num_worst:
         index = int(path.stem.split("_")[1])
         _, pid, camid = dataset.query[index]
         caption = f"query {index} · pid {pid} · camera c{camid + 1} · AP {precisions[index]:.3f}"
-        return image_figure(path, caption, photo=True)
+        return image_figure(path, caption)
 
     return [("ranked", "Ranked lists of sample queries", legend + "".join(map(picture, sample))),
             ("worst", "Worst queries by average precision", legend + "".join(map(picture, hard)))]
