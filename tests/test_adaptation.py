@@ -233,14 +233,17 @@ def test_adapt_writes_a_run_and_a_rewound_run_resumes_to_the_same_weights(tmp_pa
     source, _, _, _ = write_untrained_run(tmp_path)
     data = tmp_path / "data"
     assert main(adapt_command(source, data, tmp_path / "adapted")) == 0
-    assert "direct transfer (the source model): rank-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "direct transfer (the source model): rank-1" in out and "target BatchNorm statistics" in out
     run = tmp_path / "adapted"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["direct_transfer"]) >= {"rank1", "mAP", "mINP"}
+    # AdaBN changed the source model's features before any training step: another evaluation
+    assert metrics["target_bn"]["mAP"] != metrics["direct_transfer"]["mAP"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rounds = [record for record in records if record["kind"] == "cluster"]
     assert [record["epoch"] for record in rounds] == [1] and rounds[0]["cluster/clusters"] >= 4
-    assert [record["epoch"] for record in records if record["kind"] == "eval"] == [0, 1, 2]
+    assert [record["epoch"] for record in records if record["kind"] == "eval"] == [0, 0, 1, 2]  # before/after AdaBN
     assert "Clustering rounds" in (run / "report.html").read_text()
     # Rewind a copy to the end of epoch 1: the resumed epoch 2 needs the round's labels and memory from the
     # checkpoint (no round is due), and must end with the same weights, bitwise (CPU, same process).
@@ -273,3 +276,60 @@ def test_adaptation_recipes_load_and_pass_the_adaptation_checks():
         config = load_config(path, ["adapt.source=runs/source"])
         check_adaptation_config(config)
         assert config.loss.cluster_memory.weight > 0
+
+
+class _TinyBatchNormNet(torch.nn.Module):
+    """conv → BN2d → ReLU → pool → linear → BN1d, returning a dict as reidkit models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn2d = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.3)
+        self.fc, self.bn1d = torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5)
+
+    def forward(self, images):
+        pooled = torch.relu(self.bn2d(self.conv(images))).mean(dim=(2, 3))
+        return {"bn_features": self.bn1d(self.fc(pooled))}
+
+
+def test_batchnorm_statistics_are_the_average_of_each_batch_statistics_on_the_new_images():
+    from reidkit.engine.batchnorm_statistics import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    model = _TinyBatchNormNet().double().eval()
+    weights = {key: value.clone() for key, value in model.state_dict().items() if "running" not in key
+               and "num_batches" not in key}
+    batches = [{"images": 2.0 + 3.0 * torch.randn(size, 3, 6, 5, dtype=torch.float64)} for size in (5, 5, 3)]
+    # Brute force: each layer's input per batch in a training-mode pass of a copy, its mean over everything
+    # but the channels and its unbiased variance, averaged over the batches.
+    reference, inputs = _TinyBatchNormNet().double(), {"bn2d": [], "bn1d": []}
+    reference.load_state_dict(model.state_dict())
+    reference.train()
+    for name in inputs:
+        getattr(reference, name).register_forward_hook(lambda module, args, out, name=name: inputs[name].append(args[0]))
+    with torch.no_grad():
+        for batch in batches:
+            reference(batch["images"])
+    expected = {}
+    for name, values in inputs.items():
+        dims = [0, 2, 3] if values[0].dim() == 4 else [0]
+        expected[name] = (torch.stack([v.mean(dim=dims) for v in values]).mean(0),
+                          torch.stack([v.var(dim=dims, unbiased=True) for v in values]).mean(0))
+
+    assert reestimate_batchnorm(model, batches, torch.device("cpu")) == 2
+    for name, (mean, variance) in expected.items():
+        layer = getattr(model, name)
+        torch.testing.assert_close(layer.running_mean, mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(layer.running_var, variance, rtol=1e-12, atol=1e-12)
+        assert int(layer.num_batches_tracked) == 3
+    assert model.bn2d.momentum == 0.3 and model.bn1d.momentum == 0.1 and not model.training  # restored
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in weights.items())  # weights untouched
+    assert abs(float(model.bn2d.running_mean.mean())) > 0.1  # the new images' statistics, not the defaults
+
+
+def test_batchnorm_statistics_of_a_model_without_batchnorm_change_nothing():
+    from reidkit.engine.batchnorm_statistics import reestimate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    assert reestimate_batchnorm(model, [{"images": torch.randn(2, 3, 2, 2)}], torch.device("cpu")) == 0
+    assert all(torch.equal(model.state_dict()[key], before[key]) for key in before)

@@ -85,8 +85,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ReidkitError("adapt needs --source RUN_DIR and --out RUN_DIR (a new run), or --resume RUN_DIR")
     metrics = adapt(config, out, progress=not args.quiet, resume=bool(args.resume), force=args.force)
     if metrics:  # empty on the non-main ranks of a distributed run
+        adabn = (f"\nsource model, target BatchNorm statistics (adapt.target_bn): "
+                 f"{describe_metrics(metrics['target_bn'])}") if "target_bn" in metrics else ""
         print(f"run folder: {out}  {describe_test_sets(metrics)}\ndirect transfer (the source model): "
-              f"{describe_metrics(metrics['direct_transfer'])}\nreport: {Path(out) / 'report.html'}")
+              f"{describe_metrics(metrics['direct_transfer'])}{adabn}\nreport: {Path(out) / 'report.html'}")
     return 0
 
 

@@ -27,6 +27,11 @@ class AdaptConfig:
     # (itself included). Outliers (in no cluster) are left out of the round's training.
     eps: float = 0.6
     min_samples: int = 4
+    # AdaBN (Li et al., "Adaptive Batch Normalization for Practical Domain Adaptation", Pattern Recognition 2018):
+    # before the first round, every BatchNorm layer's running mean and variance are re-estimated on the
+    # unlabelled images (the source's statistics describe the source cameras), so that the first clustering
+    # already sees target-normalised features. The direct-transfer evaluation is of the source model as it is.
+    target_bn: bool = True
 
     def __post_init__(self) -> None:
         set_names(self.unlabeled_sets, "adapt.unlabeled_sets")

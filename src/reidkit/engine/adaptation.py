@@ -4,7 +4,8 @@ target images under pseudo labels that are rebuilt as it learns.
 References: Ge et al., "Self-paced Contrastive Learning with Hybrid Memory", NeurIPS 2020 (SpCL); Dai et al.,
 "Cluster Contrast for Unsupervised Person Re-Identification", 2021.
 
-Every `adapt.every` epochs a round starts: the unlabelled images' flip-averaged features are extracted (each rank
+The source model's BatchNorm statistics are first re-estimated on the unlabelled images (`adapt.target_bn`,
+AdaBN). Every `adapt.every` epochs a round starts: the unlabelled images' flip-averaged features are extracted (each rank
 its share, gathered), rank 0 clusters them (`reidkit.engine.clustering`: k-reciprocal Jaccard distance, DBSCAN)
 and broadcasts the labels; every rank then rebuilds the P×K sampler over the clusters (outliers left out) and
 resets the cluster memory (`loss.cluster_memory`) to the cluster means. Between rounds the run is an ordinary
@@ -33,6 +34,7 @@ from reidkit.data.loading import build_test_loader
 from reidkit.data.transforms import build_test_transform
 from reidkit.data.unlabeled import load_unlabeled_folder
 from reidkit.devices import resolve_device, uses_amp
+from reidkit.engine.batchnorm_statistics import reestimate_batchnorm
 from reidkit.engine.checkpoint import load_weights
 from reidkit.engine.clustering import cluster_means, pseudo_labels
 from reidkit.engine.evaluation import eval_record
@@ -82,7 +84,8 @@ def check_adaptation_config(config: Config) -> None:
 def adapt(config: Config, run_dir: str | Path, progress: bool = True, log=print, resume: bool = False,
           force: bool = False) -> dict:
     """Adapt `config.adapt.source` to the unlabelled images of `config.adapt`, writing the run folder `run_dir`;
-    returns the final metrics summary (with `direct_transfer`: the source model's, before adaptation).
+    returns the final metrics summary (with `direct_transfer`: the source model's, before adaptation, and with
+    `adapt.target_bn` `target_bn`: the source model's after AdaBN, before training).
 
     Raises:
         ReidkitError: bad data, config, source run or folder, a round with fewer clusters than data.p, a
@@ -162,6 +165,12 @@ class AdaptationRun(TrainingRun):
             with distributed.wait_for_main_process():
                 evaluations = self.evaluate(0, 0)
             self.direct_transfer = eval_record(evaluations[0].metrics) if evaluations else {}
+            self.target_bn = {}
+            if config.adapt.target_bn:  # AdaBN, then the same model again: what the statistics alone give
+                self._target_batchnorm()
+                with distributed.wait_for_main_process():
+                    evaluations = self.evaluate(0, 0)
+                self.target_bn = eval_record(evaluations[0].metrics) if evaluations else {}
 
     def _build_source_model(self) -> None:
         """The model, objective, optimiser and trainer (`TrainingRun._build_model`), with the source run's weights
@@ -188,12 +197,29 @@ class AdaptationRun(TrainingRun):
         where = self.device if cache == "device" else torch.device("cpu")
         return CachedTestImages.decode(self.samples, data.height, data.width, where, data.workers, self.progress)
 
+    def _unlabeled_batches(self, start: int, stop: int):
+        """Test-time batches (`{"images": ...}`) of unlabelled images start..stop−1, in order."""
+        config = self.config
+        if self.unlabeled_images is not None:
+            return self.unlabeled_images.batches(start, stop, config.eval.batch_size, self.device)
+        return build_test_loader(self.samples[start:stop], build_test_transform(config.data.height, config.data.width),
+                                 batch_size=config.eval.batch_size, workers=config.data.workers)
+
+    def _target_batchnorm(self) -> None:
+        """AdaBN (`adapt.target_bn`, `reestimate_batchnorm`) on the unlabelled images, test-time preprocessing, in
+        order. Every rank passes every image, so all ranks get the same statistics without a collective (and
+        synchronised BatchNorm, whose training-mode forward is one, is called by all of them)."""
+        layers = reestimate_batchnorm(self.model, self._unlabeled_batches(0, len(self.samples)), self.device, self.amp)
+        self.log(f"BatchNorm statistics of {layers} layers re-estimated on the {len(self.samples)} unlabelled images "
+                 "(adapt.target_bn)")
+
     def extra_state(self) -> dict:
-        return {"pseudo_labels": torch.from_numpy(self.labels), "direct_transfer": self.direct_transfer}
+        return {"pseudo_labels": torch.from_numpy(self.labels), "direct_transfer": self.direct_transfer,
+                "target_bn": self.target_bn}
 
     def _restore(self, weights, state: dict) -> None:
         super()._restore(weights, state)
-        self.direct_transfer = state["direct_transfer"]
+        self.direct_transfer, self.target_bn = state["direct_transfer"], state.get("target_bn", {})
         if self.position.step_in_epoch == 0 and self._round_due(self.position.epoch):
             if self.main_process:  # the round is redone: its record is written again
                 kept = [record for record in self.metrics_log.records()
@@ -219,11 +245,7 @@ class AdaptationRun(TrainingRun):
         keys = tuple(dict.fromkeys([config.eval.feature, config.loss.cluster_memory.feature]))
         start = len(samples) * distributed.rank() // distributed.world_size()
         stop = len(samples) * (distributed.rank() + 1) // distributed.world_size()
-        if self.unlabeled_images is not None:
-            loader = self.unlabeled_images.batches(start, stop, config.eval.batch_size, self.device)
-        else:
-            loader = build_test_loader(samples[start:stop], build_test_transform(config.data.height, config.data.width),
-                                       batch_size=config.eval.batch_size, workers=config.data.workers)
+        loader = self._unlabeled_batches(start, stop)
         distributed.broadcast_buffers(self.model)
         local = extract_outputs(self.model, loader, keys, flip=True, device=self.device, amp=self.amp,
                                 progress=self.progress, on_device=True)
@@ -273,5 +295,7 @@ class AdaptationRun(TrainingRun):
             self.evaluated_last_epoch = True
         if self.main_process:
             self.final[0].metrics["direct_transfer"] = self.direct_transfer
+            if self.target_bn:
+                self.final[0].metrics["target_bn"] = self.target_bn
         return super().finish()
 
