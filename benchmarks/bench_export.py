@@ -13,7 +13,10 @@ on a CPU). For PyTorch fp32 (the reference, the run's model in eval mode) and ea
 - rank-1 and mAP of the run's query/gallery with `reidkit.export.evaluation.evaluate_exported` (the code
   path of ``reidkit eval --model``) and `evaluate_model` for PyTorch, with the run's eval config.
 
-Ratios are against the PyTorch fp32 row. TensorRT is measured only where `tensorrt` and a CUDA GPU exist;
+Ratios are against the PyTorch fp32 row, or with ``--reference-run TEACHER`` against that run's PyTorch fp32
+row, measured first in the same process on the same query images (e.g. a distilled student's int8 file against
+its teacher; accuracy on the same query/gallery when both runs test on one data set). ``--min-cosine X`` is
+handed to each export's parity check (e.g. 0 to measure an int8 file the default bound refuses). TensorRT is measured only where `tensorrt` and a CUDA GPU exist;
 its row says why otherwise. Every runtime uses its default CPU thread count (printed).
 """
 
@@ -73,6 +76,26 @@ def files_size(path: Path) -> int:
     return sum(p.stat().st_size for p in [path, *companions])
 
 
+def pytorch_row(run: Path, config, dataset, images: np.ndarray, args, label: str) -> tuple[dict, np.ndarray]:
+    """The PyTorch fp32 row of `run` (its model in eval mode; accuracy on `dataset` with its eval config) and its
+    features of the first batch of `images`."""
+    model = load_run_model(run, config).cpu().eval()
+    module = feature_module(model, config.eval.feature, config.eval.flip)
+
+    def pytorch(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch)).numpy()
+
+    metrics = evaluate_model(model, dataset, config.eval, config.data.height, config.data.width, "cpu",
+                             progress=False, protocol=resolve_protocol(config),
+                             interpolation=config.data.interpolation).metrics
+    return ({"format": label, "size": (run / "model.safetensors").stat().st_size,
+             "batch1": best_images_per_second(pytorch, images[:args.single], 1, args.repeats),
+             "batch64": best_images_per_second(pytorch, images[:args.batches * BATCH], BATCH, args.repeats),
+             "max_diff": 0.0, "min_cos": 1.0, "rank1": metrics["rank1"], "mAP": metrics["mAP"]},
+            pytorch(images[:BATCH]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -82,6 +105,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="batches of 64 images timed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument("--min-cosine", type=float, default=None, help="parity bound of every export (default: "
+                        "the format's own)")
+    parser.add_argument("--reference-run", type=Path, default=None,
+                        help="another run (e.g. the teacher) measured first in PyTorch fp32: the ratios' reference")
     args = parser.parse_args()
 
     ensure_run(args.run, args.config)
@@ -90,29 +117,23 @@ def main() -> None:
     protocol = resolve_protocol(config)
     query_paths = [s[0] for s in dataset.query]
     needed = max(args.single, args.batches * BATCH)
-    images = preprocess_images((query_paths * (needed // len(query_paths) + 1))[:needed], config.data.height,
-                               config.data.width)
-    model = load_run_model(args.run, config).cpu().eval()
-    module = feature_module(model, config.eval.feature, config.eval.flip)
-
-    def pytorch(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch)).numpy()
-
+    timing_paths = (query_paths * (needed // len(query_paths) + 1))[:needed]
+    images = preprocess_images(timing_paths, config.data.height, config.data.width)
     print(f"{os.cpu_count()} CPUs; torch threads {torch.get_num_threads()}; onnxruntime and OpenVINO use their "
           f"default thread counts; input {config.data.height}×{config.data.width}, feature {config.eval.feature}, "
           f"flip {config.eval.flip}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
-    reference = pytorch(images[:BATCH])
-    torch_metrics = evaluate_model(model, dataset, config.eval, config.data.height, config.data.width, "cpu",
-                                   progress=False, protocol=protocol, interpolation=config.data.interpolation).metrics
-    rows = [{"format": "pytorch fp32", "size": (args.run / "model.safetensors").stat().st_size,
-             "batch1": best_images_per_second(pytorch, images[:args.single], 1, args.repeats),
-             "batch64": best_images_per_second(pytorch, images[:args.batches * BATCH], BATCH, args.repeats),
-             "max_diff": 0.0, "min_cos": 1.0, "rank1": torch_metrics["rank1"], "mAP": torch_metrics["mAP"]}]
+    rows = []
+    if args.reference_run:
+        reference_config = load_run_config(args.reference_run)
+        reference_images = preprocess_images(timing_paths, reference_config.data.height, reference_config.data.width)
+        rows.append(pytorch_row(args.reference_run, reference_config, dataset, reference_images, args,
+                                f"pytorch fp32 ({args.reference_run.name})")[0])
+    student_row, reference = pytorch_row(args.run, config, dataset, images, args, "pytorch fp32")
+    rows.append(student_row)
     for format in args.formats:
         out = args.run / "exports" / f"model_{format.replace('-', '_')}{SUFFIXES[format]}"
         try:
-            export(args.run, format, out, calibration_images=args.calibration_images)
+            export(args.run, format, out, calibration_images=args.calibration_images, min_cosine=args.min_cosine)
         except ReidkitError as error:
             rows.append({"format": format, "skipped": str(error)})
             print(f"{format}: not measured ({error})", flush=True)
@@ -132,7 +153,8 @@ def main() -> None:
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a Markdown table, with ratios against the first (PyTorch fp32) row."""
+    """The rows as a Markdown table, with ratios against the first (PyTorch fp32) row; Δ feature and cosine of
+    each exported file against its own run's PyTorch features."""
     base = rows[0]
     lines = ["| format | size (MB) | × size | img/s batch 1 | × | img/s batch 64 | × | max abs Δ feature | min cos "
              "| rank-1 | Δ rank-1 | mAP | Δ mAP |",
@@ -141,7 +163,7 @@ def table(rows: list[dict]) -> str:
         if "skipped" in row:
             lines.append(f"| {row['format']} | not measured: {row['skipped'].split(';')[0]} |" + " |" * 11)
             continue
-        accuracy = ("reference | reference" if row is base else
+        accuracy = ("reference | reference" if row["format"].startswith("pytorch") else
                     f"{row['max_diff']:.1e} | {row['min_cos']:.5f}")
         lines.append(
             f"| {row['format']} | {row['size'] / 1e6:.1f} | {row['size'] / base['size']:.2f} | {row['batch1']:.1f} | "
