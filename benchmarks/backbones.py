@@ -12,6 +12,15 @@ Every backbone is trained in this process with ``reidkit.engine.trainer.train`` 
   best of 3 timed passes after one warm-up, with the ratio against the first backbone measured in the same run;
 - rank-1, mAP, mINP of the run's final evaluation (its metrics.json).
 
+``--recipe BACKBONE=CONFIG`` trains that backbone with its own recipe instead of the demo's: the peer config
+(e.g. ``osnet_x0_25=configs/osnet_market.yaml``, Torchreid's OSNet recipe) keeps its optimiser, schedule, losses,
+head, augmentation and evaluation settings, and takes the demo's data (synthetic set, 128×64, P×K, loader), random
+init (``model.weights=""``), CPU fp32 and this budget; its schedule is compressed into the budget: the epoch
+counts (``warmup_epochs``, ``milestones``, ``stepsize``, ``delay_epochs``) by ``--epochs`` / the recipe's epochs,
+the step counts (``warmup_iters``, ``freeze_iters``) by the same fraction of the run, taking the recipe's
+steps per epoch as Market-1501's (12,936 images / 64 = 202; the recipes are Market-1501 recipes) and the demo
+set's as its training images / 64.
+
 Writes ``OUT/results.json`` and ``OUT/table.md``. Finished runs (a metrics.json in their folder, same budget)
 are not retrained, so an interrupted table continues where it stopped.
 """
@@ -28,11 +37,13 @@ from pathlib import Path
 import torch
 
 from reidkit.config import load_config
+from reidkit.data.build import DatasetLoader, build_training_set
 from reidkit.engine.saved_runs import load_run_config, load_run_model, read_run_metrics
 from reidkit.engine.trainer import train
 from reidkit.errors import ReidkitError
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+MARKET_STEPS_PER_EPOCH = 12936 // 64  # the peer recipes' data set: Market-1501's training images at P×K 16×4
 
 
 def test_time_parameters(model: torch.nn.Module) -> int:
@@ -53,10 +64,34 @@ def images_per_second(model: torch.nn.Module, height: int, width: int, batch: in
     return batch / best
 
 
-def run_backbone(backbone: str, out: Path, budget: list[str]) -> dict:
-    """Train `backbone` into ``out/<backbone>`` (unless finished with this budget) and measure it."""
+def own_recipe_overrides(recipe: Path, epochs: int) -> list[str]:
+    """The overrides that train the peer config `recipe` on the demo's data, from random init on the CPU, with
+    its schedule compressed from its epochs into `epochs` (see the module docstring)."""
+    demo, peer = load_config(DEMO), load_config(recipe)
+    data = [f"data.{key}={getattr(demo.data, key)}" for key in
+            ("dataset", "root", "height", "width", "p", "k", "workers", "synthetic_identities", "synthetic_cameras",
+             "synthetic_seed")]
+    share = epochs / peer.train.epochs
+    demo_steps = len(build_training_set(demo.data, DatasetLoader(progress=False)).train) // (demo.data.p * demo.data.k)
+    step_share = share * demo_steps / MARKET_STEPS_PER_EPOCH
+    schedule = peer.train
+    milestones = sorted({max(1, round(m * share)) for m in schedule.milestones})
+    return [*data, "model.weights=", "train.device=cpu", "train.amp=false", f"train.eval_every={epochs}",
+            f"train.warmup_epochs={round(schedule.warmup_epochs * share)}",
+            f"train.milestones=[{', '.join(map(str, milestones))}]",
+            f"train.stepsize={max(1, round(schedule.stepsize * share))}",
+            f"train.delay_epochs={round(schedule.delay_epochs * share)}",
+            f"train.warmup_iters={round(schedule.warmup_iters * step_share)}",
+            f"train.freeze_iters={round(schedule.freeze_iters * step_share)}"]
+
+
+def run_backbone(backbone: str, out: Path, budget: list[str], recipe: Path | None = None) -> dict:
+    """Train `backbone` into ``out/<backbone>`` (unless finished with this budget) and measure it: from the demo
+    config, or from the peer config `recipe` fitted to the demo's data and budget (`own_recipe_overrides`)."""
     run_dir = out / backbone.replace("/", "_")
-    overrides = [*budget, f"model.backbone={backbone}"]
+    epochs = int(next(item for item in budget if item.startswith("train.epochs=")).split("=")[1])
+    fitted = own_recipe_overrides(recipe, epochs) if recipe else []
+    overrides = [*fitted, *budget, f"model.backbone={backbone}"]
     finished = (run_dir / "metrics.json").is_file() and (run_dir / "budget.json").is_file() \
         and json.loads((run_dir / "budget.json").read_text()) == overrides
     seconds = None
@@ -64,7 +99,7 @@ def run_backbone(backbone: str, out: Path, budget: list[str]) -> dict:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         start = time.perf_counter()
-        train(load_config(DEMO, overrides), run_dir, progress=False, log=lambda *a: None)
+        train(load_config(recipe or DEMO, overrides), run_dir, progress=False, log=lambda *a: None)
         seconds = round(time.perf_counter() - start, 1)
         (run_dir / "budget.json").write_text(json.dumps(overrides))
         (run_dir / "seconds.json").write_text(json.dumps(seconds))
@@ -72,7 +107,8 @@ def run_backbone(backbone: str, out: Path, budget: list[str]) -> dict:
     config = load_run_config(run_dir)
     model = load_run_model(run_dir, config).cpu()
     metrics = read_run_metrics(run_dir)
-    return {"backbone": backbone, "parameters": test_time_parameters(model),
+    return {"backbone": backbone, "recipe": str(recipe) if recipe else "configs/demo.yaml",
+            "parameters": test_time_parameters(model),
             "img_per_s": images_per_second(model, config.data.height, config.data.width),
             "rank1": metrics["rank1"], "mAP": metrics["mAP"], "mINP": metrics["mINP"],
             "train_seconds": seconds, "run_dir": str(run_dir)}
@@ -81,10 +117,10 @@ def run_backbone(backbone: str, out: Path, budget: list[str]) -> dict:
 def format_table(rows: list[dict]) -> str:
     """Markdown table; img/s also as a ratio to the first row's (measured in the same process)."""
     reference = rows[0]["img_per_s"]
-    lines = ["| backbone | parameters (M) | img/s (× first) | rank-1 (%) | mAP (%) | mINP (%) | train time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | recipe | parameters (M) | img/s (× first) | rank-1 (%) | mAP (%) | mINP (%) | train time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['backbone']} | {row['parameters'] / 1e6:.2f} | {row['img_per_s']:.0f} "
+        lines.append(f"| {row['backbone']} | {Path(row['recipe']).stem} | {row['parameters'] / 1e6:.2f} | {row['img_per_s']:.0f} "
                      f"({row['img_per_s'] / reference:.2f}×) | {100 * row['rank1']:.1f} | {100 * row['mAP']:.1f} | "
                      f"{100 * row['mINP']:.1f} | {row['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -97,13 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/backbones"))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every run")
+    parser.add_argument("--recipe", nargs="*", default=[], metavar="BACKBONE=CONFIG",
+                        help="train BACKBONE with the peer config CONFIG fitted to the demo's data and budget")
     args = parser.parse_args(argv)
+    recipes = dict(item.split("=", 1) for item in args.recipe)
+    if unknown := sorted(set(recipes) - set(args.backbones)):
+        parser.error(f"--recipe for a backbone not in --backbones: {', '.join(unknown)}")
     budget = [f"train.epochs={args.epochs}", f"train.seed={args.seed}", "eval.baselines=false", *args.set]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for backbone in args.backbones:
-            rows.append(run_backbone(backbone, args.out, budget))
+            recipe = Path(recipes[backbone]) if backbone in recipes else None
+            rows.append(run_backbone(backbone, args.out, budget, recipe))
             print(f"{backbone}: done", flush=True)
     except ReidkitError as error:
         print(f"error: {error}", file=sys.stderr)

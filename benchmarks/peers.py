@@ -242,10 +242,11 @@ def run_torchreid(dataset, data_root: str, epochs: int, seed: int, workers: int,
         def __init__(self, root="", **kwargs):
             super().__init__(train, query, gallery, **kwargs)
 
-    torchreid.data.register_image_dataset("reidkit_synthetic", SyntheticSet)
+    name = f"reidkit_synthetic_seed{seed}"  # Torchreid refuses a name registered before (another seed's run)
+    torchreid.data.register_image_dataset(name, SyntheticSet)
     torchreid.utils.set_random_seed(seed)
     manager = torchreid.data.ImageDataManager(
-        root=data_root, sources="reidkit_synthetic", height=height, width=width, transforms=["random_flip"],
+        root=data_root, sources=name, height=height, width=width, transforms=["random_flip"],
         batch_size_train=BATCH, batch_size_test=128, workers=workers, num_instances=INSTANCES,
         train_sampler="RandomIdentitySampler", use_gpu=False)
     model = torchreid.models.build_model("osnet_x0_25", num_classes=manager.num_train_pids, loss="softmax",
@@ -261,7 +262,7 @@ def run_torchreid(dataset, data_root: str, epochs: int, seed: int, workers: int,
         engine.train(print_freq=10**9)
         loop_seconds.append(time.perf_counter() - start)
     engine.set_model_mode("eval")
-    loaders = manager.test_loader["reidkit_synthetic"]
+    loaders = manager.test_loader[name]
     with torch.no_grad():  # Engine._evaluate's feature extraction
         query_features, gallery_features = (
             torch.cat([engine.extract_features(engine.parse_data_for_eval(data)[0]).cpu() for data in loaders[split]])
