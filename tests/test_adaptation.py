@@ -333,3 +333,18 @@ def test_batchnorm_statistics_of_a_model_without_batchnorm_change_nothing():
     before = {key: value.clone() for key, value in model.state_dict().items()}
     assert reestimate_batchnorm(model, [{"images": torch.randn(2, 3, 2, 2)}], torch.device("cpu")) == 0
     assert all(torch.equal(model.state_dict()[key], before[key]) for key in before)
+
+
+def test_the_adapted_run_keeps_the_source_input_size_and_interpolation(tmp_path):
+    from pathlib import Path
+
+    from reidkit.engine.adaptation import adaptation_config
+
+    recipe = Path(__file__).parent.parent / "configs" / "adapt" / "cluster_contrast.yaml"
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "config.yaml").write_text("data: {height: 96, width: 48, interpolation: bicubic}\n"
+                                        "model: {backbone: resnet18, weights: imagenet}\n")
+    config = adaptation_config(load_config(recipe), source)
+    assert (config.data.height, config.data.width, config.data.interpolation) == (96, 48, "bicubic")
+    assert (config.model.backbone, config.model.weights, config.adapt.source) == ("resnet18", "", str(source))

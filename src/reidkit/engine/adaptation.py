@@ -54,7 +54,8 @@ CLASS_TERMS = ("id", "norm_softmax", "cosface", "arcface", "circle", "center", "
 
 def adaptation_config(config: Config, source: str | Path) -> Config:
     """`config` for adapting the run `source`: its model section (weights cleared: the source run's weights are
-    loaded instead) and input size, and `adapt.source`.
+    loaded instead), input size and resize interpolation (bicubic for an imported fast-reid checkpoint), and
+    `adapt.source`.
 
     Raises:
         ReidkitError: `source` is not a run folder.
@@ -62,7 +63,8 @@ def adaptation_config(config: Config, source: str | Path) -> Config:
     source_config = load_run_config(source)
     return dataclasses.replace(
         config, model=dataclasses.replace(source_config.model, weights=""),
-        data=dataclasses.replace(config.data, height=source_config.data.height, width=source_config.data.width),
+        data=dataclasses.replace(config.data, height=source_config.data.height, width=source_config.data.width,
+                                 interpolation=source_config.data.interpolation),
         adapt=dataclasses.replace(config.adapt, source=str(source)))
 
 
@@ -195,15 +197,18 @@ class AdaptationRun(TrainingRun):
         if cache == "none":
             return None
         where = self.device if cache == "device" else torch.device("cpu")
-        return CachedTestImages.decode(self.samples, data.height, data.width, where, data.workers, self.progress)
+        return CachedTestImages.decode(self.samples, data.height, data.width, where, data.workers, self.progress,
+                                       data.interpolation)
 
     def _unlabeled_batches(self, start: int, stop: int):
         """Test-time batches (`{"images": ...}`) of unlabelled images start..stop−1, in order."""
         config = self.config
         if self.unlabeled_images is not None:
             return self.unlabeled_images.batches(start, stop, config.eval.batch_size, self.device)
-        return build_test_loader(self.samples[start:stop], build_test_transform(config.data.height, config.data.width),
-                                 batch_size=config.eval.batch_size, workers=config.data.workers)
+        transform = build_test_transform(config.data.height, config.data.width,
+                                         interpolation=config.data.interpolation)
+        return build_test_loader(self.samples[start:stop], transform, batch_size=config.eval.batch_size,
+                                 workers=config.data.workers)
 
     def _target_batchnorm(self) -> None:
         """AdaBN (`adapt.target_bn`, `reestimate_batchnorm`) on the unlabelled images, test-time preprocessing, in
