@@ -32,6 +32,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -85,12 +86,12 @@ def own_recipe_overrides(recipe: Path, epochs: int) -> list[str]:
             f"train.freeze_iters={round(schedule.freeze_iters * step_share)}"]
 
 
-def run_backbone(backbone: str, out: Path, budget: list[str], recipe: Path | None = None) -> dict:
+def run_backbone(backbone: str, out: Path, budget: list[str], recipe: Path | None = None,
+                 fitted: Sequence[str] = ()) -> dict:
     """Train `backbone` into ``out/<backbone>`` (unless finished with this budget) and measure it: from the demo
-    config, or from the peer config `recipe` fitted to the demo's data and budget (`own_recipe_overrides`)."""
+    config, or from the peer config `recipe` with `fitted`, its overrides for the demo's data and budget
+    (`own_recipe_overrides`)."""
     run_dir = out / backbone.replace("/", "_")
-    epochs = int(next(item for item in budget if item.startswith("train.epochs=")).split("=")[1])
-    fitted = own_recipe_overrides(recipe, epochs) if recipe else []
     overrides = [*fitted, *budget, f"model.backbone={backbone}"]
     finished = (run_dir / "metrics.json").is_file() and (run_dir / "budget.json").is_file() \
         and json.loads((run_dir / "budget.json").read_text()) == overrides
@@ -117,11 +118,11 @@ def run_backbone(backbone: str, out: Path, budget: list[str], recipe: Path | Non
 def format_table(rows: list[dict]) -> str:
     """Markdown table; img/s also as a ratio to the first row's (measured in the same process)."""
     reference = rows[0]["img_per_s"]
-    lines = ["| backbone | recipe | parameters (M) | img/s (× first) | rank-1 (%) | mAP (%) | mINP (%) | train time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | recipe | parameters (M) | img/s (× first) | rank-1 (%) | mAP (%) | mINP (%) "
+             "| train time (s) |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['backbone']} | {Path(row['recipe']).stem} | {row['parameters'] / 1e6:.2f} | {row['img_per_s']:.0f} "
-                     f"({row['img_per_s'] / reference:.2f}×) | {100 * row['rank1']:.1f} | {100 * row['mAP']:.1f} | "
+        lines.append(f"| {row['backbone']} | {Path(row['recipe']).stem} | {row['parameters'] / 1e6:.2f} | "
+                     f"{row['img_per_s']:.0f} ({row['img_per_s'] / reference:.2f}×) | {100 * row['rank1']:.1f} | {100 * row['mAP']:.1f} | "
                      f"{100 * row['mINP']:.1f} | {row['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", nargs="*", default=[], metavar="BACKBONE=CONFIG",
                         help="train BACKBONE with the peer config CONFIG fitted to the demo's data and budget")
     args = parser.parse_args(argv)
+    if malformed := [item for item in args.recipe if "=" not in item or not Path(item.split("=", 1)[1]).is_file()]:
+        parser.error(f"--recipe takes BACKBONE=CONFIG with an existing config file, got {', '.join(malformed)}")
     recipes = dict(item.split("=", 1) for item in args.recipe)
     if unknown := sorted(set(recipes) - set(args.backbones)):
         parser.error(f"--recipe for a backbone not in --backbones: {', '.join(unknown)}")
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for backbone in args.backbones:
             recipe = Path(recipes[backbone]) if backbone in recipes else None
-            rows.append(run_backbone(backbone, args.out, budget, recipe))
+            fitted = own_recipe_overrides(recipe, args.epochs) if recipe else []
+            rows.append(run_backbone(backbone, args.out, budget, recipe, fitted))
             print(f"{backbone}: done", flush=True)
     except ReidkitError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,8 +16,8 @@ on a CPU). For PyTorch fp32 (the reference, the run's model in eval mode) and ea
 Ratios are against the PyTorch fp32 row, or with ``--reference-run TEACHER`` against that run's PyTorch fp32
 row, measured first in the same process on the same query images (e.g. a distilled student's int8 file against
 its teacher; accuracy on the same query/gallery when both runs test on one data set). ``--min-cosine X`` is
-handed to each export's parity check (e.g. 0 to measure an int8 file the default bound refuses). TensorRT is measured only where `tensorrt` and a CUDA GPU exist;
-its row says why otherwise. Every runtime uses its default CPU thread count (printed).
+handed to each export's parity check (e.g. 0 to measure an int8 file the default bound refuses). TensorRT is
+measured only where `tensorrt` and a CUDA GPU exist; its row says why otherwise. Every runtime uses its default CPU thread count (printed).
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ def main() -> None:
     parser.add_argument("--reference-run", type=Path, default=None,
                         help="another run (e.g. the teacher) measured first in PyTorch fp32: the ratios' reference")
     args = parser.parse_args()
+    if args.min_cosine is not None and not 0 <= args.min_cosine <= 1:
+        parser.error(f"--min-cosine must be in [0, 1], got {args.min_cosine}")
+    if args.reference_run and not (args.reference_run / "model.safetensors").is_file():
+        parser.error(f"--reference-run {args.reference_run} holds no model.safetensors: name a finished run folder")
 
     ensure_run(args.run, args.config)
     config = load_run_config(args.run)

@@ -5,8 +5,8 @@ References: Ge et al., "Self-paced Contrastive Learning with Hybrid Memory", Neu
 "Cluster Contrast for Unsupervised Person Re-Identification", 2021.
 
 The source model's BatchNorm statistics are first re-estimated on the unlabelled images (`adapt.target_bn`,
-AdaBN). Every `adapt.every` epochs a round starts: the unlabelled images' flip-averaged features are extracted (each rank
-its share, gathered), rank 0 clusters them (`reidkit.engine.clustering`: k-reciprocal Jaccard distance, DBSCAN)
+AdaBN). Every `adapt.every` epochs a round starts: the unlabelled images' flip-averaged features are extracted
+(each rank its share, gathered), rank 0 clusters them (`reidkit.engine.clustering`: k-reciprocal Jaccard distance, DBSCAN)
 and broadcasts the labels; every rank then rebuilds the P×K sampler over the clusters (outliers left out) and
 resets the cluster memory (`loss.cluster_memory`) to the cluster means. Between rounds the run is an ordinary
 `TrainingRun` with the pseudo labels as identities: same steps, evaluation, checkpoints and report. A checkpoint
@@ -164,15 +164,17 @@ class AdaptationRun(TrainingRun):
         if restored:
             self._restore(*restored)
         else:  # the source model on the target test set: what adaptation has to beat
-            with distributed.wait_for_main_process():
-                evaluations = self.evaluate(0, 0)
-            self.direct_transfer = eval_record(evaluations[0].metrics) if evaluations else {}
+            self.direct_transfer = self._evaluate_before_training()
             self.target_bn = {}
             if config.adapt.target_bn:  # AdaBN, then the same model again: what the statistics alone give
                 self._target_batchnorm()
-                with distributed.wait_for_main_process():
-                    evaluations = self.evaluate(0, 0)
-                self.target_bn = eval_record(evaluations[0].metrics) if evaluations else {}
+                self.target_bn = self._evaluate_before_training()
+
+    def _evaluate_before_training(self) -> dict:
+        """The model as it is on the target test set (an epoch-0 record), on rank 0; {} on the others."""
+        with distributed.wait_for_main_process():
+            evaluations = self.evaluate(0, 0)
+        return eval_record(evaluations[0].metrics) if evaluations else {}
 
     def _build_source_model(self) -> None:
         """The model, objective, optimiser and trainer (`TrainingRun._build_model`), with the source run's weights

@@ -81,6 +81,7 @@ def save_ranked_lists(
             raise ValueError(f"query index {index} out of range [0, {len(query)})")
 
     out_dir = Path(out_dir)
+    suffix, pil_format, options = RANKED_FORMATS[image_format]
     font = ImageFont.load_default(size=14)
     paths = []
     for index in query_indices:
@@ -88,7 +89,6 @@ def save_ranked_lists(
         ranked_items = [(gallery[j], float(d)) for j, d in zip(ranked.top_indices[index, :topk],
                                                               ranked.top_distances[index, :topk]) if j >= 0]
         picture = _compose(query[index], ranked_items, q_pid, topk, font, activation)
-        suffix, pil_format, options = RANKED_FORMATS[image_format]
         paths.append(write_image(out_dir / f"query_{index:05d}{suffix}", picture, pil_format, **options))
     return paths
 
