@@ -12,8 +12,9 @@ The data: configs/demo.yaml's synthetic set (300 identities, 6 cameras, 128×64)
 - ``bot_r18``: ResNet-18 in BoT shape (last stride 1, BNNeck, CE with label smoothing 0.1 + batch-hard triplet
   0.3, P×K 16×4, flip, pad-and-crop, random erasing), fast-reid's Base-bagtricks in its own terms on the demo's
   budget: Adam lr 1e-3, weight decay 5e-4 on every parameter, linear warm-up from 0.1 over a sixth of the
-  epochs (2 of 12, at least 1) counted in steps, cosine to 1e-7, bicubic resizing, evaluated on the features
-  before the BNNeck (NECK_FEAT before), cosine distance. fast-reid runs as its DefaultTrainer would — its
+  epochs (2 of 12, at least 1) counted in steps, cosine to 1e-7, bicubic resizing, fast-reid's epoch of
+  ⌊images / 64⌋ steps (reidkit: data.epoch_length=images), evaluated on the features before the BNNeck
+  (NECK_FEAT before), cosine distance. fast-reid runs as its DefaultTrainer would — its
   build_model, build_optimizer (contiguous parameters), build_lr_scheduler, build_transforms, NaiveIdentitySampler,
   CommDataset and the model's own losses — in a loop that mirrors SimpleTrainer.run_step and its LRScheduler hook
   (DefaultTrainer and its DataLoaderX need CUDA; a plain DataLoader with its batch collator stands in).
@@ -72,8 +73,8 @@ COMMON = ["eval.baselines=false", "train.device=cpu", "train.log_every=1000000",
 # reidkit's side of each recipe (configs/demo.yaml + these); warm-up steps are filled in from the data
 RECIPES = {
     "bot_r18": ["model.backbone=resnet18", "model.last_stride=1", "model.stem_pool=ceil", "data.interpolation=bicubic",
-                "data.pad=10", "data.flip_prob=0.5", "data.erasing_prob=0.5", "data.erasing_fill=pixel_mean",
-                "loss.id.label_smoothing=0.1", "loss.trihard.weight=1.0", "loss.trihard.margin=0.3",
+                "data.epoch_length=images", "data.pad=10", "data.flip_prob=0.5", "data.erasing_prob=0.5",
+                "data.erasing_fill=pixel_mean", "loss.id.label_smoothing=0.1", "loss.trihard.weight=1.0", "loss.trihard.margin=0.3",
                 "train.optimizer=adam", f"train.lr={BOT_LR}", "train.weight_decay=0.0005", "train.warmup_epochs=0",
                 "train.warmup_factor=0.1", "train.warmup_method=linear", "train.scheduler=cosine",
                 f"train.eta_min_lr={BOT_ETA_MIN}", "eval.metric=cosine"],

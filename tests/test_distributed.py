@@ -146,13 +146,15 @@ def _pids(seed: int) -> list[int]:
     return rng.permutation(np.repeat(rng.choice(500, size=30, replace=False), counts)).tolist()
 
 
+@pytest.mark.parametrize("epoch_length", ["pk", "images"])
 @pytest.mark.parametrize(("p", "k", "world_size"), [(4, 2, 2), (6, 3, 3), (8, 4, 4), (4, 1, 2)])
 def test_distributed_pk_sampler_splits_each_global_batch_by_whole_identities(
-    p: int, k: int, world_size: int
+    p: int, k: int, world_size: int, epoch_length: str
 ) -> None:
     pids = _pids(p * k)
-    single = PKSampler(pids, p, k, seed=5)
-    samplers = [DistributedPKSampler(pids, p, k, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
+    single = PKSampler(pids, p, k, seed=5, epoch_length=epoch_length)
+    samplers = [DistributedPKSampler(pids, p, k, seed=5, epoch_length=epoch_length, rank=r, world_size=world_size)
+                for r in range(world_size)]
     for epoch in (0, 3):
         single.set_epoch(epoch)
         for sampler in samplers:

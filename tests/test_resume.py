@@ -38,10 +38,12 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, tmp_path):
-    # a per-step warm-up and a backbone freeze still running where the run is killed (about step 7): the resumed
-    # run recomputes the rate and the freeze from the step number
+    # a per-step warm-up and a backbone freeze still running where the run is killed (about step 8): the resumed
+    # run recomputes the rate and the freeze from the step number; fast-reid's epoch length (6 batches of 16 from
+    # 100 images: the identities' first pass gives 4, a second pass the rest) is rebuilt from (seed, epoch, pass)
     args = ["--config", TINY, f"data.root={data_root}", "train.checkpoint_every_steps=1", "train.epochs=3",
-            "train.warmup_epochs=0", "train.warmup_iters=10", "train.freeze_iters=8", "train.bias_lr_factor=2"]
+            "train.warmup_epochs=0", "train.warmup_iters=10", "train.freeze_iters=8", "train.bias_lr_factor=2",
+            "data.epoch_length=images"]
     assert main(["--quiet", "train", "--out", str(tmp_path / "reference"), *args]) == 0
 
     run = tmp_path / "killed"
@@ -50,7 +52,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, tmp_path)
     pointer = run / "checkpoints" / "last.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # kill once a mid-epoch checkpoint of epoch 2 exists
-        if pointer.is_file() and json.loads(pointer.read_text())["name"] >= "step_00000006":
+        if pointer.is_file() and json.loads(pointer.read_text())["name"] >= "step_00000007":
             break
         time.sleep(0.05)
     time.sleep(0.3)  # land somewhere inside the next step or checkpoint write
@@ -65,6 +67,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, tmp_path)
     steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"]
     assert steps == sorted(set(steps))  # work redone after the resume is not logged twice
+    assert steps[-1] == 3 * (100 // 16)  # 3 epochs of ⌊100 images / P·K⌋ steps
 
 
 def test_changed_config_is_refused_unless_forced(data_root, tmp_path):

@@ -88,3 +88,33 @@ def test_every_image_used_when_counts_are_balanced() -> None:
 def test_invalid_arguments(p: int, k: int, seed: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PKSampler([0, 1, 2, 2], p=p, k=k, seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_images_epoch_is_fast_reids_iteration_count(seed: int) -> None:
+    """epoch_length="images": ⌊N / (P·K)⌋ P×K batches per epoch (fast-reid's iters_per_epoch), starting with the
+    "pk" epoch's batches and continued by fresh passes over the identities."""
+    pids = _random_pids(seed)
+    p, k = 4, 2
+    pk, images = PKSampler(pids, p, k, seed=seed), PKSampler(pids, p, k, seed=seed, epoch_length="images")
+    for epoch in (0, 5):
+        pk.set_epoch(epoch)
+        images.set_epoch(epoch)
+        batches = list(images)
+        assert len(images) == len(batches) == len(pids) // (p * k)
+        one_pass = list(pk)
+        assert batches[: len(one_pass)] == one_pass[: len(batches)]
+        for batch in batches:
+            per_pid = Counter(pids[index] for index in batch)
+            assert len(per_pid) == p and set(per_pid.values()) == {k}
+    unbalanced = [0] * 40 + [1, 1, 2, 2, 3, 3]  # one pass gives 1 batch of 4 identities × 2; the epoch needs 5
+    sampler = PKSampler(unbalanced, 4, 2, seed=1, epoch_length="images")
+    batches = list(sampler)
+    assert len(batches) == 46 // 8 == 5
+    assert all({unbalanced[index] for index in batch} == {0, 1, 2, 3} for batch in batches)
+    assert batches[1] != batches[0]  # the next pass is shuffled again, not a copy
+
+
+def test_unknown_epoch_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="epoch_length must be 'pk' or 'images'"):
+        PKSampler([0, 0, 1, 1], 2, 2, epoch_length="iterations")

@@ -83,6 +83,10 @@ class DataConfig(DataSource):
     width: int = 128
     p: int = 16  # identities per batch
     k: int = 4  # images per identity in a batch (batch size = p * k)
+    # What an epoch is: "pk" ends it when fewer than p identities have k unused images (Torchreid's and the
+    # strong baseline's RandomIdentitySampler); "images" gives it ⌊training images / (p·k)⌋ batches, the
+    # identities drawn again when they run out (fast-reid's iters_per_epoch with its endless sampler).
+    epoch_length: Literal["pk", "images"] = "pk"
     workers: int = 4  # DataLoader worker processes
     flip_prob: float = 0.5  # random horizontal flip; 0 disables
     pad: int = 10  # zero padding before the random crop; 0 disables

@@ -9,6 +9,7 @@ Re-Identification", 2017). The epoch follows the random identity sampler of the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -26,6 +27,11 @@ class PKSampler(Sampler[list[int]]):
     ⌊Σ_i max(1, ⌊n_i / K⌋) / P⌋ batches; the exact number depends on the draw and can differ by a
     few batches between epochs. `len()` returns the exact count for the current epoch.
 
+    That is Torchreid's and the strong baseline's epoch (`epoch_length="pk"`). fast-reid's sampler is
+    endless and its epoch is ⌊N / (P·K)⌋ iterations for N training images (`epoch_length="images"`): the
+    epoch then has exactly that many batches, and when the identities run out within it, a fresh pass
+    (shuffled again, from a generator seeded by (seed, epoch, pass)) continues it.
+
     Pass it as `DataLoader(..., batch_sampler=sampler)` and call `set_epoch` before each epoch.
     The order is a deterministic function of (seed, epoch).
 
@@ -34,18 +40,23 @@ class PKSampler(Sampler[list[int]]):
         p: identities per batch P (at least 2, so that every anchor has negatives).
         k: images per identity K (at least 1).
         seed: non-negative base seed.
+        epoch_length: "pk" (until fewer than P identities have K unused images) or "images" (⌊N / (P·K)⌋
+            batches).
 
     Raises:
-        ValueError: p < 2, k < 1, a negative seed, or fewer than P identities.
+        ValueError: p < 2, k < 1, a negative seed, fewer than P identities, or an unknown epoch_length.
     """
 
-    def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0) -> None:
+    def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0,
+                 epoch_length: Literal["pk", "images"] = "pk") -> None:
         if p < 2:
             raise ValueError(f"p (identities per batch) must be at least 2 so that negatives exist, got {p}")
         if k < 1:
             raise ValueError(f"k (images per identity) must be at least 1, got {k}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
+        if epoch_length not in ("pk", "images"):
+            raise ValueError(f"epoch_length must be 'pk' or 'images', got {epoch_length!r}")
         labels = np.asarray(pids, dtype=np.int64)
         identities = np.unique(labels)
         if len(identities) < p:
@@ -56,6 +67,7 @@ class PKSampler(Sampler[list[int]]):
         super().__init__()
         self.p, self.k, self.seed = p, k, seed
         self.epoch = 0
+        self.fixed_length = len(labels) // (p * k) if epoch_length == "images" else None
         self._indices_per_identity = [np.flatnonzero(labels == identity) for identity in identities]
         self._batches: list[list[int]] | None = None
 
@@ -67,10 +79,22 @@ class PKSampler(Sampler[list[int]]):
             self.epoch, self._batches = epoch, None
 
     def _epoch_batches(self) -> list[list[int]]:
-        """Build the current epoch's batches once, from a generator seeded by (seed, epoch)."""
+        """Build the current epoch's batches once: one pass over the identities, or as many passes as a fixed
+        epoch length needs."""
         if self._batches is not None:
             return self._batches
-        rng = np.random.default_rng((self.seed, self.epoch))
+        batches = self._pass_batches(np.random.default_rng((self.seed, self.epoch)))
+        if self.fixed_length is not None:
+            passes = 1
+            while len(batches) < self.fixed_length:
+                batches += self._pass_batches(np.random.default_rng((self.seed, self.epoch, passes)))
+                passes += 1
+            batches = batches[: self.fixed_length]
+        self._batches = batches
+        return batches
+
+    def _pass_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        """One pass: every identity's images cut into chunks of K, drawn P identities at a time."""
         chunks = []
         for indices in self._indices_per_identity:
             if len(indices) < self.k:
@@ -88,7 +112,6 @@ class PKSampler(Sampler[list[int]]):
                 batch.extend(chunks[available[position]].pop())
             batches.append(batch)
             available = [identity for identity in available if chunks[identity]]
-        self._batches = batches
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -156,6 +179,7 @@ class DistributedPKSampler(PKSampler):
         p: identities per GLOBAL batch P, a multiple of the world size.
         k: images per identity K.
         seed: non-negative base seed, the same on every rank.
+        epoch_length: "pk" or "images", as for `PKSampler`.
         rank: this process's rank; defaults to `reidkit.distributed.rank()`.
         world_size: number of ranks W; defaults to `reidkit.distributed.world_size()`.
 
@@ -170,6 +194,7 @@ class DistributedPKSampler(PKSampler):
         p: int,
         k: int,
         seed: int = 0,
+        epoch_length: Literal["pk", "images"] = "pk",
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
@@ -190,7 +215,7 @@ class DistributedPKSampler(PKSampler):
                 f"P={p} identities per global batch split over W={world_size} ranks leaves P_local={p_local} < 2: "
                 f"a rank with one identity has no negatives and its metric loss is 0; raise data.p or lower nproc"
             )
-        super().__init__(pids, p, k, seed)
+        super().__init__(pids, p, k, seed, epoch_length)
         self.rank, self.world_size, self.p_local = rank, world_size, p_local
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -15,7 +15,7 @@ from reidkit.data.batch_transforms import BatchAugmentation, RandomPatch
 from reidkit.data.build import DatasetLoader, build_test_sets, build_training_set
 from reidkit.data.cache import CachedTestImages, CachedTrainLoader, choose_cache, decode_images
 from reidkit.data.loading import build_train_loader, seeded_pk_batches
-from reidkit.data.samplers import DistributedPKSampler
+from reidkit.data.samplers import DistributedPKSampler, PKSampler
 from reidkit.data.tracklet_loading import build_tracklet_train_loader
 from reidkit.data.tracklets import is_tracklet_split
 from reidkit.data.transforms import build_train_transform, train_transform_kwargs
@@ -60,7 +60,8 @@ def training_batches(config: Config, dataset, device: torch.device, progress: bo
     """The training batches: from decoded images augmented a batch at a time (data.cache), or PIL workers."""
     data, seed = config.data, config.train.seed
     pids = [pid for _, pid, _ in dataset.train]
-    pk_sampler = DistributedPKSampler(pids, data.p, data.k, seed) if distributed.is_distributed() else None
+    sampler = DistributedPKSampler if distributed.is_distributed() else PKSampler
+    pk_sampler = sampler(pids, data.p, data.k, seed, data.epoch_length)
     if is_tracklet_split(dataset.train):  # P identities × K tracklets of data.seq_len frames, PIL workers
         log(f"training tracklets: {data.seq_len} frames each, drawn {data.frame_sampling}, decoded by PIL workers")
         return build_tracklet_train_loader(dataset.train, build_train_transform(**train_transform_kwargs(data)), data.p,
