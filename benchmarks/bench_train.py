@@ -1,7 +1,9 @@
 """Training throughput in one run, each row against the bare model step measured in the same run.
 
 Rows: the bare step (model forward, the config's loss terms, backward, fused optimiser step on random
-tensors already on the device: no trainer, the 1.0 reference); `Trainer.run_step` on the same tensors;
+tensors already on the device, channels-last as the trainer runs it: no trainer, the 1.0 reference); the same
+step in the contiguous NCHW layout (what the trainer ran on a CPU before 2026-12-07); `Trainer.run_step` on the
+same tensors;
 the full pipeline from decoded images augmented on the device (`data.cache`, as the trainer picks it);
 the full pipeline with PIL workers (`data.cache=none`) for each worker count. Loader rows also give the
 share of wall time spent waiting for the next batch.
@@ -31,10 +33,10 @@ from reidkit.models.reid import build_model, model_kwargs
 WARMUP_STEPS = 3
 
 
-def _parts(config, num_classes: int, device: torch.device):
+def _parts(config, num_classes: int, device: torch.device, layout=torch.channels_last):
     model = build_model(num_classes=num_classes, **model_kwargs(config.model, config.data)).to(device)
+    model = model.to(memory_format=layout)  # channels-last, as the trainer keeps it
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     objective = build_objective(config.loss, num_classes, model.feat_dim).to(device)
     model.freeze_unused(objective.input_keys.values())
@@ -42,10 +44,9 @@ def _parts(config, num_classes: int, device: torch.device):
     return model, objective, optimizer
 
 
-def _random_batch(config, device: torch.device) -> dict:
+def _random_batch(config, device: torch.device, layout=torch.channels_last) -> dict:
     images = torch.randn(config.data.p * config.data.k, 3, config.data.height, config.data.width, device=device)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=layout)
     return {"images": images, "pids": torch.arange(config.data.p, device=device).repeat_interleave(config.data.k)}
 
 
@@ -65,10 +66,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_bare_step(config, num_classes: int, device: torch.device, steps: int) -> float:
-    """Images/s of forward + loss + backward + fused optimiser step, with nothing around it."""
-    model, objective, optimizer = _parts(config, num_classes, device)
-    batch, amp = _random_batch(config, device), uses_amp(config.train, device)
+def time_bare_step(config, num_classes: int, device: torch.device, steps: int,
+                   layout=torch.channels_last) -> float:
+    """Images/s of forward + loss + backward + fused optimiser step, with nothing around it, model and images in
+    `layout` (the trainer's: channels-last)."""
+    model, objective, optimizer = _parts(config, num_classes, device, layout)
+    batch, amp = _random_batch(config, device, layout), uses_amp(config.train, device)
 
     def step() -> None:
         with autocast_context(device, amp):
@@ -135,8 +138,10 @@ def main() -> None:
           f"{config.data.p}×{config.data.k}, {terms}, {config.train.optimizer} (fused), {device}, {amp}, "
           f"{torch.get_num_threads()} torch threads, {args.steps} timed steps after {WARMUP_STEPS}")
     reference = time_bare_step(config, classes, device, args.steps)
-    rows = [("bare model step (ref.)", reference, None), ("Trainer.run_step, random", time_trainer_step(
-        config, classes, device, args.steps), None)]
+    rows = [("bare model step (ref.)", reference, None),
+            ("bare step, NCHW layout", time_bare_step(config, classes, device, args.steps, torch.contiguous_format),
+             None),
+            ("Trainer.run_step, random", time_trainer_step(config, classes, device, args.steps), None)]
     mode, _ = choose_cache(config.data.cache, len(dataset.train), config.data.height, config.data.width, device)
     speed, wait, picked = time_pipeline(config, dataset, device, args.steps)
     rows.append((f"pipeline, cache in {mode}", speed, wait))

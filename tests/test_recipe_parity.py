@@ -29,6 +29,11 @@ term (measured ≤ 1e-7 in the loss, ≤ 6e-7 of a tensor's scale in gradients, 
 tolerances: losses 1e-6 relative, gradients 1e-5 of each tensor's largest entry, weights 1e-5 absolute —
 10× above those, and far below what a changed recipe detail gives (a factor on a group's rate moves its
 weights by ~lr per step, ≥ 1e-5 after one step: `test_a_changed_recipe_detail_is_caught`).
+
+Layout. Both sides run NCHW here. reidkit's runs train channels-last, whose convolutions sum in another order;
+through a random-init OSNet's batch-normalised layers that rounding is amplified (measured against float64 at
+128×64: gradients off by up to 0.2 of a tensor's scale in either layout), so a bitwise float32 comparison needs
+the peer's layout, and the layout is not a recipe detail.
 """
 
 from __future__ import annotations
@@ -108,8 +113,11 @@ def reidkit_parts(config, state: dict[str, torch.Tensor]):
     assert not unexpected and all(key.endswith("num_batches_tracked") for key in missing), (missing, unexpected)
     optimizer = build_optimizer(model, objective, config.train)
     freeze = BackboneFreeze(model.backbone, config.train.freeze_iters) if config.train.freeze_iters else None
+    # the peers' layout (NCHW): the same kernels on both sides (reidkit's runs train channels-last, which orders
+    # the convolutions' sums differently: see the module docstring)
     trainer = Trainer(model.train(), objective, optimizer, torch.device("cpu"),
-                      schedule=schedule_from_config(config.train), steps_per_epoch=STEPS_PER_EPOCH, freeze=freeze)
+                      schedule=schedule_from_config(config.train), steps_per_epoch=STEPS_PER_EPOCH, freeze=freeze,
+                      memory_format=torch.contiguous_format)
     return model, trainer
 
 

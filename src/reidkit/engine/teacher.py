@@ -125,9 +125,7 @@ def load_teacher(run_dir: str | Path, device: torch.device) -> Teacher:
         model = load_run_model(run_dir, config)
     except ReidkitError as error:
         raise ConfigError(f"model.teacher={run_dir}: {error}") from error
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # as the student's batches
     return Teacher(model, config.eval.feature, run_preprocessing(config))
 
 
