@@ -302,8 +302,8 @@ class TrainingRun:
         cameras = 1 + max(max(s[2] for s in split) for split in splits if split) if config.model.camera_embedding else 0
         model = build_model(num_classes=training.num_train_pids, pair_head=config.loss.verification.weight > 0,
                             attributes=classes, cameras=cameras, **model_kwargs(config.model, config.data)).to(device)
-        # channels-last on every device: on a CPU oneDNN trains OSNet x0.25 1.4× and ResNet-18 1.2× faster so
-        # (benchmarks/bench_train.py, its NCHW row), on a GPU it is what cuDNN's fast kernels want
+        # channels-last on every device: on a CPU oneDNN trains OSNet x0.25 1.6× faster so, ResNet-18 as fast
+        # (benchmarks/bench_train.py, its NCHW row); on a GPU it is what cuDNN's fast kernels want
         model = model.to(memory_format=torch.channels_last)
         self.objective = build_objective(config.loss, training.num_train_pids, model.feat_dim, table,
                                          model.pair_head).to(device)
