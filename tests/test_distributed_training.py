@@ -270,8 +270,9 @@ def test_a_sharded_run_resumes_into_another_number_of_processes(tmp_path, data_r
     measured 1.2e-7). Step 7 adds one update whose gradients were summed in another order, and in this tiny
     model at lr 0.01 such differences grow by up to ×100 a step (max-pool and ReLU switch on near-ties of
     the flat synthetic images: the uninterrupted 1- and 2-process runs, the same computation, part by 1e-6
-    at step 4 and 1e-2 at step 7). Measured on an AVX2 AMD EPYC, step 7: 1.1e-7 ([2-1]) and 1.3e-4 ([1-2])
-    when resumed right, 3.3e-3 with the momentum zeroed in the checkpoint; hence rel 5e-4 there, and no
+    at step 4 and 1e-2 at step 7). Measured on an AVX2 AMD EPYC (channels-last training, 2026-12-07), step 7:
+    1.2e-7 ([2-1]) and 7.7e-4 ([1-2]) when resumed right, 8.4e-3 and 1.2e-2 with the momentum zeroed in the
+    checkpoint; hence rel 2.5e-3 there (NCHW had given 1.3e-4 right and 3.3e-3 zeroed for [1-2]), and no
     comparison further on, where rounding alone reaches percents.
     """
     run = tmp_path / "run"
@@ -287,4 +288,4 @@ def test_a_sharded_run_resumes_into_another_number_of_processes(tmp_path, data_r
     assert sorted(resumed) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
     first_step = STEPS_PER_EPOCH + 1
     assert resumed[first_step]["loss/id"] == pytest.approx(expected[first_step]["loss/id"], rel=1e-6, abs=0)
-    assert resumed[first_step + 1]["loss/id"] == pytest.approx(expected[first_step + 1]["loss/id"], rel=5e-4, abs=0)
+    assert resumed[first_step + 1]["loss/id"] == pytest.approx(expected[first_step + 1]["loss/id"], rel=2.5e-3, abs=0)
