@@ -35,7 +35,7 @@ WARMUP_STEPS = 3
 
 def _parts(config, num_classes: int, device: torch.device, layout=torch.channels_last):
     model = build_model(num_classes=num_classes, **model_kwargs(config.model, config.data)).to(device)
-    model = model.to(memory_format=layout)  # channels-last, as the trainer keeps it
+    model = model.to(memory_format=layout)  # by default channels-last, as the trainer keeps it
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     objective = build_objective(config.loss, num_classes, model.feat_dim).to(device)
